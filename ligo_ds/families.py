@@ -1,0 +1,96 @@
+"""Per-family knowledge as data: Hugging Face weight names <-> ours, and each family's storage quirks.
+
+Our parameter names are the same for every family (model.py). Each entry maps one of ours to the HF
+tensors it is made of; several HF tensors are concatenated along dim 0 into one of ours (fused QKV,
+fused gate/up), and `split` names the ModelConfig sizes to cut it back. "{}" is the layer index.
+Entries for tensors a given config does not have (biases, learned positions, an untied head) are simply
+not looked up: the loader walks our model's own state_dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Family:
+    names: Mapping[str, tuple[str, ...]]
+    # ours -> ModelConfig attribute per HF piece, for entries made of several HF tensors.
+    split: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # GPT-2 stores its projections as Conv1D with weights laid out (in, out); ours are (out, in).
+    transposed: frozenset[str] = frozenset()
+    # HF keys that are buffers, not weights (older checkpoints saved them); skipped on load.
+    buffer_suffixes: tuple[str, ...] = ()
+
+
+GPT2 = Family(
+    names={
+        "tok_emb.weight": ("transformer.wte.weight",),
+        "pos_emb.weight": ("transformer.wpe.weight",),
+        "blocks.{}.norm1.weight": ("transformer.h.{}.ln_1.weight",),
+        "blocks.{}.norm1.bias": ("transformer.h.{}.ln_1.bias",),
+        "blocks.{}.attn.qkv.weight": ("transformer.h.{}.attn.c_attn.weight",),
+        "blocks.{}.attn.qkv.bias": ("transformer.h.{}.attn.c_attn.bias",),
+        "blocks.{}.attn.out.weight": ("transformer.h.{}.attn.c_proj.weight",),
+        "blocks.{}.attn.out.bias": ("transformer.h.{}.attn.c_proj.bias",),
+        "blocks.{}.norm2.weight": ("transformer.h.{}.ln_2.weight",),
+        "blocks.{}.norm2.bias": ("transformer.h.{}.ln_2.bias",),
+        "blocks.{}.mlp.up.weight": ("transformer.h.{}.mlp.c_fc.weight",),
+        "blocks.{}.mlp.up.bias": ("transformer.h.{}.mlp.c_fc.bias",),
+        "blocks.{}.mlp.down.weight": ("transformer.h.{}.mlp.c_proj.weight",),
+        "blocks.{}.mlp.down.bias": ("transformer.h.{}.mlp.c_proj.bias",),
+        "norm.weight": ("transformer.ln_f.weight",),
+        "norm.bias": ("transformer.ln_f.bias",),
+        "lm_head.weight": ("lm_head.weight",),
+    },
+    transposed=frozenset({
+        "blocks.{}.attn.qkv.weight", "blocks.{}.attn.out.weight",
+        "blocks.{}.mlp.up.weight", "blocks.{}.mlp.down.weight",
+    }),
+    buffer_suffixes=(".attn.bias", ".attn.masked_bias"),
+)
+
+_L = "model.layers.{}."
+LLAMA = Family(
+    names={
+        "tok_emb.weight": ("model.embed_tokens.weight",),
+        "blocks.{}.norm1.weight": (_L + "input_layernorm.weight",),
+        "blocks.{}.attn.qkv.weight": tuple(_L + f"self_attn.{p}_proj.weight" for p in "qkv"),
+        "blocks.{}.attn.qkv.bias": tuple(_L + f"self_attn.{p}_proj.bias" for p in "qkv"),
+        "blocks.{}.attn.out.weight": (_L + "self_attn.o_proj.weight",),
+        "blocks.{}.attn.out.bias": (_L + "self_attn.o_proj.bias",),
+        "blocks.{}.norm2.weight": (_L + "post_attention_layernorm.weight",),
+        "blocks.{}.mlp.up.weight": (_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"),
+        "blocks.{}.mlp.up.bias": (_L + "mlp.gate_proj.bias", _L + "mlp.up_proj.bias"),
+        "blocks.{}.mlp.down.weight": (_L + "mlp.down_proj.weight",),
+        "blocks.{}.mlp.down.bias": (_L + "mlp.down_proj.bias",),
+        "norm.weight": ("model.norm.weight",),
+        "lm_head.weight": ("lm_head.weight",),
+    },
+    split={
+        "blocks.{}.attn.qkv.weight": ("q_size", "kv_size", "kv_size"),
+        "blocks.{}.attn.qkv.bias": ("q_size", "kv_size", "kv_size"),
+        "blocks.{}.mlp.up.weight": ("intermediate_size", "intermediate_size"),
+        "blocks.{}.mlp.up.bias": ("intermediate_size", "intermediate_size"),
+    },
+    buffer_suffixes=(".rotary_emb.inv_freq",),
+)
+
+FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA}
+
+# The transformers class written into config.json "architectures", per HF model_type.
+ARCHITECTURES: dict[str, str] = {
+    "gpt2": "GPT2LMHeadModel",
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
+
+
+def template(name: str) -> tuple[str, int | None]:
+    """'blocks.3.attn.qkv.weight' -> ('blocks.{}.attn.qkv.weight', 3); non-block names -> (name, None)."""
+    parts = name.split(".")
+    if parts[0] == "blocks":
+        return ".".join([parts[0], "{}", *parts[2:]]), int(parts[1])
+    return name, None

@@ -1,0 +1,246 @@
+"""Hugging Face checkpoints in and out: `load_model` and `save_model`.
+
+A checkpoint directory holds config.json and weights as safetensors (one file, or shards with a
+`model.safetensors.index.json`), or as `pytorch_model.bin` (read with weights_only=True: user files
+are never unpickled). Names and layouts are translated by the tables in families.py.
+
+Writing streams: `write_checkpoint` takes an iterator of (our name, tensor) and closes a shard as soon
+as it is full, so a caller can produce a large model block by block without holding all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig
+from .errors import ConfigError
+from .families import ARCHITECTURES, FAMILIES, template
+from .model import Decoder
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+DEFAULT_SHARD_BYTES = 2 * 2**30
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+class CheckpointReader:
+    """Lazy access to the tensors of an HF checkpoint directory, whatever its file layout."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self._files: dict[str, Path] = {}  # HF tensor name -> file holding it
+        self._loaded: dict[Path, dict[str, torch.Tensor]] = {}
+        if (self.dir / SAFETENSORS_INDEX).is_file() or (self.dir / TORCH_BIN_INDEX).is_file():
+            index = self.dir / (SAFETENSORS_INDEX if (self.dir / SAFETENSORS_INDEX).is_file() else TORCH_BIN_INDEX)
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self._files = {name: self.dir / f for name, f in weight_map.items()}
+            missing = sorted({str(f) for f in self._files.values() if not f.is_file()})
+            if missing:
+                raise ConfigError(f"checkpoint {str(self.dir)!r}: {index.name} lists shard files that do "
+                                  f"not exist: {', '.join(missing)}")
+        elif (self.dir / SAFETENSORS).is_file():
+            self._files = {name: self.dir / SAFETENSORS for name in self._safetensors_keys(self.dir / SAFETENSORS)}
+        elif (self.dir / TORCH_BIN).is_file():
+            self._files = {name: self.dir / TORCH_BIN for name in self._torch_file(self.dir / TORCH_BIN)}
+        else:
+            raise ConfigError(f"no weights in {str(self.dir)!r}: expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                              f"{TORCH_BIN} or {TORCH_BIN_INDEX} (pass a config.json file for a random init)")
+
+    def keys(self) -> list[str]:
+        return list(self._files)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
+
+    def get(self, name: str) -> torch.Tensor:
+        path = self._files[name]
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    return f.get_tensor(name)
+            except (SafetensorError, OSError) as e:
+                raise ConfigError(f"cannot read tensor {name!r} from {str(path)!r}: {e}") from None
+        return self._torch_file(path)[name]
+
+    @staticmethod
+    def _safetensors_keys(path: Path) -> list[str]:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except (SafetensorError, OSError) as e:
+            raise ConfigError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+
+    def _torch_file(self, path: Path) -> dict[str, torch.Tensor]:
+        if path not in self._loaded:
+            try:
+                self._loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # weights_only refuses pickled code with an UnpicklingError
+                raise ConfigError(f"refusing to load {str(path)!r}: not a plain tensor file "
+                                  f"(read with weights_only=True): {e}") from None
+        return self._loaded[path]
+
+
+def _expected_hf_shapes(cfg: ModelConfig, ours: str, shape: torch.Size) -> list[tuple[int, ...]]:
+    family = FAMILIES[cfg.family]
+    tmpl, _ = template(ours)
+    if tmpl in family.split:
+        return [(getattr(cfg, attr), *shape[1:]) for attr in family.split[tmpl]]
+    if tmpl in family.transposed:
+        return [tuple(reversed(shape))]
+    return [tuple(shape)]
+
+
+def hf_names(cfg: ModelConfig, ours: str) -> list[str]:
+    tmpl, layer = template(ours)
+    return [n.format(layer) for n in FAMILIES[cfg.family].names[tmpl]]
+
+
+def hf_to_ours(cfg: ModelConfig, ours: str, shape: torch.Size, get: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    """Assemble our tensor `ours` of `shape` from the HF tensors `get` returns, checking every shape."""
+    names = hf_names(cfg, ours)
+    pieces = []
+    for name, expected in zip(names, _expected_hf_shapes(cfg, ours, shape)):
+        t = get(name)
+        if tuple(t.shape) != expected:
+            raise ConfigError(f"checkpoint tensor {name!r} has shape {tuple(t.shape)}, but the config "
+                              f"expects {expected}")
+        pieces.append(t)
+    t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
+    return t.t() if template(ours)[0] in FAMILIES[cfg.family].transposed else t
+
+
+def ours_to_hf(cfg: ModelConfig, ours: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Split and lay out one of our tensors as the HF tensors it stands for."""
+    family = FAMILIES[cfg.family]
+    tmpl, _ = template(ours)
+    if tmpl in family.transposed:
+        tensor = tensor.t()
+    if tmpl in family.split:
+        pieces = tensor.split([getattr(cfg, attr) for attr in family.split[tmpl]], dim=0)
+    else:
+        pieces = (tensor,)
+    return [(name, p.contiguous()) for name, p in zip(hf_names(cfg, ours), pieces)]
+
+
+def tied_names(cfg: ModelConfig) -> set[str]:
+    """Our names that alias another parameter and are neither read nor written."""
+    return {"lm_head.weight"} if cfg.tie_embeddings else set()
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
+    """An HF checkpoint directory -> our Decoder with its weights; a config.json file -> random init."""
+    path = Path(path)
+    if path.is_file():
+        cfg = ModelConfig.from_file(path)
+        return Decoder(cfg).to(device=device, dtype=dtype)
+    if not path.is_dir():
+        raise ConfigError(f"model path {str(path)!r} does not exist (expected an HF checkpoint directory "
+                          "or a config.json file)")
+    cfg = ModelConfig.from_file(path)
+    reader = CheckpointReader(path)
+    with torch.device("meta"):
+        model = Decoder(cfg)
+    state = {}
+    skip = tied_names(cfg)
+    used: set[str] = set()
+
+    def get(name: str) -> torch.Tensor:
+        if name not in reader:
+            raise ConfigError(f"checkpoint {str(path)!r} lacks tensor {name!r} that its config requires")
+        used.add(name)
+        return reader.get(name)
+
+    for ours, param in model.state_dict().items():
+        if ours not in skip:
+            state[ours] = hf_to_ours(cfg, ours, param.shape, get).to(dtype)
+    buffers = FAMILIES[cfg.family].buffer_suffixes
+    extra = [k for k in reader.keys()
+             if k not in used and not k.endswith(buffers) and not (k == "lm_head.weight" and skip)]
+    if extra:
+        shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
+        raise ConfigError(f"checkpoint {str(path)!r} has {len(extra)} tensor(s) its config does not describe: "
+                          f"{shown}")
+    model.load_state_dict({**state, **{k: state["tok_emb.weight"] for k in skip}}, assign=True)
+    model.tie_weights()
+    return model.to(device)
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+def write_checkpoint(cfg: ModelConfig, named_tensors: Iterable[tuple[str, torch.Tensor]], out_dir: str | Path,
+                     *, dtype: torch.dtype = torch.float32, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Write our tensors as an HF checkpoint directory that transformers loads.
+
+    The directory is assembled beside `out_dir` and renamed into place, so a crash never leaves a
+    half-written checkpoint where a previous good one was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    skip = tied_names(cfg)
+    written: list[tuple[Path, list[str]]] = []  # (temporary shard file, HF names in it)
+    shard: dict[str, torch.Tensor] = {}
+    size = total = 0
+
+    def flush() -> None:
+        path = tmp / f"shard-{len(written)}.safetensors"
+        save_file(shard, str(path), metadata={"format": "pt"})
+        written.append((path, list(shard)))
+
+    for ours, tensor in named_tensors:
+        if ours in skip:
+            continue
+        for name, piece in ours_to_hf(cfg, ours, tensor.detach().to("cpu", dtype)):
+            nbytes = piece.numel() * piece.element_size()
+            if shard and size + nbytes > max_shard_bytes:
+                flush()
+                shard, size = {}, 0
+            shard[name] = piece
+            size += nbytes
+            total += nbytes
+    flush()
+    if len(written) == 1:
+        written[0][0].rename(tmp / SAFETENSORS)
+    else:
+        weight_map = {}
+        for i, (path, names) in enumerate(written):
+            final = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
+            path.rename(tmp / final)
+            weight_map.update(dict.fromkeys(names, final))
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
+    hf = cfg.to_hf(DTYPE_NAMES[dtype])
+    hf["architectures"] = [ARCHITECTURES[cfg.model_type]]
+    (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    _replace_dir(tmp, out_dir)
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model: Decoder, out_dir: str | Path, *, dtype: torch.dtype | None = None,
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Write `model` as an HF checkpoint directory (config.json + safetensors, sharded above a size)."""
+    dtype = dtype or next(model.parameters()).dtype
+    return write_checkpoint(model.cfg, model.state_dict().items(), out_dir, dtype=dtype,
+                            max_shard_bytes=max_shard_bytes)

@@ -1,0 +1,208 @@
+"""The decoder: one implementation for the GPT-2 and Llama families, switched by ModelConfig.
+
+Architecture only: no parallelism, no checkpoint I/O (hf_io.py), no growth (growth/).
+Weights are created and initialised inside each module's own __init__, so a model built under
+deepspeed.zero.Init keeps its initialisation (zero.Init partitions a module's parameters as soon as
+its outermost __init__ returns; anything done to them afterwards is lost).
+
+Fused layouts (the HF name tables in families.py split them back):
+  attn.qkv.weight  (H*E + 2*K*E, D) = [q; k; v]
+  mlp.up.weight    (2F, D) = [gate; up] for gated (SwiGLU) MLPs, (F, D) otherwise
+
+Shape legend: B batch, T time, D hidden, H query heads, K key-value heads, E head_dim, F mlp hidden,
+V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+ACTIVATIONS = {
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class Linear(nn.Linear):
+    """nn.Linear drawn from N(0, std) with a zero bias, initialised inside __init__ (see module doc)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool, std: float):
+        super().__init__(d_in, d_out, bias=bias)
+        nn.init.normal_(self.weight, std=std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class Embedding(nn.Embedding):
+    def __init__(self, num: int, dim: int, std: float):
+        super().__init__(num, dim)
+        nn.init.normal_(self.weight, std=std)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+NORMS = {
+    "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
+    "rmsnorm": lambda dim, eps, bias: RMSNorm(dim, eps),
+}
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    return NORMS[cfg.norm](cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, E) in float32, in the "rotate half" layout HF Llama uses.
+
+    Computed per forward rather than stored as buffers: DeepSpeed casts floating buffers to bf16,
+    which would round the angles of late positions.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.int64).float() / head_dim)
+    angles_TE = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles_TE = torch.cat([angles_TE, angles_TE], dim=-1)
+    return angles_TE.cos(), angles_TE.sin()
+
+
+def apply_rope(x_BHTE: torch.Tensor, cos_TE: torch.Tensor, sin_TE: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x_BHTE.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x_BHTE * cos_TE.to(x_BHTE.dtype) + rotated * sin_TE.to(x_BHTE.dtype)
+
+
+def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
+    """Boolean (T, T) mask: query i sees keys j with i - window < j <= i (Mistral's convention)."""
+    i = torch.arange(seq_len, device=device)[:, None]
+    j = torch.arange(seq_len, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, out_std: float):
+        super().__init__()
+        self.cfg = cfg
+        std = cfg.initializer_range
+        self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, cfg.qkv_bias, std)
+        self.out = Linear(cfg.q_size, cfg.hidden_size, cfg.out_bias, out_std)
+
+    def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        cfg = self.cfg
+        B, T, _ = x_BTD.shape
+        q, k, v = self.qkv(x_BTD).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
+        q_BHTE = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k_BKTE = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v_BKTE = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        if rope is not None:
+            q_BHTE, k_BKTE = apply_rope(q_BHTE, *rope), apply_rope(k_BKTE, *rope)
+        mask = None
+        if cfg.sliding_window is not None and T > cfg.sliding_window:
+            mask = sliding_window_mask(T, cfg.sliding_window, x_BTD.device)
+        y_BHTE = F.scaled_dot_product_attention(
+            q_BHTE, k_BKTE, v_BKTE, attn_mask=mask, is_causal=mask is None,
+            enable_gqa=cfg.num_heads != cfg.num_kv_heads)
+        return self.out(y_BHTE.transpose(1, 2).reshape(B, T, cfg.q_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, out_std: float):
+        super().__init__()
+        self.gated = cfg.gated_mlp
+        self.act = ACTIVATIONS[cfg.activation]
+        width = cfg.intermediate_size * (2 if cfg.gated_mlp else 1)
+        self.up = Linear(cfg.hidden_size, width, cfg.mlp_bias, cfg.initializer_range)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size, cfg.mlp_bias, out_std)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        h_BTF = self.up(x_BTD)
+        if self.gated:
+            gate_BTF, up_BTF = h_BTF.chunk(2, dim=-1)
+            h_BTF = self.act(gate_BTF) * up_BTF
+        else:
+            h_BTF = self.act(h_BTF)
+        return self.down(h_BTF)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        # GPT-2's scaled init of the projections that write into the residual stream.
+        out_std = cfg.initializer_range / math.sqrt(2 * cfg.num_layers)
+        self.norm1 = make_norm(cfg)
+        self.attn = Attention(cfg, out_std)
+        self.norm2 = make_norm(cfg)
+        self.mlp = MLP(cfg, out_std)
+
+    def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x_BTD = x_BTD + self.attn(self.norm1(x_BTD), rope)
+        x_BTD = x_BTD + self.mlp(self.norm2(x_BTD))
+        return x_BTD
+
+
+class Decoder(nn.Module):
+    """A causal LM: `model(ids)` gives logits (B, T, V); `model(ids, targets)` gives the mean loss."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        std = cfg.initializer_range
+        self.tok_emb = Embedding(cfg.vocab_size, cfg.hidden_size, std)
+        self.pos_emb = Embedding(cfg.max_positions, cfg.hidden_size, std) if cfg.positions == "learned" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = make_norm(cfg)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, std)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the embedding with the head when the config ties them (again after a meta-device load)."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def embed(self, ids_BT: torch.Tensor) -> torch.Tensor:
+        T = ids_BT.shape[1]
+        if T > self.cfg.max_positions:
+            raise ValueError(f"sequence length {T} exceeds the model's max positions {self.cfg.max_positions}")
+        x_BTD = self.tok_emb(ids_BT)
+        if self.pos_emb is not None:
+            x_BTD = x_BTD + self.pos_emb(torch.arange(T, device=ids_BT.device))
+        return x_BTD
+
+    def rope(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.cfg.positions != "rope":
+            return None
+        return rope_tables(seq_len, self.cfg.head_dim, self.cfg.rope_theta, device)
+
+    def forward(self, ids_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
+        x_BTD = self.embed(ids_BT)
+        rope = self.rope(ids_BT.shape[1], ids_BT.device)
+        for block in self.blocks:
+            x_BTD = block(x_BTD, rope)
+        logits_BTV = self.lm_head(self.norm(x_BTD))
+        if targets_BT is None:
+            return logits_BTV
+        return lm_loss(logits_BTV, targets_BT)
+
+    def num_params(self) -> int:
+        """Unique parameters (a tied head counts once); under ZeRO-3 the full, not the local, size."""
+        seen = {id(p): getattr(p, "ds_numel", p.numel()) for p in self.parameters()}
+        return sum(seen.values())
+
+
+def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in float32 (bf16 log-softmax over a large vocabulary is lossy)."""
+    return F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())

@@ -1,0 +1,46 @@
+"""The command line, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import HF_CASES
+
+
+def ligo(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ligo_ds", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_help_lists_every_subcommand():
+    out = ligo("--help")
+    assert out.returncode == 0
+    for name in ("prepare", "pretrain", "fit", "grow", "export", "report", "inspect"):
+        assert f"    {name}" in out.stdout
+
+
+def test_stdlib_prepare_then_inspect(tmp_path):
+    data = tmp_path / "stdlib"
+    out = ligo("prepare", "--out", str(data))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((data / "meta.json").read_text())
+    assert meta["source"] == "stdlib" and meta["train_tokens"] > 1_000_000 and meta["val_tokens"] > 20_000
+    assert f"{meta['train_tokens']:,} train" in out.stdout
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**HF_CASES["llama_gqa_tied"], "vocab_size": 8192}))
+    out = ligo("inspect", "--model", str(config), "--data", str(data), "--seq-len", "32")
+    assert out.returncode == 0, out.stderr
+    assert "logits (1, 32, 8192)" in out.stdout and "parameters: " in out.stdout
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**HF_CASES["llama"], "model_type": "t5"}))
+    out = ligo("inspect", "--model", str(config))
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, "
+                                  "mistral, qwen2")
