@@ -4,8 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# DeepSpeed JIT-builds a CPU op on first use; keep the build in the checkout, not a shared cache.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv system-deps clean
 
 venv: $(STAMP)
 
@@ -14,10 +18,20 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,mpi]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# System packages the launcher tests run for real: OpenMPI (mpirun). Installed when missing and we
+# are root on a Debian-like machine; otherwise the tests that need them fail with what to install.
+system-deps:
+	@if ! command -v mpirun >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing openmpi-bin libopenmpi-dev"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null; \
+	  else echo "warning: mpirun missing; install openmpi-bin and libopenmpi-dev"; fi; \
+	fi
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

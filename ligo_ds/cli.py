@@ -72,6 +72,82 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+PRETRAIN_HELP = {
+    "model": "HF config.json (train from scratch) or HF checkpoint directory (continue pretraining it)",
+    "data": "DATA_DIR written by `ligo-ds prepare`",
+    "out": "RUN_DIR; rerunning the same command on it resumes from its latest checkpoint",
+    "ds_config": "DeepSpeed JSON, or a preset: zero1, zero2 (default), zero3, zero3_offload",
+    "max_steps": "optimizer steps (or give --max-tokens)",
+    "max_tokens": "training tokens, rounded up to whole steps",
+    "micro_batch": "sequences per rank per forward (default 8)",
+    "grad_accum": "micro-batches per optimizer step (default 1); global batch = micro x accum x ranks",
+    "seq_len": "tokens per sequence (default 256)",
+    "lr": "peak learning rate (default 6e-4)",
+    "min_lr": "cosine floor (default lr / 10)",
+    "warmup_steps": "linear warmup steps (default 100)",
+    "weight_decay": "AdamW decay on matrices (default 0.1)",
+    "beta1": "AdamW beta1 (default 0.9)",
+    "beta2": "AdamW beta2 (default 0.95)",
+    "grad_clip": "max global gradient norm, 0 disables (default 1.0)",
+    "eval_every": "steps between validation passes (default 100)",
+    "eval_samples": "validation windows per pass (default 64)",
+    "save_every": "steps between checkpoints (default 500; one is always written at the end)",
+    "log_every": "steps between metrics rows (default 10)",
+    "seed": "data order and init seed (default 1337)",
+    "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32",
+    "peak_tflops": "device peak for MFU when it is not in the built-in table",
+}
+
+
+def _options(cls, args: argparse.Namespace, help_table: dict):
+    """A config dataclass from --config FILE (if given) overridden by every flag the user set."""
+    from .train_config import from_dict, load_json
+
+    values = load_json(args.config, "--config") if args.config else {}
+    values.update({k: getattr(args, k) for k in help_table if getattr(args, k) is not None})
+    return from_dict(cls, values, args.config or "command line")
+
+
+def _dataclass_args(cls, help_table: dict) -> list:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = [_arg("--config", metavar="FILE", help="JSON file of these options; flags override it")]
+    for f in dataclasses.fields(cls):
+        kind = {int: int, float: float, str: str}[typing.get_args(hints[f.name])[0]
+                                                  if typing.get_args(hints[f.name]) else hints[f.name]]
+        out.append(_arg("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                        metavar=f.name.upper(), help=help_table[f.name]))
+    return out
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pretrain a model with DeepSpeed (ZeRO 1-3), from scratch or continuing an HF checkpoint.
+
+    Works under every launcher: plain python (one process), torchrun, the deepspeed launcher, mpirun
+    and srun. Writes RUN_DIR/{config.json, ds_config.json, checkpoints/, metrics.jsonl, tb/, hf/}.
+    Rerunning the same command resumes from the latest complete checkpoint.
+    """
+    from .pretrain import run
+    from .train_config import PretrainConfig
+
+    cfg = _options(PretrainConfig, args, PRETRAIN_HELP)
+    hf = run(cfg)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"done: final weights in {hf}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write any saved checkpoint of a run (default: the latest) as an HF checkpoint directory."""
+    from .export import export
+
+    out = export(args.run, args.out, args.tag)
+    print(f"wrote {out}")
+    return 0
+
+
 def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"ligo-ds {name}: not implemented yet (a later milestone of the roadmap fills it in)", file=sys.stderr)
@@ -101,10 +177,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list]] = {
         _arg("--data", metavar="DATA_DIR", help="prepared data for the forward pass"),
         _arg("--seq-len", type=int, default=128),
     ]),
-    "pretrain": (_not_yet("pretrain"), []),
+    "pretrain": (cmd_pretrain, None),  # arguments generated from PretrainConfig below
     "fit": (_not_yet("fit"), []),
     "grow": (_not_yet("grow"), []),
-    "export": (_not_yet("export"), []),
+    "export": (cmd_export, [
+        _arg("run", metavar="RUN_DIR"),
+        _arg("--tag", help="checkpoint tag (default: the latest)"),
+        _arg("--out", required=True, metavar="DIR"),
+    ]),
     "report": (_not_yet("report"), []),
 }
 
@@ -113,13 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ligo-ds", description="Grow pretrained causal LMs with a learned linear operator (LiGO) under "
                                     "DeepSpeed: prepare data, pretrain, fit the operator, grow, export, report.")
+    # The deepspeed launcher inserts --local_rank=N before the subcommand (or after it, for a script);
+    # the rank is read from the environment, so both places accept and ignore it.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (fn, arguments) in COMMANDS.items():
         doc = (fn.__doc__ or "").strip()
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if arguments is None:
+            from .train_config import PretrainConfig
+
+            arguments = _dataclass_args(PretrainConfig, PRETRAIN_HELP)
         for flags, kw in arguments:
             p.add_argument(*flags, **kw)
+        p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
         p.set_defaults(fn=fn)
     return parser
 

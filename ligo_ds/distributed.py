@@ -1,0 +1,273 @@
+"""The DeepSpeed boundary: the one module that imports deepspeed.
+
+Everything else takes an engine or a plain model. What lives here:
+- `init()`: ranks from whichever launcher started us (deepspeed, torchrun, mpirun, srun, or none);
+- `build_model()`: our decoder, partitioned from the start under ZeRO-3 (deepspeed.zero.Init);
+- `load_weights()` / `iter_full_state()`: weights into and out of a possibly partitioned model,
+  one module at a time, so no rank holds the whole model;
+- `make_engine()`, checkpoint save/load with a `latest` pointer written only when every rank is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError
+
+# A JIT-compiled op (deepspeed_shm_comm on CPU) is built on first init; keep its cache per user, not in
+# a default directory that concurrent jobs with other flags rebuild under each other.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "ligo_ds" / "torch_extensions"))
+
+import deepspeed  # noqa: E402
+from deepspeed.accelerator import get_accelerator  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    launcher: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_slurm_host() -> str:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not nodelist:
+        return "127.0.0.1"
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def _env_from_launcher() -> str:
+    """Fill RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from the launcher's own variables; name the launcher.
+
+    torchrun and the deepspeed runner set RANK themselves. mpirun sets OMPI_COMM_WORLD_*: we map them and
+    let deepspeed's mpi4py discovery find the master address (it broadcasts rank 0's address, which is
+    right on several nodes). Plain srun sets SLURM_PROCID/SLURM_LOCALID/SLURM_NTASKS.
+    """
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        env.setdefault("LOCAL_RANK", "0")
+        return "deepspeed" if "DEEPSPEED_LAUNCHER" in env or "CROSS_RANK" in env else "torchrun"
+    if "OMPI_COMM_WORLD_RANK" in env:
+        return "mpirun"  # deepspeed.init_distributed(auto_mpi_discovery=True) fills the rest
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        env["RANK"], env["WORLD_SIZE"] = env["SLURM_PROCID"], env["SLURM_NTASKS"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        env.setdefault("LOCAL_WORLD_SIZE", env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0] or env["SLURM_NTASKS"])
+        env.setdefault("MASTER_ADDR", _first_slurm_host())
+        env.setdefault("MASTER_PORT", str(29500 + int(env.get("SLURM_JOB_ID", "0")) % 2000))
+        return "srun"
+    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(_free_port()))
+    return "single"
+
+
+def init() -> Dist:
+    """Join (or create) the process group. Idempotent."""
+    launcher = _env_from_launcher()
+    accel = get_accelerator()
+    on_gpu = accel.device_name() == "cuda"
+    if not dist.is_initialized():
+        port = int(os.environ.get("MASTER_PORT", 29500))
+        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=True,
+                                   distributed_port=port, verbose=False)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", world)))
+    if on_gpu:
+        accel.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        # Ranks on one machine share its cores; oversubscribed intra-op threads slow every rank down.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        device = torch.device("cpu")
+    return Dist(rank, world, local_rank, local_world, device, launcher)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj, src: int = 0):
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def build_model(make: Callable[[], torch.nn.Module], ds_config: dict, dtype: torch.dtype) -> torch.nn.Module:
+    """Construct a model; under ZeRO-3 partitioned as it is built, so no rank ever holds all of it."""
+    if zero_stage(ds_config) == 3:
+        with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+            return make()
+    return make().to(dtype)
+
+
+def is_partitioned(param: torch.nn.Parameter) -> bool:
+    return hasattr(param, "ds_id")
+
+
+def full_shape(param: torch.nn.Parameter) -> torch.Size:
+    return param.ds_shape if is_partitioned(param) else param.shape
+
+
+@contextlib.contextmanager
+def gathered(params: list[torch.nn.Parameter], modifier_rank: int | None = None):
+    """Full tensors of (possibly partitioned) params inside the block; writes by `modifier_rank` persist."""
+    if params and any(is_partitioned(p) for p in params):
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
+            yield
+    else:
+        yield
+
+
+def _modules_with_params(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
+    for prefix, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            yield prefix, module
+
+
+@torch.no_grad()
+def load_weights(model: torch.nn.Module, get: Callable[[str, torch.Size], torch.Tensor], skip: set[str],
+                 rank: int) -> None:
+    """Copy weights into `model` one module at a time through `get(name, shape)`.
+
+    Under ZeRO-3 each module's parameters are gathered, written by rank 0 alone (the only caller of
+    `get`) and re-partitioned on exit; unpartitioned models are written by every rank.
+    """
+    for prefix, module in _modules_with_params(model):
+        params = dict(module.named_parameters(recurse=False))
+        with gathered(list(params.values()), modifier_rank=0):
+            if rank == 0 or not any(is_partitioned(p) for p in params.values()):
+                for name, p in params.items():
+                    full = f"{prefix}.{name}" if prefix else name
+                    if full not in skip:
+                        p.copy_(get(full, p.shape))
+
+
+@torch.no_grad()
+def iter_full_state(model: torch.nn.Module, rank: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor on CPU) one module at a time; every rank must drive it, only rank 0 gets items.
+
+    Tied parameters are yielded under their first name only.
+    """
+    seen: set[int] = set()
+    for prefix, module in _modules_with_params(model):
+        params = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for _, p in params)
+        with gathered([p for _, p in params]):
+            if rank == 0:
+                for name, p in params:
+                    yield (f"{prefix}.{name}" if prefix else name), p.detach().to("cpu", copy=True)
+
+
+# ---- engine ---------------------------------------------------------------------------------------
+
+def make_engine(model: torch.nn.Module, param_groups: list[dict], ds_config: dict):
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
+    return engine
+
+
+def set_lr(engine, lr: float) -> None:
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def grad_norm(engine) -> float | None:
+    norm = engine.get_global_grad_norm()
+    return None if norm is None else float(norm)
+
+
+def save_checkpoint(engine, ckpt_dir: Path, tag: str, client_state: dict, rank: int) -> None:
+    """Save every rank's shard, then, once all are on disk, point `latest` at `tag` (atomically).
+
+    DeepSpeed's own `latest` is written without syncing the files it points to; ours moves only after
+    every rank has fsynced its files and passed a barrier, so a crash never leaves it at a partial tag.
+    """
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    os.sync()
+    barrier()
+    if rank == 0:
+        tmp = ckpt_dir / f".latest.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(tag)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, ckpt_dir / "latest")
+        fd = os.open(ckpt_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    barrier()
+
+
+def latest_tag(ckpt_dir: Path) -> str | None:
+    path = ckpt_dir / "latest"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def load_checkpoint(engine, ckpt_dir: Path, tag: str) -> dict:
+    load_path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    if load_path is None:
+        raise ConfigError(f"checkpoint {str(ckpt_dir / tag)!r} named by {str(ckpt_dir / 'latest')!r} "
+                          "could not be loaded (missing or incomplete files)")
+    return client_state
+
+
+def fp32_state_from_checkpoint(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
+    """Full fp32 weights from ZeRO shards on disk, assembled in CPU memory (any stage)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    if not (ckpt_dir / tag).is_dir():
+        raise ConfigError(f"no checkpoint {tag!r} in {str(ckpt_dir)!r}")
+    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

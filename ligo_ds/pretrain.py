@@ -1,0 +1,279 @@
+"""Pretraining under DeepSpeed: `run` (set up, resume) -> `fit` (the loop) -> export.
+
+Used for the small model, the scratch baseline and the grown model alike. The batch for optimizer
+step s on rank r, micro-step m, is global samples  S + m*W*b + r*b + [0, b)  with S the samples
+consumed before step s, W the world size and b the micro-batch: each rank reads its own share and the
+position in the data is the single integer S, saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import distributed
+from .config import ModelConfig
+from .data import SampleOrder, TokenData, window_batch
+from .errors import ConfigError
+from .flops import peak_flops, train_flops_per_token
+from .hf_io import CheckpointReader, hf_to_ours, tied_names, write_checkpoint
+from .metrics import MetricsLog
+from .model import Decoder
+from .rundir import RunDir, versions, write_json_atomic
+from .train_config import PretrainConfig, ds_config_path, load_json, resolve_ds_config
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    samples: int = 0  # global training windows consumed: the position in the data
+    tokens: int = 0
+    flops: float = 0.0  # cumulative training FLOPs (flops.py), including any carried in (an operator fit)
+    train_seconds: float = 0.0  # wall time inside training steps, summed over restarts
+
+
+def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
+    """Linear warmup to `lr` over warmup_steps, then cosine decay to the floor at `total`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.floor_lr + 0.5 * (cfg.lr - cfg.floor_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _sha(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_identity(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, world: int, stage: int,
+                 dtype: str) -> dict:
+    """What must not change when a run resumes."""
+    hf = {k: v for k, v in model_cfg.hf_config.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
+    return {
+        "model": f"{Path(cfg.model).resolve()} (config sha {_sha(hf)})",
+        "data": f"{data.dir.resolve()} (meta sha {_sha(data.meta)})",
+        "seq_len": cfg.seq_len,
+        "global_batch": cfg.micro_batch * cfg.grad_accum * world,
+        "total_steps": cfg.total_steps(world),
+        **{k: getattr(cfg, k) for k in ("lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2",
+                                         "grad_clip")},
+        "seed": cfg.seed,
+        "zero_stage": stage,
+        "dtype": dtype,
+    }
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (embeddings included, as nanoGPT), none on norms and biases."""
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if len(distributed.full_shape(p)) >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _check_inputs(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData) -> None:
+    data.check_model(model_cfg.vocab_size)
+    if cfg.seq_len > model_cfg.max_positions:
+        raise ConfigError(f"--seq-len {cfg.seq_len} exceeds the model's {model_cfg.max_positions} positions")
+
+
+def _on_rank0(d: distributed.Dist, fn):
+    """Run `fn` on rank 0 and give every rank its result, or raise its ConfigError on every rank."""
+    outcome = None
+    if d.is_main:
+        try:
+            outcome = ("ok", fn())
+        except ConfigError as e:
+            outcome = ("error", str(e))
+    outcome = distributed.broadcast_object(outcome)
+    if outcome[0] == "error":
+        raise ConfigError(outcome[1])
+    return outcome[1]
+
+
+def run(cfg: PretrainConfig, *, initial_flops: float = 0.0) -> Path:
+    """Train (or resume) the run in cfg.out; returns the HF export directory."""
+    model_cfg = ModelConfig.from_file(cfg.model)
+    data = TokenData(cfg.data)
+    _check_inputs(cfg, model_cfg, data)
+    user_ds_path = ds_config_path(cfg.ds_config)
+    user_ds = load_json(user_ds_path, "ds config")
+    d = distributed.init()
+    on_gpu = d.device.type == "cuda"
+    dtype_name = cfg.dtype if cfg.dtype != "auto" else ("bf16" if on_gpu else "fp32")
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    ds_config = resolve_ds_config(
+        user_ds, where=str(user_ds_path), micro_batch=cfg.micro_batch, grad_accum=cfg.grad_accum,
+        world_size=d.world_size, grad_clip=cfg.grad_clip, bf16=dtype_name == "bf16", lr=cfg.lr,
+        weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), on_gpu=on_gpu)
+    stage = distributed.zero_stage(ds_config)
+    identity = run_identity(cfg, model_cfg, data, d.world_size, stage, dtype_name)
+    run_dir = RunDir(cfg.out)
+    record = {"options": cfg.to_dict(), "model_config": model_cfg.to_hf(), "versions": versions(),
+              "launcher": d.launcher, "world_size": d.world_size, "device": distributed.device_name(d.device)}
+    resuming = _on_rank0(d, lambda: run_dir.claim(identity, record))
+    if d.is_main:
+        write_json_atomic(run_dir.ds_config, ds_config)
+
+    torch.manual_seed(cfg.seed)
+    model = distributed.build_model(lambda: Decoder(model_cfg), ds_config, dtype)
+    tag = distributed.latest_tag(run_dir.checkpoints) if resuming else None
+    if tag is None and Path(cfg.model).is_dir():
+        _load_hf_weights(model, Path(cfg.model), model_cfg, d.rank)
+    engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), ds_config)
+
+    state = TrainState(flops=initial_flops)
+    if tag is not None:
+        client = distributed.load_checkpoint(engine, run_dir.checkpoints, tag)
+        state = TrainState(**client["train_state"])
+        random.setstate(client["rng"]["python"])
+        np.random.set_state(client["rng"]["numpy"])
+        torch.set_rng_state(client["rng"]["torch"])
+        if d.is_main:
+            run_dir.truncate_metrics(state.step)
+            print(f"resuming {run_dir.root} from checkpoint {tag} (step {state.step})", file=sys.stderr)
+    fit(engine, cfg, model_cfg, data, run_dir, d, state)
+    return export_hf(engine, model_cfg, run_dir, d, data, dtype)
+
+
+def _load_hf_weights(model: torch.nn.Module, directory: Path, model_cfg: ModelConfig, rank: int) -> None:
+    reader = CheckpointReader(directory) if rank == 0 or not _partitioned(model) else None
+
+    def get(name: str, shape: torch.Size) -> torch.Tensor:
+        return hf_to_ours(model_cfg, name, shape, reader.get)
+
+    distributed.load_weights(model, get, tied_names(model_cfg), rank)
+
+
+def _partitioned(model: torch.nn.Module) -> bool:
+    return any(distributed.is_partitioned(p) for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(engine, val: np.ndarray, cfg: PretrainConfig, d: distributed.Dist) -> float:
+    """Mean loss over the first eval_samples validation windows, split across ranks.
+
+    The set is the same at every evaluation and for every world size. Ranks with fewer windows run
+    padded batches of weight zero: under ZeRO-3 every rank must take part in every forward.
+    """
+    T = cfg.seq_len
+    n = min(cfg.eval_samples, (len(val) - 1) // T)
+    if n < 1:
+        raise ConfigError(f"validation split has {len(val)} tokens, fewer than one --seq-len {T} window")
+    mine = list(range(d.rank, n, d.world_size))
+    batches = math.ceil(math.ceil(n / d.world_size) / cfg.micro_batch)
+    totals = torch.zeros(2, dtype=torch.float64, device=d.device)
+    engine.eval()
+    for b in range(batches):
+        idx = mine[b * cfg.micro_batch:(b + 1) * cfg.micro_batch]
+        real = bool(idx)
+        ids, targets = window_batch(val, np.asarray(idx or [0], dtype=np.int64) * T, T)
+        logits = engine(ids.to(d.device))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(d.device).flatten(), reduction="sum")
+        if real:
+            totals += torch.stack([loss.double(), torch.tensor(targets.numel(), dtype=torch.float64, device=d.device)])
+    engine.train()
+    distributed.all_reduce_sum(totals)
+    return (totals[0] / totals[1]).item()
+
+
+def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, run_dir: RunDir,
+        d: distributed.Dist, state: TrainState) -> TrainState:
+    """The training loop; every long stretch ends in a checkpoint, so a rerun continues exactly."""
+    from tqdm import tqdm
+
+    train, val = data.tokens("train"), data.tokens("val")
+    order = SampleOrder(len(train), cfg.seq_len, cfg.seed)
+    total = cfg.total_steps(d.world_size)
+    b, W, T = cfg.micro_batch, d.world_size, cfg.seq_len
+    per_step = b * cfg.grad_accum * W
+    flops_per_token = train_flops_per_token(model_cfg, T)
+    peak = peak_flops(distributed.device_name(d.device), cfg.peak_tflops)
+    log = MetricsLog(run_dir.metrics, run_dir.tb, d.is_main)
+    bar = tqdm(total=total, initial=state.step, disable=not d.is_main, desc="pretrain", unit="step",
+               dynamic_ncols=True)
+
+    if state.step == 0:
+        log.write({"step": 0, "samples": 0, "tokens": 0, "flops": state.flops, "train_seconds": 0.0,
+                   "val_loss": evaluate(engine, val, cfg, d)})
+    loss_acc = torch.zeros((), dtype=torch.float64, device=d.device)
+    interval_steps, interval_tokens, interval_seconds = 0, 0, 0.0
+    while state.step < total:
+        start = time.perf_counter()
+        lr = lr_at(state.step, total, cfg)
+        distributed.set_lr(engine, lr)
+        for m in range(cfg.grad_accum):
+            first = state.samples + m * W * b + d.rank * b
+            ids, targets = window_batch(train, order.starts(first, b), T)
+            loss = engine(ids.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True))
+            engine.backward(loss)
+            engine.step()
+            loss_acc += loss.detach().double()
+        state.step += 1
+        state.samples += per_step
+        state.tokens += per_step * T
+        state.flops += per_step * T * flops_per_token
+        elapsed = time.perf_counter() - start
+        state.train_seconds += elapsed
+        interval_steps += 1
+        interval_tokens += per_step * T
+        interval_seconds += elapsed
+        bar.update(1)
+
+        last = state.step == total
+        if state.step % cfg.log_every == 0 or last:
+            mean_loss = distributed.all_reduce_sum(loss_acc).item() / (interval_steps * cfg.grad_accum * W)
+            loss_acc.zero_()
+            tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
+            row = {"step": state.step, "samples": state.samples, "tokens": state.tokens, "flops": state.flops,
+                   "train_seconds": round(state.train_seconds, 4), "loss": mean_loss, "lr": lr,
+                   "grad_norm": distributed.grad_norm(engine), "tokens_per_s": tokens_per_s,
+                   "mfu": None if peak is None else tokens_per_s * flops_per_token / (peak * W),
+                   "peak_mem_gb": distributed.peak_memory_bytes(d.device) / 2**30}
+            if state.step % cfg.eval_every == 0 or last:
+                row["val_loss"] = evaluate(engine, val, cfg, d)
+            log.write(row)
+            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            interval_steps, interval_tokens, interval_seconds = 0, 0, 0.0
+        elif state.step % cfg.eval_every == 0:
+            log.write({"step": state.step, "samples": state.samples, "tokens": state.tokens, "flops": state.flops,
+                       "train_seconds": round(state.train_seconds, 4), "val_loss": evaluate(engine, val, cfg, d)})
+        if state.step % cfg.save_every == 0 or last:
+            save(engine, run_dir, state, d)
+    bar.close()
+    log.close()
+    return state
+
+
+def save(engine, run_dir: RunDir, state: TrainState, d: distributed.Dist) -> None:
+    client = {"train_state": asdict(state),
+              "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}}
+    distributed.save_checkpoint(engine, run_dir.checkpoints, f"step{state.step}", client, d.rank)
+
+
+def export_hf(engine, model_cfg: ModelConfig, run_dir: RunDir, d: distributed.Dist, data: TokenData,
+              dtype: torch.dtype) -> Path:
+    """Stream the trained weights to RUN_DIR/hf one module at a time (gathered per module under ZeRO-3)."""
+    tensors = distributed.iter_full_state(engine.module, d.rank)
+    if d.is_main:
+        write_checkpoint(model_cfg, tensors, run_dir.hf, dtype=dtype)
+        shutil.copy(data.dir / data.meta["tokenizer"], run_dir.hf / "tokenizer.json")
+    else:
+        for _ in tensors:  # every rank takes part in each module's gather
+            pass
+    distributed.barrier()
+    return run_dir.hf

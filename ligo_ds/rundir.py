@@ -1,0 +1,93 @@
+"""The run directory: one layout, owned here.
+
+    RUN_DIR/config.json      resolved options, model and data identity, versions, git sha
+    RUN_DIR/ds_config.json   exactly what DeepSpeed received
+    RUN_DIR/checkpoints/     DeepSpeed checkpoints by tag, and `latest` (written last, see distributed.py)
+    RUN_DIR/metrics.jsonl    one row per logging step
+    RUN_DIR/tb/              TensorBoard events
+    RUN_DIR/hf/              the final weights as an HF checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, Any]:
+    import deepspeed
+    import torch
+
+    import ligo_ds
+
+    return {"ligo_ds": ligo_ds.__version__, "git_sha": _git_sha(), "torch": torch.__version__,
+            "deepspeed": deepspeed.__version__, "python": platform.python_version()}
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "config.json"
+        self.ds_config = self.root / "ds_config.json"
+        self.checkpoints = self.root / "checkpoints"
+        self.metrics = self.root / "metrics.jsonl"
+        self.tb = self.root / "tb"
+        self.hf = self.root / "hf"
+
+    def claim(self, identity: dict[str, Any], record: dict[str, Any]) -> bool:
+        """Start a new run here, or confirm this is the same run. Returns True when resuming.
+
+        `identity` holds what must not change across a resume (model, data, batch, schedule); a
+        mismatch is refused with every differing field named, and nothing on disk is touched.
+        """
+        if self.config.is_file():
+            previous = json.loads(self.config.read_text()).get("identity")
+            if previous is None:
+                raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another --out")
+            diffs = [f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
+                     for k in sorted(set(previous) | set(identity)) if previous.get(k) != identity.get(k)]
+            if diffs:
+                raise ConfigError(f"--out {str(self.root)!r} belongs to a different run; refusing to resume it. "
+                                  f"Differences: {'; '.join(diffs)}")
+            return True
+        if self.root.exists() and any(self.root.iterdir()):
+            raise ConfigError(f"--out {str(self.root)!r} exists, is not empty and holds no ligo_ds run")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config, {"identity": identity, **record})
+        return False
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop rows logged after `step` (by a run that died after its last checkpoint)."""
+        if not self.metrics.is_file():
+            return
+        rows = [line for line in self.metrics.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        if len(kept) != len(rows):
+            tmp = self.metrics.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.metrics)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
