@@ -139,6 +139,65 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+FIT_HELP = {
+    "source": "the small model: an HF checkpoint directory",
+    "target": "the large model's shape: an HF config.json of the same family, at least as large everywhere",
+    "data": "DATA_DIR written by `ligo-ds prepare`",
+    "out": "RUN_DIR; rerunning the same command resumes the fit",
+    "steps": "operator gradient steps (default 100); 0 writes the initialisation alone (the heuristics)",
+    "width_init": "select (default) | random | net2net (function preserving)",
+    "depth_init": "stack (default) | interpolate | random | zero (new layers add nothing at first)",
+    "init_noise": "noise on new width units and on depth rows (default 0)",
+    "tying": "paper (in side = out side) | inverse (in side = left inverse); default inverse for net2net",
+    "order": "paper (widen, then mix over depth; default) | official (mix, then widen per target layer)",
+    "operator_lr": "operator peak learning rate (default 1e-3)",
+    "operator_min_lr": "cosine floor (default operator-lr / 10)",
+    "operator_warmup": "warmup steps (default 10)",
+    "operator_weight_decay": "AdamW decay on the operator (default 0: decay pulls new channels to zero)",
+    "ds_config": "DeepSpeed JSON or preset (default zero3)",
+    **{k: PRETRAIN_HELP[k] for k in ("micro_batch", "grad_accum", "seq_len", "grad_clip", "eval_every",
+                                     "eval_samples", "save_every", "log_every", "seed", "dtype", "peak_tflops")},
+}
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit the LiGO operator (small HF model -> target config) on the large model's LM loss.
+
+    Only the operator trains; under ZeRO-3 it and the frozen source weights are partitioned across
+    ranks. Writes RUN_DIR/hf (the grown model), metrics and checkpoints; reruns resume.
+    """
+    from .fit import FitConfig, run
+
+    result = run(_options(FitConfig, args, FIT_HELP))
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"done: grown model in {result.hf} (fit FLOPs {result.flops:.3e})")
+    return 0
+
+
+GROW_HELP = {
+    **{k: v for k, v in FIT_HELP.items() if k != "steps"},
+    "fit_steps": "operator gradient steps (default 100; 0 = the initialisation alone, the heuristics)",
+    **{k: PRETRAIN_HELP[k] for k in ("max_steps", "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay",
+                                     "beta1", "beta2")},
+    "ds_config": "DeepSpeed JSON or preset for both phases (default zero3)",
+    "out": "RUN_DIR: fit/, grown/, train/; rerunning the same command resumes in whichever phase it stopped",
+}
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    """Grow a small HF model into a target shape and pretrain the grown model, in one job.
+
+    Fits the LiGO operator (RUN_DIR/fit), writes the grown model (RUN_DIR/grown), hands it to DeepSpeed
+    pretraining partitioned by ZeRO (each rank writes its own partition) and trains it (RUN_DIR/train).
+    """
+    from .grow import GrowConfig, run
+
+    hf = run(_options(GrowConfig, args, GROW_HELP))
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"done: trained grown model in {hf}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write any saved checkpoint of a run (default: the latest) as an HF checkpoint directory."""
     from .export import export
@@ -161,7 +220,7 @@ def _arg(*flags: str, **kw) -> tuple[tuple[str, ...], dict]:
 
 
 # name -> (function, arguments). The order is the order of --help.
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list]] = {
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list | str]] = {
     "prepare": (cmd_prepare, [
         _arg("--source", default="stdlib", metavar="SRC", help="stdlib | PATH[,PATH...] | hub:NAME[:CONFIG]"),
         _arg("--out", required=True, metavar="DATA_DIR", help="output directory"),
@@ -177,9 +236,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list]] = {
         _arg("--data", metavar="DATA_DIR", help="prepared data for the forward pass"),
         _arg("--seq-len", type=int, default=128),
     ]),
-    "pretrain": (cmd_pretrain, None),  # arguments generated from PretrainConfig below
-    "fit": (_not_yet("fit"), []),
-    "grow": (_not_yet("grow"), []),
+    "pretrain": (cmd_pretrain, "PretrainConfig"),  # arguments generated from the dataclass
+    "fit": (cmd_fit, "FitConfig"),
+    "grow": (cmd_grow, "GrowConfig"),
     "export": (cmd_export, [
         _arg("run", metavar="RUN_DIR"),
         _arg("--tag", help="checkpoint tag (default: the latest)"),
@@ -187,6 +246,24 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list]] = {
     ]),
     "report": (_not_yet("report"), []),
 }
+
+
+def _pretrain_config():
+    from .train_config import PretrainConfig
+    return PretrainConfig, PRETRAIN_HELP
+
+
+def _fit_config():
+    from .fit import FitConfig
+    return FitConfig, FIT_HELP
+
+
+def _grow_config():
+    from .grow import GrowConfig
+    return GrowConfig, GROW_HELP
+
+
+_CONFIGS = {"PretrainConfig": _pretrain_config, "FitConfig": _fit_config, "GrowConfig": _grow_config}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,10 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (fn.__doc__ or "").strip()
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        if arguments is None:
-            from .train_config import PretrainConfig
-
-            arguments = _dataclass_args(PretrainConfig, PRETRAIN_HELP)
+        if isinstance(arguments, str):
+            arguments = _dataclass_args(*_CONFIGS[arguments]())
         for flags, kw in arguments:
             p.add_argument(*flags, **kw)
         p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)

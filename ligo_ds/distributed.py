@@ -164,22 +164,39 @@ def _modules_with_params(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn
             yield prefix, module
 
 
-@torch.no_grad()
-def load_weights(model: torch.nn.Module, get: Callable[[str, torch.Size], torch.Tensor], skip: set[str],
-                 rank: int) -> None:
-    """Copy weights into `model` one module at a time through `get(name, shape)`.
+def _write_own_partition(param: torch.nn.Parameter, full: torch.Tensor) -> None:
+    """Keep this rank's slice of `full`: ZeRO-3 holds flat slice [r*n, (r+1)*n) of the zero-padded
+    parameter on rank r of the parameter's group (partition_parameters.py, _partition_param)."""
+    part = param.ds_tensor
+    n = part.numel()
+    start = dist.get_rank(group=param.ds_process_group) * n
+    piece = full.reshape(-1)[start:start + n]
+    part.zero_()
+    part[:piece.numel()].copy_(piece)
+    if param.ds_status.name == "AVAILABLE":  # a persistent parameter also keeps its full copy
+        param.data.copy_(full.reshape(param.data.shape))
 
-    Under ZeRO-3 each module's parameters are gathered, written by rank 0 alone (the only caller of
-    `get`) and re-partitioned on exit; unpartitioned models are written by every rank.
+
+@torch.no_grad()
+def load_weights(model: torch.nn.Module, get: Callable[[str, torch.Size], torch.Tensor], skip: set[str]) -> None:
+    """Set every parameter to `get(name, full shape)`, one parameter at a time.
+
+    Every rank calls `get` and, under ZeRO-3, keeps only its own partition: no communication, and no
+    rank holds more than one full tensor of the model at a time. Tied parameters are set once.
     """
-    for prefix, module in _modules_with_params(model):
-        params = dict(module.named_parameters(recurse=False))
-        with gathered(list(params.values()), modifier_rank=0):
-            if rank == 0 or not any(is_partitioned(p) for p in params.values()):
-                for name, p in params.items():
-                    full = f"{prefix}.{name}" if prefix else name
-                    if full not in skip:
-                        p.copy_(get(full, p.shape))
+    for name, p in model.named_parameters():
+        if name in skip:
+            continue
+        full = get(name, full_shape(p)).to(p.dtype)
+        if is_partitioned(p):
+            _write_own_partition(p, full)
+        else:
+            p.copy_(full)
+
+
+def local_shard(param: torch.nn.Parameter) -> torch.Tensor:
+    """What this rank stores of `param`: its ZeRO-3 partition, or the whole tensor."""
+    return param.ds_tensor if is_partitioned(param) else param.data
 
 
 @torch.no_grad()
@@ -203,6 +220,33 @@ def iter_full_state(model: torch.nn.Module, rank: int) -> Iterator[tuple[str, to
 def make_engine(model: torch.nn.Module, param_groups: list[dict], ds_config: dict):
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
     return engine
+
+
+def partition_report(engine) -> list[dict]:
+    """Per rank: elements of parameters held (all, and trainable) and of optimizer state (the fp32
+    master partition and Adam's two moments). Collective; every rank gets the list."""
+    model = engine.module
+    unique = {id(p): p for p in model.parameters()}.values()
+    # Where each ZeRO stage keeps this rank's fp32 master partition (3: stage3.py; 1/2: stage_1_and_2.py).
+    for attr in ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):
+        if hasattr(engine.optimizer, attr):
+            master = sum(t.numel() for t in getattr(engine.optimizer, attr))
+            break
+    else:
+        inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+        master = sum(p.numel() for group in inner.param_groups for p in group["params"])
+    mine = {
+        "rank": dist.get_rank() if dist.is_initialized() else 0,
+        "params_local": sum(local_shard(p).numel() for p in unique),
+        "params_full": sum(full_shape(p).numel() for p in unique),
+        "trainable_local": sum(local_shard(p).numel() for p in unique if p.requires_grad),
+        "optimizer_local": 3 * master,
+    }
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [mine]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
 
 
 def set_lr(engine, lr: float) -> None:

@@ -118,7 +118,8 @@ def hf_to_ours(cfg: ModelConfig, ours: str, shape: torch.Size, get: Callable[[st
                               f"expects {expected}")
         pieces.append(t)
     t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
-    return t.t() if template(ours)[0] in FAMILIES[cfg.family].transposed else t
+    # Contiguous: a transposed view would stay strided in the model (slower, and ZeRO-3 refuses it).
+    return t.t().contiguous() if template(ours)[0] in FAMILIES[cfg.family].transposed else t
 
 
 def ours_to_hf(cfg: ModelConfig, ours: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ def _check_inputs(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData) 
         raise ConfigError(f"--seq-len {cfg.seq_len} exceeds the model's {model_cfg.max_positions} positions")
 
 
-def _on_rank0(d: distributed.Dist, fn):
+def on_rank0(d: distributed.Dist, fn):
     """Run `fn` on rank 0 and give every rank its result, or raise its ConfigError on every rank."""
     outcome = None
     if d.is_main:
@@ -105,62 +106,90 @@ def _on_rank0(d: distributed.Dist, fn):
     return outcome[1]
 
 
-def run(cfg: PretrainConfig, *, initial_flops: float = 0.0) -> Path:
-    """Train (or resume) the run in cfg.out; returns the HF export directory."""
-    model_cfg = ModelConfig.from_file(cfg.model)
-    data = TokenData(cfg.data)
+@dataclass
+class Session:
+    """A process group joined, the DeepSpeed config resolved and the run directory claimed."""
+
+    d: distributed.Dist
+    ds_config: dict
+    dtype: torch.dtype
+    run_dir: RunDir
+    resuming: bool
+
+
+def start(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, *, extra_identity: dict | None = None,
+          extra_record: dict | None = None) -> Session:
     _check_inputs(cfg, model_cfg, data)
     user_ds_path = ds_config_path(cfg.ds_config)
     user_ds = load_json(user_ds_path, "ds config")
     d = distributed.init()
     on_gpu = d.device.type == "cuda"
     dtype_name = cfg.dtype if cfg.dtype != "auto" else ("bf16" if on_gpu else "fp32")
-    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     ds_config = resolve_ds_config(
         user_ds, where=str(user_ds_path), micro_batch=cfg.micro_batch, grad_accum=cfg.grad_accum,
         world_size=d.world_size, grad_clip=cfg.grad_clip, bf16=dtype_name == "bf16", lr=cfg.lr,
         weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), on_gpu=on_gpu)
-    stage = distributed.zero_stage(ds_config)
-    identity = run_identity(cfg, model_cfg, data, d.world_size, stage, dtype_name)
+    identity = {**run_identity(cfg, model_cfg, data, d.world_size, distributed.zero_stage(ds_config), dtype_name),
+                **(extra_identity or {})}
     run_dir = RunDir(cfg.out)
     record = {"options": cfg.to_dict(), "model_config": model_cfg.to_hf(), "versions": versions(),
-              "launcher": d.launcher, "world_size": d.world_size, "device": distributed.device_name(d.device)}
-    resuming = _on_rank0(d, lambda: run_dir.claim(identity, record))
+              "launcher": d.launcher, "world_size": d.world_size, "device": distributed.device_name(d.device),
+              **(extra_record or {})}
+    resuming = on_rank0(d, lambda: run_dir.claim(identity, record))
     if d.is_main:
         write_json_atomic(run_dir.ds_config, ds_config)
+    return Session(d, ds_config, torch.bfloat16 if dtype_name == "bf16" else torch.float32, run_dir, resuming)
 
+
+def resume(engine, s: Session) -> TrainState | None:
+    """Load the latest complete checkpoint, if the run has one; restore RNG; drop later metrics rows."""
+    tag = distributed.latest_tag(s.run_dir.checkpoints) if s.resuming else None
+    if tag is None:
+        return None
+    client = distributed.load_checkpoint(engine, s.run_dir.checkpoints, tag)
+    random.setstate(client["rng"]["python"])
+    np.random.set_state(client["rng"]["numpy"])
+    torch.set_rng_state(client["rng"]["torch"])
+    if s.d.is_main:
+        s.run_dir.truncate_metrics(client["train_state"]["step"])
+        print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {client['train_state']['step']})",
+              file=sys.stderr)
+    return TrainState(**client["train_state"])
+
+
+def has_checkpoint(s: Session) -> bool:
+    return s.resuming and distributed.latest_tag(s.run_dir.checkpoints) is not None
+
+
+WeightSource = Callable[[str, torch.Size], torch.Tensor]
+
+
+def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, init_weights: WeightSource | None = None,
+        extra_identity: dict | None = None) -> Path:
+    """Train (or resume) the run in cfg.out; returns the HF export directory.
+
+    Fresh runs start from `init_weights(name, shape)` when given (the grown model, computed on every
+    rank), else from cfg.model's HF weights when it is a directory, else from a random init.
+    """
+    model_cfg = ModelConfig.from_file(cfg.model)
+    data = TokenData(cfg.data)
+    s = start(cfg, model_cfg, data, extra_identity=extra_identity)
     torch.manual_seed(cfg.seed)
-    model = distributed.build_model(lambda: Decoder(model_cfg), ds_config, dtype)
-    tag = distributed.latest_tag(run_dir.checkpoints) if resuming else None
-    if tag is None and Path(cfg.model).is_dir():
-        _load_hf_weights(model, Path(cfg.model), model_cfg, d.rank)
-    engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), ds_config)
-
-    state = TrainState(flops=initial_flops)
-    if tag is not None:
-        client = distributed.load_checkpoint(engine, run_dir.checkpoints, tag)
-        state = TrainState(**client["train_state"])
-        random.setstate(client["rng"]["python"])
-        np.random.set_state(client["rng"]["numpy"])
-        torch.set_rng_state(client["rng"]["torch"])
-        if d.is_main:
-            run_dir.truncate_metrics(state.step)
-            print(f"resuming {run_dir.root} from checkpoint {tag} (step {state.step})", file=sys.stderr)
-    fit(engine, cfg, model_cfg, data, run_dir, d, state)
-    return export_hf(engine, model_cfg, run_dir, d, data, dtype)
+    model = distributed.build_model(lambda: Decoder(model_cfg), s.ds_config, s.dtype)
+    if not has_checkpoint(s):
+        if init_weights is None and Path(cfg.model).is_dir():
+            init_weights = hf_weight_source(Path(cfg.model), model_cfg)
+        if init_weights is not None:
+            distributed.load_weights(model, init_weights, tied_names(model_cfg))
+    engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), s.ds_config)
+    state = resume(engine, s) or TrainState(flops=initial_flops)
+    fit(engine, cfg, model_cfg, data, s.run_dir, s.d, state)
+    return export_hf(engine, model_cfg, s.run_dir, s.d, data, s.dtype)
 
 
-def _load_hf_weights(model: torch.nn.Module, directory: Path, model_cfg: ModelConfig, rank: int) -> None:
-    reader = CheckpointReader(directory) if rank == 0 or not _partitioned(model) else None
-
-    def get(name: str, shape: torch.Size) -> torch.Tensor:
-        return hf_to_ours(model_cfg, name, shape, reader.get)
-
-    distributed.load_weights(model, get, tied_names(model_cfg), rank)
-
-
-def _partitioned(model: torch.nn.Module) -> bool:
-    return any(distributed.is_partitioned(p) for p in model.parameters())
+def hf_weight_source(directory: Path, model_cfg: ModelConfig) -> WeightSource:
+    reader = CheckpointReader(directory)
+    return lambda name, shape: hf_to_ours(model_cfg, name, shape, reader.get)
 
 
 @torch.no_grad()
@@ -192,8 +221,13 @@ def evaluate(engine, val: np.ndarray, cfg: PretrainConfig, d: distributed.Dist) 
 
 
 def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, run_dir: RunDir,
-        d: distributed.Dist, state: TrainState) -> TrainState:
-    """The training loop; every long stretch ends in a checkpoint, so a rerun continues exactly."""
+        d: distributed.Dist, state: TrainState, *, extra_flops_per_step: float = 0.0,
+        extra_metrics: Callable[[], dict] | None = None) -> TrainState:
+    """The training loop; every long stretch ends in a checkpoint, so a rerun continues exactly.
+
+    `extra_flops_per_step` adds work that is not the model's own forward and backward (an operator
+    producing the weights); `extra_metrics()` adds columns to each logged row (called on every rank).
+    """
     from tqdm import tqdm
 
     train, val = data.tokens("train"), data.tokens("val")
@@ -226,7 +260,7 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
         state.step += 1
         state.samples += per_step
         state.tokens += per_step * T
-        state.flops += per_step * T * flops_per_token
+        state.flops += per_step * T * flops_per_token + extra_flops_per_step
         elapsed = time.perf_counter() - start
         state.train_seconds += elapsed
         interval_steps += 1
@@ -243,7 +277,8 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
                    "train_seconds": round(state.train_seconds, 4), "loss": mean_loss, "lr": lr,
                    "grad_norm": distributed.grad_norm(engine), "tokens_per_s": tokens_per_s,
                    "mfu": None if peak is None else tokens_per_s * flops_per_token / (peak * W),
-                   "peak_mem_gb": distributed.peak_memory_bytes(d.device) / 2**30}
+                   "peak_mem_gb": distributed.peak_memory_bytes(d.device) / 2**30,
+                   **(extra_metrics() if extra_metrics else {})}
             if state.step % cfg.eval_every == 0 or last:
                 row["val_loss"] = evaluate(engine, val, cfg, d)
             log.write(row)
@@ -265,13 +300,18 @@ def save(engine, run_dir: RunDir, state: TrainState, d: distributed.Dist) -> Non
     distributed.save_checkpoint(engine, run_dir.checkpoints, f"step{state.step}", client, d.rank)
 
 
+def export_dir_extras(data: TokenData, hf_dir: Path) -> None:
+    """What makes an HF export usable on its own: the tokenizer it was trained with."""
+    shutil.copy(data.dir / data.meta["tokenizer"], hf_dir / "tokenizer.json")
+
+
 def export_hf(engine, model_cfg: ModelConfig, run_dir: RunDir, d: distributed.Dist, data: TokenData,
               dtype: torch.dtype) -> Path:
     """Stream the trained weights to RUN_DIR/hf one module at a time (gathered per module under ZeRO-3)."""
     tensors = distributed.iter_full_state(engine.module, d.rank)
     if d.is_main:
         write_checkpoint(model_cfg, tensors, run_dir.hf, dtype=dtype)
-        shutil.copy(data.dir / data.meta["tokenizer"], run_dir.hf / "tokenizer.json")
+        export_dir_extras(data, run_dir.hf)
     else:
         for _ in tensors:  # every rank takes part in each module's gather
             pass

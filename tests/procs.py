@@ -83,3 +83,22 @@ def ligo(launcher: str, nproc: int, args: list[str], timeout: float = 240, check
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}: {' '.join(result.args)}\n{result.stdout[-6000:]}")
     return result
+
+
+def kill_when(launcher: str, nproc: int, args: list[str], ready, timeout: float = 240) -> None:
+    """Start a job, SIGKILL its whole tree as soon as `ready()` is true, and insist it was still running."""
+    import time
+
+    proc = subprocess.Popen(command(launcher, nproc, args), env=job_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"the job ended (exit {proc.returncode}) before the kill point: {args}")
+            if time.time() > deadline:
+                raise AssertionError(f"kill point never reached: {args}")
+            time.sleep(0.02)
+    finally:
+        kill_tree(proc.pid)
+        proc.wait()

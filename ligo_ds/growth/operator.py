@@ -97,7 +97,8 @@ class SourceLayer(nn.Module):
     def __init__(self, tensors: dict[str, torch.Tensor]):
         super().__init__()
         for key, t in tensors.items():
-            self.register_parameter(key, nn.Parameter(t.detach().clone(), requires_grad=False))
+            t = t.detach().clone(memory_format=torch.contiguous_format)
+            self.register_parameter(key, nn.Parameter(t, requires_grad=False))
 
     def forward(self) -> dict[str, torch.Tensor]:
         return {k: p.clone() for k, p in self.named_parameters(recurse=False)}

@@ -1,0 +1,135 @@
+"""`ligo-ds grow`: fit the operator, hand the grown model to DeepSpeed pretraining, train it on.
+
+    RUN_DIR/fit/      the operator fit (checkpoints, metrics, partition.json)
+    RUN_DIR/grown/    the grown model as an HF checkpoint
+    RUN_DIR/train/    pretraining of the grown model (checkpoints, metrics, hf/)
+
+Hand-off: in the same process the fitted operator produces the target's weights one tensor at a time
+on every rank, and each rank keeps only its own ZeRO-3 partition of them (distributed.load_weights), so
+no rank ever holds the whole target. Rerunning the command resumes in whichever phase it stopped: a
+finished fit is not redone, and once pretraining has a checkpoint the operator is not needed at all
+(a restart between the two loads RUN_DIR/grown/ the same per-partition way). The pretraining metrics
+count FLOPs from the start of the fit, so a grown run compares with a scratch run on one axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+from .fit import FitConfig
+from .rundir import read_metrics
+from .train_config import PretrainConfig
+
+_FIT_ONLY = {"steps": "fit_steps", "ds_config": "ds_config"}
+
+
+@dataclass(frozen=True)
+class GrowConfig:
+    source: str
+    target: str
+    data: str
+    out: str
+    # the operator fit
+    fit_steps: int = 100
+    width_init: str = "select"
+    depth_init: str = "stack"
+    init_noise: float = 0.0
+    tying: str | None = None
+    order: str = "paper"
+    operator_lr: float = 1e-3
+    operator_min_lr: float | None = None
+    operator_warmup: int = 10
+    operator_weight_decay: float = 0.0
+    # pretraining of the grown model
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    lr: float = 6e-4
+    min_lr: float | None = None
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    # both phases
+    ds_config: str = "zero3"
+    micro_batch: int = 8
+    grad_accum: int = 1
+    seq_len: int = 256
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_samples: int = 64
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 1337
+    dtype: str = "auto"
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        self.fit_config()
+        self.pretrain_config()  # both phases validate their options now, not after the fit
+
+    def fit_config(self) -> FitConfig:
+        names = {f.name for f in fields(FitConfig)}
+        values = {k: v for k, v in asdict(self).items() if k in names}
+        return FitConfig(**{**values, "steps": self.fit_steps, "out": str(Path(self.out) / "fit"),
+                            "eval_every": min(self.eval_every, max(1, self.fit_steps)),
+                            "save_every": min(self.save_every, max(1, self.fit_steps)),
+                            "log_every": min(self.log_every, max(1, self.fit_steps))})
+
+    def pretrain_config(self) -> PretrainConfig:
+        names = {f.name for f in fields(PretrainConfig)}
+        values = {k: v for k, v in asdict(self).items() if k in names}
+        return PretrainConfig(**{**values, "model": str(Path(self.out) / "grown"), "out": str(Path(self.out) / "train")})
+
+
+def _grown_weights(operator):
+    """(name, shape) -> tensor for the target model, produced block by block (one block cached)."""
+    cache: dict = {"block": None, "tensors": None}
+    globals_ = {}
+    depth = operator.depth()
+
+    def get(name: str, shape: torch.Size) -> torch.Tensor:
+        with torch.no_grad():
+            if not name.startswith("blocks."):
+                if not globals_:
+                    globals_.update(operator.global_weights())
+                return globals_[name]
+            _, index, rest = name.split(".", 2)
+            if cache["block"] != int(index):
+                cache["block"], cache["tensors"] = int(index), operator.block(int(index), depth)
+            return cache["tensors"][rest]
+
+    return get
+
+
+def _fit_flops(fit_dir: Path) -> float:
+    rows = read_metrics(fit_dir / "metrics.jsonl") if (fit_dir / "metrics.jsonl").is_file() else []
+    return rows[-1]["flops"] if rows else 0.0
+
+
+def run(cfg: GrowConfig) -> Path:
+    from . import distributed
+    from . import fit as fit_phase
+    from . import pretrain
+
+    out = Path(cfg.out)
+    train_cfg = cfg.pretrain_config()
+    train_dir = Path(train_cfg.out)
+    trained_before = (train_dir / "checkpoints" / "latest").is_file()
+    grown = out / "grown"
+    # What the grown model came from; logging and saving cadence may change on a resume.
+    identity = {"grown_from": {k: v for k, v in asdict(cfg.fit_config()).items()
+                               if k not in ("eval_every", "eval_samples", "save_every", "log_every", "peak_tflops")}}
+    if trained_before:
+        if not (grown / "config.json").is_file():
+            raise ConfigError(f"{str(train_dir)!r} has checkpoints but {str(grown)!r} is missing; the run directory "
+                              "is damaged")
+        return pretrain.run(train_cfg, initial_flops=_fit_flops(out / "fit"), extra_identity=identity)
+    result = fit_phase.run(cfg.fit_config(), hf_out=grown, keep_operator=True)
+    init = _grown_weights(result.operator) if result.operator is not None else None
+    hf = pretrain.run(train_cfg, initial_flops=result.flops, init_weights=init, extra_identity=identity)
+    distributed.barrier()
+    return hf
