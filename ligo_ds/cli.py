@@ -11,9 +11,6 @@ from typing import Callable
 
 from .errors import ConfigError
 
-NOT_YET = 3  # exit status of a subcommand a later milestone fills in
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Tokenize a corpus into packed, memory-mapped train/val token files (DATA_DIR).
 
@@ -134,7 +131,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _options(PretrainConfig, args, PRETRAIN_HELP)
     hf = run(cfg)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if hf is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"done: final weights in {hf}")
     return 0
 
@@ -169,7 +166,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .fit import FitConfig, run
 
     result = run(_options(FitConfig, args, FIT_HELP))
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if not result.stopped and int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"done: grown model in {result.hf} (fit FLOPs {result.flops:.3e})")
     return 0
 
@@ -193,8 +190,20 @@ def cmd_grow(args: argparse.Namespace) -> int:
     from .grow import GrowConfig, run
 
     hf = run(_options(GrowConfig, args, GROW_HELP))
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if hf is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"done: trained grown model in {hf}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Compare runs against the scratch baseline: FLOPs and time to reach its final validation loss.
+
+    Writes DIR/report.md, DIR/report.csv and DIR/loss_vs_flops.png, and prints the table.
+    """
+    from .report import report
+
+    report(args.runs, args.out, args.scratch)
+    print((__import__("pathlib").Path(args.out) / "report.md").read_text())
     return 0
 
 
@@ -205,14 +214,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export(args.run, args.out, args.tag)
     print(f"wrote {out}")
     return 0
-
-
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"ligo-ds {name}: not implemented yet (a later milestone of the roadmap fills it in)", file=sys.stderr)
-        return NOT_YET
-    run.__doc__ = f"{name}: not implemented yet."
-    return run
 
 
 def _arg(*flags: str, **kw) -> tuple[tuple[str, ...], dict]:
@@ -244,7 +245,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], list | str]] = {
         _arg("--tag", help="checkpoint tag (default: the latest)"),
         _arg("--out", required=True, metavar="DIR"),
     ]),
-    "report": (_not_yet("report"), []),
+    "report": (cmd_report, [
+        _arg("runs", nargs="+", metavar="RUN_DIR", help="pretrain and grow run directories"),
+        _arg("--out", required=True, metavar="DIR"),
+        _arg("--scratch", metavar="NAME", help="the baseline run's directory name (default: the best scratch run)"),
+    ]),
 }
 
 

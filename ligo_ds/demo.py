@@ -1,7 +1,10 @@
 """`make demo`: the main job on the default offline corpus, end to end, at laptop-CPU size.
 
-Each stage is a real `ligo-ds` command run as a subprocess, exactly as a user would type it, and each
-is skipped when its output already exists, so an interrupted demo continues where it stopped.
+    prepare the stdlib corpus -> pretrain a small GPT-2 -> grow it with LiGO and continue pretraining
+    -> train the large model from scratch on the same budget -> savings table and loss-vs-FLOPs plot
+
+Each stage is a real `ligo-ds` command run as a subprocess, exactly as a user would type it. Rerunning
+resumes: finished stages are skipped by the commands themselves (their run directories resume).
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-# Demo model shapes (HF config.json contents). The vocabulary matches the prepared corpus.
+# Demo model shapes (HF config.json contents); head_dim stays 32 so the operator can grow heads.
 SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192)
 LARGE = dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=8192)
+
+# Shared by every run: the same batch, sequence length, schedule shape and evaluation set.
+TRAIN = ["--seq-len", "128", "--micro-batch", "16", "--lr", "3e-3", "--warmup-steps", "25",
+         "--eval-every", "25", "--eval-samples", "64", "--log-every", "25", "--save-every", "100",
+         "--ds-config", "zero2"]
 
 
 def run(*args: str) -> None:
@@ -26,10 +34,23 @@ def run(*args: str) -> None:
     print(f"  ({time.perf_counter() - start:.1f} s)", flush=True)
 
 
+def print_val_curve(metrics: Path, title: str) -> None:
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    print(f"\nvalidation loss, {title}:")
+    print(f"{'step':>6} {'tokens':>10} {'GFLOPs':>10} {'val loss':>9}")
+    for r in rows:
+        if "val_loss" in r:
+            print(f"{r['step']:>6} {r['tokens']:>10,} {r['flops'] / 1e9:>10,.1f} {r['val_loss']:>9.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo", help="working directory (default ./demo)")
-    parser.add_argument("--small-steps", type=int, default=300, help="pretraining steps of the small model")
+    # The small model is meant to exist already and to be worse than what the large one reaches: it
+    # trains for fewer steps than the large runs, which share one budget.
+    parser.add_argument("--small-steps", type=int, default=150)
+    parser.add_argument("--large-steps", type=int, default=350)
+    parser.add_argument("--fit-steps", type=int, default=20)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,28 +59,25 @@ def main() -> int:
     if not (data / "meta.json").is_file():
         run("prepare", "--source", "stdlib", "--out", str(data), "--force")
     for name, shape in (("small", SMALL), ("large", LARGE)):
-        config = out / f"{name}.json"
-        config.write_text(json.dumps(shape, indent=2) + "\n")
-        run("inspect", "--model", str(config), "--data", str(data), "--seq-len", "128")
-    small = out / "runs" / "small"
-    run("pretrain", "--model", str(out / "small.json"), "--data", str(data), "--out", str(small),
-        *PRETRAIN, "--max-steps", str(args.small_steps))
-    print_val_curve(small)
+        (out / f"{name}.json").write_text(json.dumps(shape, indent=2) + "\n")
+    run("inspect", "--model", str(out / "large.json"), "--data", str(data), "--seq-len", "128")
+
+    runs = out / "runs"
+    run("pretrain", "--model", str(out / "small.json"), "--data", str(data), "--out", str(runs / "small"),
+        *TRAIN, "--max-steps", str(args.small_steps))
+    print_val_curve(runs / "small" / "metrics.jsonl", "small model")
+    run("pretrain", "--model", str(out / "large.json"), "--data", str(data), "--out", str(runs / "scratch"),
+        *TRAIN, "--max-steps", str(args.large_steps))
+    # LiGO from a function-preserving start (Net2Net width, zero-initialised new layers): the grown model
+    # begins at the small model's loss and the fit only has to improve on it (reference/ligo.md).
+    run("grow", "--source", str(runs / "small" / "hf"), "--target", str(out / "large.json"), "--data", str(data),
+        "--out", str(runs / "ligo"), "--fit-steps", str(args.fit_steps), "--width-init", "net2net",
+        "--depth-init", "zero", "--operator-lr", "1e-3", "--operator-warmup", "5", *TRAIN,
+        "--max-steps", str(args.large_steps))
+    print_val_curve(runs / "ligo" / "train" / "metrics.jsonl", "grown model (FLOPs include the fit)")
+    run("report", str(runs / "scratch"), str(runs / "ligo"), "--out", str(out / "report"))
+    print(f"plot: {out / 'report' / 'loss_vs_flops.png'}")
     return 0
-
-
-# Shared by every demo run: same batch, sequence length and schedule shape.
-PRETRAIN = ["--seq-len", "128", "--micro-batch", "16", "--lr", "3e-3", "--warmup-steps", "30",
-            "--eval-every", "50", "--log-every", "10", "--save-every", "100", "--ds-config", "zero2"]
-
-
-def print_val_curve(run_dir: Path) -> None:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    print(f"\nvalidation loss of {run_dir}:")
-    print(f"{'step':>6} {'tokens':>10} {'GFLOPs':>10} {'val loss':>9}")
-    for r in rows:
-        if "val_loss" in r:
-            print(f"{r['step']:>6} {r['tokens']:>10,} {r['flops'] / 1e9:>10,.1f} {r['val_loss']:>9.3f}")
 
 
 if __name__ == "__main__":

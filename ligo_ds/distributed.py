@@ -60,6 +60,13 @@ def _first_slurm_host() -> str:
 
 
 def _env_from_launcher() -> str:
+    """Once per process: the first call fills the environment, later calls (grow's second phase) reuse it."""
+    if "LIGO_DS_LAUNCHER" not in os.environ:
+        os.environ["LIGO_DS_LAUNCHER"] = _detect_launcher()
+    return os.environ["LIGO_DS_LAUNCHER"]
+
+
+def _detect_launcher() -> str:
     """Fill RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from the launcher's own variables; name the launcher.
 
     torchrun and the deepspeed runner set RANK themselves. mpirun sets OMPI_COMM_WORLD_*: we map them and

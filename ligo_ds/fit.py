@@ -25,7 +25,7 @@ from .flops import train_flops_per_token
 from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
 from .growth.operator import iter_grown_state
 from .hf_io import load_model
-from .pretrain import TrainState, export_dir_extras, fit, resume, start
+from .pretrain import StopRequest, TrainState, export_dir_extras, fit, resume, start
 from .rundir import write_json_atomic
 from .train_config import PretrainConfig
 
@@ -124,10 +124,13 @@ def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: b
 class FitResult:
     hf: Path  # the grown model as an HF checkpoint
     flops: float  # the fit's cumulative FLOPs (0 for --steps 0)
+    seconds: float  # the fit's wall time inside training steps
     operator: LiGOOperator | None  # the fitted operator, still partitioned, when kept for a hand-off
+    stopped: bool = False  # stopped early on request, after a checkpoint; nothing was written
 
 
-def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool = False) -> FitResult:
+def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool = False,
+        stop_file: Path | None = None) -> FitResult:
     """Fit (or resume fitting) the operator; write the grown model to `hf_out` (default RUN_DIR/hf)."""
     loop = cfg.loop()
     data = TokenData(cfg.data)
@@ -136,7 +139,7 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     extra_identity = {"source": str(Path(cfg.source).resolve()), "growth": asdict(spec), "fit_steps": cfg.steps}
     if cfg.steps == 0:
         operator = _initialisation_only(cfg, target, data, extra_identity, hf_out)
-        return FitResult(Path(hf_out or Path(cfg.out) / "hf"), 0.0, operator if keep_operator else None)
+        return FitResult(Path(hf_out or Path(cfg.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
 
     reference, source_state = build_operator(cfg)
     s = start(loop, target, data, extra_identity=extra_identity,
@@ -159,14 +162,17 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     partitioned = distributed.is_partitioned(trainable[0])
     # Every rank produces all the weights on every micro-batch: forward + backward ~ 3x the forward.
     extra = 3.0 * prod_flops * d.world_size * cfg.grad_accum
-    state = fit(engine, loop, target, data, s.run_dir, d, state, extra_flops_per_step=extra,
-                extra_metrics=lambda: movement(engine.module, initial, partitioned))
+    stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), d.device)
+    state, stopped = fit(engine, loop, target, data, s.run_dir, d, state, extra_flops_per_step=extra,
+                         extra_metrics=lambda: movement(engine.module, initial, partitioned), stop=stop)
+    if stopped:
+        return FitResult(Path(hf_out or s.run_dir.hf), state.flops, state.train_seconds, None, stopped=True)
     hf = Path(hf_out or s.run_dir.hf)
     write_grown_distributed(engine.module.operator, hf, d, s.dtype)
     if d.is_main:
         export_dir_extras(data, hf)
     distributed.barrier()
-    return FitResult(hf, state.flops, engine.module.operator if keep_operator else None)
+    return FitResult(hf, state.flops, state.train_seconds, engine.module.operator if keep_operator else None)
 
 
 def write_grown_distributed(operator: LiGOOperator, out: Path, d: distributed.Dist, dtype: torch.dtype) -> None:

@@ -105,12 +105,15 @@ def _grown_weights(operator):
     return get
 
 
-def _fit_flops(fit_dir: Path) -> float:
+def _fit_totals(fit_dir: Path) -> tuple[float, float]:
+    """(FLOPs, seconds) the finished fit spent, from its metrics."""
     rows = read_metrics(fit_dir / "metrics.jsonl") if (fit_dir / "metrics.jsonl").is_file() else []
-    return rows[-1]["flops"] if rows else 0.0
+    return (rows[-1]["flops"], rows[-1]["train_seconds"]) if rows else (0.0, 0.0)
 
 
-def run(cfg: GrowConfig) -> Path:
+def run(cfg: GrowConfig) -> Path | None:
+    """Returns the trained model's HF directory, or None when a phase stopped early on request
+    (RUN_DIR/STOP, SIGTERM or SIGUSR1) after checkpointing."""
     from . import distributed
     from . import fit as fit_phase
     from . import pretrain
@@ -127,9 +130,14 @@ def run(cfg: GrowConfig) -> Path:
         if not (grown / "config.json").is_file():
             raise ConfigError(f"{str(train_dir)!r} has checkpoints but {str(grown)!r} is missing; the run directory "
                               "is damaged")
-        return pretrain.run(train_cfg, initial_flops=_fit_flops(out / "fit"), extra_identity=identity)
-    result = fit_phase.run(cfg.fit_config(), hf_out=grown, keep_operator=True)
+        flops, seconds = _fit_totals(out / "fit")
+        return pretrain.run(train_cfg, initial_flops=flops, initial_seconds=seconds, extra_identity=identity,
+                            stop_file=out / "STOP")
+    result = fit_phase.run(cfg.fit_config(), hf_out=grown, keep_operator=True, stop_file=out / "STOP")
+    if result.stopped:
+        return None
     init = _grown_weights(result.operator) if result.operator is not None else None
-    hf = pretrain.run(train_cfg, initial_flops=result.flops, init_weights=init, extra_identity=identity)
+    hf = pretrain.run(train_cfg, initial_flops=result.flops, initial_seconds=result.seconds, init_weights=init,
+                      extra_identity=identity, stop_file=out / "STOP")
     distributed.barrier()
     return hf

@@ -13,7 +13,9 @@ import json
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +44,32 @@ class TrainState:
     tokens: int = 0
     flops: float = 0.0  # cumulative training FLOPs (flops.py), including any carried in (an operator fit)
     train_seconds: float = 0.0  # wall time inside training steps, summed over restarts
+
+
+class StopRequest:
+    """A request to checkpoint and stop: SIGTERM or SIGUSR1 to a rank, or the file `stop_file` appearing.
+
+    The file is what a Slurm batch script's trap writes (launchers such as torchrun and the deepspeed
+    runner do not pass signals on to the ranks reliably). Ranks agree at logging steps: one all-reduce
+    of a flag, at points where the loop synchronises anyway.
+    """
+
+    def __init__(self, stop_file: Path, device: torch.device):
+        self.stop_file, self.device, self.flag = stop_file, device, False
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.flag = True
+
+    def agreed(self) -> bool:
+        mine = torch.tensor(float(self.flag or self.stop_file.exists()), device=self.device)
+        return distributed.all_reduce_sum(mine).item() > 0
+
+    def consume(self, is_main: bool) -> None:
+        if is_main:
+            self.stop_file.unlink(missing_ok=True)
 
 
 def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
@@ -164,9 +192,11 @@ def has_checkpoint(s: Session) -> bool:
 WeightSource = Callable[[str, torch.Size], torch.Tensor]
 
 
-def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, init_weights: WeightSource | None = None,
-        extra_identity: dict | None = None) -> Path:
-    """Train (or resume) the run in cfg.out; returns the HF export directory.
+def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, initial_seconds: float = 0.0,
+        init_weights: WeightSource | None = None, extra_identity: dict | None = None,
+        stop_file: Path | None = None) -> Path | None:
+    """Train (or resume) the run in cfg.out; returns the HF export directory, or None when it stopped
+    early on request (SIGTERM/SIGUSR1 or `stop_file`, default RUN_DIR/STOP) after saving a checkpoint.
 
     Fresh runs start from `init_weights(name, shape)` when given (the grown model, computed on every
     rank), else from cfg.model's HF weights when it is a directory, else from a random init.
@@ -182,8 +212,11 @@ def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, init_weights: Weight
         if init_weights is not None:
             distributed.load_weights(model, init_weights, tied_names(model_cfg))
     engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), s.ds_config)
-    state = resume(engine, s) or TrainState(flops=initial_flops)
-    fit(engine, cfg, model_cfg, data, s.run_dir, s.d, state)
+    state = resume(engine, s) or TrainState(flops=initial_flops, train_seconds=initial_seconds)
+    stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), s.d.device)
+    _, stopped = fit(engine, cfg, model_cfg, data, s.run_dir, s.d, state, stop=stop)
+    if stopped:
+        return None
     return export_hf(engine, model_cfg, s.run_dir, s.d, data, s.dtype)
 
 
@@ -222,11 +255,12 @@ def evaluate(engine, val: np.ndarray, cfg: PretrainConfig, d: distributed.Dist) 
 
 def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, run_dir: RunDir,
         d: distributed.Dist, state: TrainState, *, extra_flops_per_step: float = 0.0,
-        extra_metrics: Callable[[], dict] | None = None) -> TrainState:
+        extra_metrics: Callable[[], dict] | None = None, stop: StopRequest | None = None) -> tuple[TrainState, bool]:
     """The training loop; every long stretch ends in a checkpoint, so a rerun continues exactly.
 
     `extra_flops_per_step` adds work that is not the model's own forward and backward (an operator
     producing the weights); `extra_metrics()` adds columns to each logged row (called on every rank).
+    Returns the state and whether the run stopped early on request (after saving a checkpoint).
     """
     from tqdm import tqdm
 
@@ -287,11 +321,22 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
         elif state.step % cfg.eval_every == 0:
             log.write({"step": state.step, "samples": state.samples, "tokens": state.tokens, "flops": state.flops,
                        "train_seconds": round(state.train_seconds, 4), "val_loss": evaluate(engine, val, cfg, d)})
-        if state.step % cfg.save_every == 0 or last:
+        saved = state.step % cfg.save_every == 0 or last
+        if saved:
             save(engine, run_dir, state, d)
+        if stop is not None and not last and state.step % cfg.log_every == 0 and stop.agreed():
+            if not saved:
+                save(engine, run_dir, state, d)
+            stop.consume(d.is_main)
+            bar.close()
+            log.close()
+            if d.is_main:
+                print(f"stopped on request at step {state.step} of {total}: checkpoint saved in "
+                      f"{run_dir.checkpoints}; rerun the same command to continue", file=sys.stderr)
+            return state, True
     bar.close()
     log.close()
-    return state
+    return state, False
 
 
 def save(engine, run_dir: RunDir, state: TrainState, d: distributed.Dist) -> None:

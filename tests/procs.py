@@ -22,7 +22,7 @@ def free_port() -> int:
 
 def job_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LIGO_DS_LAUNCHER")
            and not k.startswith(("SLURM_", "OMPI_", "PMIX_"))}
     env.update(DS_ACCELERATOR="cpu", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                TORCH_EXTENSIONS_DIR=str(ROOT / ".torch_extensions"), OMP_NUM_THREADS="1")

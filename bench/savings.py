@@ -1,0 +1,163 @@
+"""What growth saves: scratch vs LiGO vs the classic heuristics, one command, one table, one plot.
+
+    python bench/savings.py --preset cpu      # both families on the stdlib corpus, < 60 min on 2 cores
+    python bench/savings.py --preset gpu      # larger models, one H100/H200, about 8 minutes
+    python bench/savings.py --preset tiny     # seconds; what the test suite runs
+
+Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model; train the large model
+from scratch at a few learning rates (the best is the baseline, so it is not a weak one); then grow the
+small model with each heuristic (an operator special case written with `fit --steps 0`) and with LiGO
+(the fitted operator), and train every grown model with the same data order, batch, schedule and token
+budget as scratch. `ligo-ds report` then writes report.md / report.csv / loss_vs_flops.png per family.
+Every job is a real `ligo-ds` command; rerunning the script resumes what is unfinished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Preset:
+    families: dict  # name -> (small HF config, large HF config)
+    small_steps: int
+    large_steps: int
+    fit_steps: int
+    seq_len: int
+    micro_batch: int
+    scratch_lrs: tuple
+    warmup: int
+    eval_every: int
+    eval_samples: int
+    operator_lr: float = 1e-3
+    ds_config: str = "zero2"
+    data_args: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+
+def _gpt2(layers, width, heads, positions, vocab):
+    return dict(model_type="gpt2", n_layer=layers, n_embd=width, n_head=heads, n_positions=positions, vocab_size=vocab)
+
+
+def _llama(layers, width, heads, kv, ffn, positions, vocab):
+    return dict(model_type="llama", num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads,
+                num_key_value_heads=kv, intermediate_size=ffn, max_position_embeddings=positions, vocab_size=vocab,
+                tie_word_embeddings=True)
+
+
+PRESETS = {
+    "tiny": Preset(
+        families={"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320)),
+                  "llama": (_llama(1, 32, 2, 1, 64, 64, 320), _llama(2, 64, 4, 2, 128, 64, 320))},
+        small_steps=8, large_steps=8, fit_steps=2, seq_len=32, micro_batch=4, scratch_lrs=(3e-3,), warmup=2,
+        eval_every=4, eval_samples=4, data_args=("--vocab-size", "320")),
+    "cpu": Preset(
+        families={"gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
+                  "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192))},
+        small_steps=300, large_steps=300, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(2e-3, 4e-3),
+        warmup=30, eval_every=25, eval_samples=64),
+    "gpu": Preset(
+        families={"gpt2": (_gpt2(6, 384, 6, 512, 8192), _gpt2(12, 768, 12, 512, 8192)),
+                  "llama": (_llama(6, 384, 6, 2, 1024, 512, 8192), _llama(12, 768, 12, 4, 2048, 512, 8192))},
+        small_steps=600, large_steps=600, fit_steps=50, seq_len=512, micro_batch=32, scratch_lrs=(6e-4, 1.2e-3),
+        warmup=60, eval_every=50, eval_samples=128),
+}
+
+# Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted.
+def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
+    return {
+        "stack": (0, ["--width-init", "select", "--depth-init", "stack"]),
+        "interpolate": (0, ["--width-init", "select", "--depth-init", "interpolate"]),
+        "net2net_stack": (0, ["--width-init", "net2net", "--depth-init", "stack"]),
+        "net2net_zero": (0, ["--width-init", "net2net", "--depth-init", "zero"]),
+        "ligo_paper": (p.fit_steps, ["--width-init", "select", "--depth-init", "stack"]),
+        "ligo_fp": (p.fit_steps, ["--width-init", "net2net", "--depth-init", "zero"]),
+    }
+
+
+def ligo(*args: str, log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ ligo-ds {' '.join(args)}\n")
+        f.flush()
+        result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if result.returncode != 0:
+        raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {log})")
+    return time.perf_counter() - start
+
+
+def final_val(run: Path) -> float:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["val_loss"] for r in rows if "val_loss" in r][-1]
+
+
+def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
+    small_cfg, large_cfg = p.families[family]
+    fam = work / family
+    fam.mkdir(parents=True, exist_ok=True)
+    (fam / "small.json").write_text(json.dumps(small_cfg))
+    (fam / "large.json").write_text(json.dumps(large_cfg))
+    common = ["--data", str(data), "--seq-len", str(p.seq_len), "--micro-batch", str(p.micro_batch),
+              "--warmup-steps", str(p.warmup), "--eval-every", str(p.eval_every), "--eval-samples",
+              str(p.eval_samples), "--log-every", str(p.eval_every), "--save-every", str(10 * p.large_steps),
+              "--ds-config", p.ds_config, "--seed", "1234"]
+    runs = fam / "runs"
+    ligo("pretrain", "--model", str(fam / "small.json"), "--out", str(runs / "small"), "--lr", str(p.scratch_lrs[-1]),
+         "--max-steps", str(p.small_steps), *common, log=log)
+    scratch = []
+    for lr in p.scratch_lrs:
+        out = runs / f"scratch_lr{lr:g}"
+        ligo("pretrain", "--model", str(fam / "large.json"), "--out", str(out), "--lr", str(lr),
+             "--max-steps", str(p.large_steps), *common, log=log)
+        scratch.append((final_val(out), lr, out))
+    best_val, best_lr, _ = min(scratch)
+    print(f"  {family}: scratch final val by lr: " + ", ".join(f"{lr:g}: {v:.4f}" for v, lr, _ in scratch)
+          + f" -> baseline lr {best_lr:g}", file=sys.stderr)
+    grown = []
+    for name, (steps, options) in grown_runs(p).items():
+        out = runs / name
+        ligo("grow", "--source", str(runs / "small" / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
+             "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
+             str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log)
+        grown.append(out)
+    report = fam / "report"
+    ligo("report", *[str(o) for _, _, o in scratch], *[str(g) for g in grown], "--out", str(report), log=log)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "runs"))
+    parser.add_argument("--families", default="gpt2,llama")
+    parser.add_argument("--source", default="stdlib", help="corpus for `ligo-ds prepare` (default stdlib)")
+    args = parser.parse_args()
+    p = PRESETS[args.preset]
+    work = Path(args.out) / args.preset
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "jobs.log"
+    data = work / "data"
+    start = time.perf_counter()
+    if not (data / "meta.json").is_file():
+        ligo("prepare", "--source", args.source, "--out", str(data), "--force", *p.data_args, log=log)
+    for family in args.families.split(","):
+        report = study(p, family, data, work, log)
+        print(f"\n## {family} ({args.preset} preset)\n")
+        print((report / "report.md").read_text())
+        print(f"plot: {report / 'loss_vs_flops.png'}")
+    print(f"\nwhole study: {time.perf_counter() - start:.0f} s; job log: {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

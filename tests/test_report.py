@@ -1,0 +1,90 @@
+"""report: exact savings on synthetic metrics with known crossings, and all three outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ligo_ds import ConfigError
+from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
+
+
+def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None):
+    run = root / name
+    target = run / "train" if grow else run
+    target.mkdir(parents=True)
+    (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (target / "config.json").write_text(json.dumps({"options": {"model": model}}))
+    if grow:
+        (run / "fit").mkdir()
+        (run / "fit" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit_rows or []))
+        (run / "fit" / "config.json").write_text(json.dumps({"fit": {"source": source, "steps": 10}}))
+    return run
+
+
+def val(flops, loss, seconds=None):
+    return {"step": 0, "flops": flops, "train_seconds": flops / 10 if seconds is None else seconds, "val_loss": loss}
+
+
+def test_first_crossing_interpolates():
+    pts = [(0, 0, 5.0), (100, 10, 3.0), (200, 20, 2.0)]
+    assert first_crossing(pts, 2.5) == (150, 15)
+    assert first_crossing(pts, 6.0) == (0, 0)
+    assert first_crossing(pts, 1.0) is None
+    assert loss_at(pts, 50) == 4.0 and loss_at(pts, 200) == 2.0 and loss_at(pts, 300) is None
+
+
+def test_known_savings(tmp_path):
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(500, 4.0), val(1000, 3.0)])
+    # the grown run: fit costs 100 FLOPs, then reaches 3.0 halfway between 300 (3.5) and 500 (2.5) -> 400
+    small = tmp_path / "small"
+    (small / "hf").mkdir(parents=True)
+    (small / "metrics.jsonl").write_text(json.dumps({"step": 9, "flops": 77.0}) + "\n")
+    grown = write_run(tmp_path, "ligo", [val(100, 4.5), val(300, 3.5), val(500, 2.5), val(1100, 2.0)], grow=True,
+                      fit_rows=[val(0, 6.0), val(100, 4.5)], source=str(small / "hf"))
+    never = write_run(tmp_path, "slow", [val(0, 9.0), val(1000, 3.5)], model="some/hf_dir")
+    rows = report([scratch, grown, never], tmp_path / "out")
+    by = {r.name: r for r in rows}
+    assert rows[0].name == "scratch" and by["scratch"].saving == pytest.approx(0.0)
+    assert by["ligo"].flops_to_target == pytest.approx(400) and by["ligo"].saving == pytest.approx(0.6)
+    assert by["ligo"].wall_saving == pytest.approx(0.6)
+    assert by["ligo"].loss_at_scratch_flops == pytest.approx(2.5 - 0.5 * 500 / 600)
+    assert by["ligo"].small_flops == 77.0 and by["ligo"].kind == "grown"
+    assert by["slow"].saving is None and by["slow"].kind == "pretrain"
+    md = (tmp_path / "out/report.md").read_text()
+    assert "| ligo | grown | 2.0000 | 4.000e+02 | 60.0 % |" in md and "not reached" in md
+    with open(tmp_path / "out/report.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["scratch", "ligo", "slow"]
+    png = (tmp_path / "out/loss_vs_flops.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_best_scratch_is_the_baseline(tmp_path):
+    a = write_run(tmp_path, "lr_a", [val(0, 9.0), val(100, 3.0)])
+    b = write_run(tmp_path, "lr_b", [val(0, 9.0), val(100, 2.8)])
+    base, _ = compare([load_curve(a), load_curve(b)])
+    assert base.name == "lr_b"
+    base, _ = compare([load_curve(a), load_curve(b)], scratch="lr_a")
+    assert base.name == "lr_a"
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(ConfigError, match="holds no metrics.jsonl"):
+        load_curve(tmp_path)
+    g = write_run(tmp_path, "g", [val(0, 3.0)], model="dir")
+    with pytest.raises(ConfigError, match="no scratch run among the runs"):
+        compare([load_curve(g)])
+    with pytest.raises(ConfigError, match="--scratch 'x' is not among the runs: g"):
+        compare([load_curve(g)], scratch="x")
+
+
+def test_cli_prints_the_table(tmp_path):
+    s = write_run(tmp_path, "scratch", [val(0, 9.0), val(10, 3.0)])
+    out = subprocess.run([sys.executable, "-m", "ligo_ds", "report", str(s), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| scratch | scratch (target) | 3.0000 |" in out.stdout
