@@ -63,7 +63,7 @@ PRESETS = {
     "cpu": Preset(
         families={"gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
                   "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192))},
-        small_steps=300, large_steps=300, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(2e-3, 4e-3),
+        small_steps=200, large_steps=400, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(2e-3, 4e-3),
         warmup=30, eval_every=25, eval_samples=64),
     "gpu": Preset(
         families={"gpt2": (_gpt2(6, 384, 6, 512, 8192), _gpt2(12, 768, 12, 512, 8192)),

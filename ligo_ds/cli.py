@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ligo-ds {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only directory, a full disk, a missing permission: name the file
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ligo-ds {args.command}: error: {e.strerror or e}{where}; nothing already on disk was changed",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

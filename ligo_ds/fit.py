@@ -25,7 +25,7 @@ from .flops import train_flops_per_token
 from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
 from .growth.operator import iter_grown_state
 from .hf_io import load_model
-from .pretrain import StopRequest, TrainState, export_dir_extras, fit, resume, start
+from .pretrain import StopRequest, TrainState, export_dir_extras, fit, plan_resume, resume, start
 from .rundir import write_json_atomic
 from .train_config import PretrainConfig
 
@@ -153,12 +153,14 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     trainable = [p for p in model.parameters() if p.requires_grad]
     initial = {n: distributed.local_shard(p).detach().double().cpu().clone()
                for n, p in model.operator.named_parameters() if p.requires_grad}
+    tag = plan_resume(s)
     engine = distributed.make_engine(model, [{"params": trainable, "weight_decay": cfg.operator_weight_decay}],
                                      s.ds_config)
     report = distributed.partition_report(engine)  # collective: every rank takes part
     if d.is_main:
         write_json_atomic(s.run_dir.root / "partition.json", report)
-    state = resume(engine, s) or TrainState()
+    state = resume(engine, s, tag) or TrainState()
+    distributed.set_weight_decay(engine, [cfg.operator_weight_decay])
     partitioned = distributed.is_partitioned(trainable[0])
     # Every rank produces all the weights on every micro-batch: forward + backward ~ 3x the forward.
     extra = 3.0 * prod_flops * d.world_size * cfg.grad_accum

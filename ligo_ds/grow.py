@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
+from .faults import crash_point
 from .fit import FitConfig
 from .rundir import read_metrics
 from .train_config import PretrainConfig
@@ -136,6 +137,7 @@ def run(cfg: GrowConfig) -> Path | None:
     result = fit_phase.run(cfg.fit_config(), hf_out=grown, keep_operator=True, stop_file=out / "STOP")
     if result.stopped:
         return None
+    crash_point("handoff")
     init = _grown_weights(result.operator) if result.operator is not None else None
     hf = pretrain.run(train_cfg, initial_flops=result.flops, initial_seconds=result.seconds, init_weights=init,
                       extra_identity=identity, stop_file=out / "STOP")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -29,6 +30,7 @@ from . import distributed
 from .config import ModelConfig
 from .data import SampleOrder, TokenData, window_batch
 from .errors import ConfigError
+from .faults import crash_point
 from .flops import peak_flops, train_flops_per_token
 from .hf_io import CheckpointReader, hf_to_ours, tied_names, write_checkpoint
 from .metrics import MetricsLog
@@ -169,12 +171,32 @@ def start(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, *, extra
     return Session(d, ds_config, torch.bfloat16 if dtype_name == "bf16" else torch.float32, run_dir, resuming)
 
 
-def resume(engine, s: Session) -> TrainState | None:
-    """Load the latest complete checkpoint, if the run has one; restore RNG; drop later metrics rows."""
+def plan_resume(s: Session) -> str | None:
+    """The checkpoint tag to resume from, checked complete; None for a fresh start. Call before building
+    the engine: a checkpoint written by another number of ranks is converted to DeepSpeed's universal
+    layout and the engine is told to load that (the data position is a global sample count, so it
+    carries over as long as the global batch is the same, which the run identity enforces)."""
     tag = distributed.latest_tag(s.run_dir.checkpoints) if s.resuming else None
     if tag is None:
         return None
+    manifest = distributed.read_manifest(s.run_dir.checkpoints, tag)
+    if manifest["world_size"] == s.d.world_size:
+        return tag
+    if s.d.is_main:
+        print(f"checkpoint {tag} was written by {manifest['world_size']} ranks, resuming on {s.d.world_size}: "
+              "converting it to a universal checkpoint", file=sys.stderr)
+    s.ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    return distributed.to_universal(s.run_dir.checkpoints, tag, s.d.rank)
+
+
+def resume(engine, s: Session, tag: str | None) -> TrainState | None:
+    """Load checkpoint `tag` (from plan_resume); restore RNG; drop metrics rows logged after it."""
+    if tag is None:
+        if s.resuming and s.d.is_main:
+            s.run_dir.truncate_metrics(-1)  # died before its first checkpoint: start the log again
+        return None
     client = distributed.load_checkpoint(engine, s.run_dir.checkpoints, tag)
+    distributed.unshare_optimizer_steps(engine)
     random.setstate(client["rng"]["python"])
     np.random.set_state(client["rng"]["numpy"])
     torch.set_rng_state(client["rng"]["torch"])
@@ -183,10 +205,6 @@ def resume(engine, s: Session) -> TrainState | None:
         print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {client['train_state']['step']})",
               file=sys.stderr)
     return TrainState(**client["train_state"])
-
-
-def has_checkpoint(s: Session) -> bool:
-    return s.resuming and distributed.latest_tag(s.run_dir.checkpoints) is not None
 
 
 WeightSource = Callable[[str, torch.Size], torch.Tensor]
@@ -206,13 +224,16 @@ def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, initial_seconds: flo
     s = start(cfg, model_cfg, data, extra_identity=extra_identity)
     torch.manual_seed(cfg.seed)
     model = distributed.build_model(lambda: Decoder(model_cfg), s.ds_config, s.dtype)
-    if not has_checkpoint(s):
+    tag = plan_resume(s)
+    if tag is None:
         if init_weights is None and Path(cfg.model).is_dir():
             init_weights = hf_weight_source(Path(cfg.model), model_cfg)
         if init_weights is not None:
             distributed.load_weights(model, init_weights, tied_names(model_cfg))
-    engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), s.ds_config)
-    state = resume(engine, s) or TrainState(flops=initial_flops, train_seconds=initial_seconds)
+    groups = param_groups(model, cfg.weight_decay)
+    engine = distributed.make_engine(model, groups, s.ds_config)
+    state = resume(engine, s, tag) or TrainState(flops=initial_flops, train_seconds=initial_seconds)
+    distributed.set_weight_decay(engine, [g["weight_decay"] for g in groups])
     stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), s.d.device)
     _, stopped = fit(engine, cfg, model_cfg, data, s.run_dir, s.d, state, stop=stop)
     if stopped:
@@ -246,6 +267,7 @@ def evaluate(engine, val: np.ndarray, cfg: PretrainConfig, d: distributed.Dist) 
         ids, targets = window_batch(val, np.asarray(idx or [0], dtype=np.int64) * T, T)
         logits = engine(ids.to(d.device))
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(d.device).flatten(), reduction="sum")
+        crash_point("eval")
         if real:
             totals += torch.stack([loss.double(), torch.tensor(targets.numel(), dtype=torch.float64, device=d.device)])
     engine.train()
@@ -272,6 +294,10 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
     flops_per_token = train_flops_per_token(model_cfg, T)
     peak = peak_flops(distributed.device_name(d.device), cfg.peak_tflops)
     log = MetricsLog(run_dir.metrics, run_dir.tb, d.is_main)
+    # Debugging aid: LIGO_DS_SAMPLE_LOG=PREFIX makes each rank append "step first count" for every batch it
+    # reads to PREFIX.rankN, so the data order across restarts and world sizes can be audited.
+    trace_prefix = os.environ.get("LIGO_DS_SAMPLE_LOG")
+    trace = open(f"{trace_prefix}.rank{d.rank}", "a") if trace_prefix else None
     bar = tqdm(total=total, initial=state.step, disable=not d.is_main, desc="pretrain", unit="step",
                dynamic_ncols=True)
 
@@ -287,8 +313,12 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
         for m in range(cfg.grad_accum):
             first = state.samples + m * W * b + d.rank * b
             ids, targets = window_batch(train, order.starts(first, b), T)
+            if trace:
+                trace.write(f"{state.step} {first} {b}\n")
+                trace.flush()
             loss = engine(ids.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True))
             engine.backward(loss)
+            crash_point("step")
             engine.step()
             loss_acc += loss.detach().double()
         state.step += 1
@@ -341,7 +371,8 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
 
 def save(engine, run_dir: RunDir, state: TrainState, d: distributed.Dist) -> None:
     client = {"train_state": asdict(state),
-              "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}}
+              "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+              **distributed.universal_info()}
     distributed.save_checkpoint(engine, run_dir.checkpoints, f"step{state.step}", client, d.rank)
 
 

@@ -78,11 +78,19 @@ class RunDir:
         return False
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop rows logged after `step` (by a run that died after its last checkpoint)."""
+        """Drop rows logged after `step` (by a run that died after its last checkpoint), and a last line
+        cut short by a kill in the middle of writing it. step=-1 empties the log (a fresh start)."""
         if not self.metrics.is_file():
             return
         rows = [line for line in self.metrics.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        parsed = []
+        for i, line in enumerate(rows):
+            try:
+                parsed.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                if i != len(rows) - 1:  # only the last line can be cut short; anything else is damage
+                    raise ConfigError(f"{str(self.metrics)!r} line {i + 1} is not JSON; the file is damaged")
+        kept = [line for line, row in parsed if row["step"] <= step]
         if len(kept) != len(rows):
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
@@ -90,4 +98,13 @@ class RunDir:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl; a last line cut short by a kill is left out."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ConfigError(f"{str(path)!r} line {i + 1} is not JSON; the file is damaged") from None
+    return rows

@@ -1,0 +1,179 @@
+"""Runs survive kills at any point, resume on another number of ranks, and stop gracefully on signals."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from procs import ROOT, command, job_env, kill_tree, ligo
+from test_fit import LARGE, SMALL
+
+from ligo_ds import distributed
+from ligo_ds.data import PrepareOptions, prepare
+from ligo_ds.rundir import read_metrics
+
+pytestmark = pytest.mark.multiproc
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from conftest import make_hf_model
+
+    root = tmp_path_factory.mktemp("rel")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(70):
+        (corpus / f"{i:03d}.txt").write_text(f"while n > {i}:\n    n = n // 2 + {i % 3}\n" * 6)
+    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
+    make_hf_model(SMALL, seed=4, std=0.05).save_pretrained(root / "small")
+    (root / "large.json").write_text(json.dumps(LARGE))
+    (root / "tiny.json").write_text(json.dumps({**SMALL, "tie_word_embeddings": False}))
+    return root
+
+
+def grow_args(inputs, out):
+    return ["grow", "--source", str(inputs / "small"), "--target", str(inputs / "large.json"), "--data",
+            str(inputs / "data"), "--out", str(out), "--seq-len", "32", "--micro-batch", "2", "--log-every", "1",
+            "--eval-every", "3", "--eval-samples", "4", "--warmup-steps", "2", "--operator-warmup", "2",
+            "--save-every", "3", "--fit-steps", "12", "--max-steps", "12", "--seed", "21"]
+
+
+def start(launcher, nproc, args, **env):
+    return subprocess.Popen(command(launcher, nproc, args), env=job_env(**env), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def committed_checkpoints_are_complete(run: Path) -> None:
+    """`latest` never names a half-written checkpoint: its manifest checks out, file by file."""
+    for phase in ("fit", "train"):
+        tag = distributed.latest_tag(run / phase / "checkpoints")
+        if tag is not None:
+            distributed.read_manifest(run / phase / "checkpoints", tag)
+
+
+def _latest_step(run: Path, phase: str) -> int:
+    tag = distributed.latest_tag(run / phase / "checkpoints")
+    return -1 if tag is None else int(tag.removeprefix("step").removesuffix("_universal"))
+
+
+def test_kill_anywhere_then_rerun_gives_the_uninterrupted_result(inputs, tmp_path):
+    straight = tmp_path / "straight"
+    ligo("torchrun", 2, grow_args(inputs, straight))
+
+    run = tmp_path / "killed"
+    # Kill points, cycled: a SIGKILL of the whole job at a random moment, or a rank killing itself at a
+    # named point (mid step, mid evaluation, mid checkpoint write). Between fit and pretraining the
+    # hand-off is killed once. Every rerun is the same command.
+    cycle = ["random", "step:2", "checkpoint:2", "eval:1", "checkpoint:1", "random", "step:4", "eval:2"]
+    rng = random.Random(2026)
+    points: list[str] = []
+    for attempt in range(24):
+        if (run / "train" / "hf" / "config.json").is_file() or len(points) >= 12:
+            break
+        fit_done = _latest_step(run, "fit") == 12
+        spec = "handoff:1" if fit_done and _latest_step(run, "train") < 0 and "handoff:1" not in points \
+            else cycle[attempt % len(cycle)]
+        proc = start("torchrun", 2, grow_args(inputs, run), **({} if spec == "random" else {"LIGO_DS_CRASH_AT": spec}))
+        if spec == "random":
+            try:
+                proc.wait(timeout=rng.uniform(3.0, 9.0))
+            except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)
+        proc.wait(timeout=300)
+        if proc.returncode != 0:
+            points.append(spec)
+        committed_checkpoints_are_complete(run)
+    ligo("torchrun", 2, grow_args(inputs, run))
+    assert len(points) >= 10, f"only {len(points)} kills landed: {points}"
+    assert {"step:2", "checkpoint:1", "handoff:1"} <= set(points) and any(p.startswith("eval") for p in points)
+    for part in ("grown/model.safetensors", "train/hf/model.safetensors"):
+        assert (run / part).read_bytes() == (straight / part).read_bytes(), part
+    for phase in ("fit", "train"):
+        assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(run / phase / "metrics.jsonl")] \
+            == [(r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(straight / phase / "metrics.jsonl")]
+
+
+def pretrain_args(inputs, out, micro):
+    return ["pretrain", "--model", str(inputs / "tiny.json"), "--data", str(inputs / "data"), "--out", str(out),
+            "--seq-len", "32", "--micro-batch", str(micro), "--log-every", "2", "--eval-every", "4",
+            "--eval-samples", "4", "--warmup-steps", "2", "--save-every", "100", "--max-steps", "10",
+            "--ds-config", "zero3", "--seed", "3"]
+
+
+def consumed(prefix: Path) -> list[int]:
+    """Global sample indices read, over every rank file and restart, in no particular order."""
+    out = []
+    for f in prefix.parent.glob(prefix.name + ".rank*"):
+        for line in f.read_text().splitlines():
+            _, first, count = map(int, line.split())
+            out.extend(range(first, first + count))
+    return out
+
+
+@pytest.mark.parametrize("new_world", [1, 4])
+def test_resume_on_another_world_size(inputs, tmp_path, new_world):
+    reference = tmp_path / "ref"
+    ligo("torchrun", 2, pretrain_args(inputs, reference, 2))
+    run = tmp_path / "run"
+    trace = tmp_path / "samples"
+    proc = start("torchrun", 2, pretrain_args(inputs, run, 2), LIGO_DS_SAMPLE_LOG=str(trace))
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").is_file() or len(read_metrics(run / "metrics.jsonl")) < 2:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    (run / "STOP").touch()  # what a Slurm trap writes: stop at the next logging step, checkpointed
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped on request at step" in out
+    stopped_at = int(distributed.latest_tag(run / "checkpoints").removeprefix("step"))
+    assert 0 < stopped_at < 10
+    # Same global batch (4 sequences) on another number of ranks.
+    result = ligo("torchrun", new_world, pretrain_args(inputs, run, 4 // new_world), LIGO_DS_SAMPLE_LOG=str(trace))
+    assert f"written by 2 ranks, resuming on {new_world}" in result.stdout
+    indices = consumed(trace)
+    assert sorted(indices) == list(range(10 * 4)), "every sample once, none skipped or repeated"
+    got, want = read_metrics(run / "metrics.jsonl"), read_metrics(reference / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    np.testing.assert_allclose([r.get("val_loss", 0) for r in got], [r.get("val_loss", 0) for r in want], rtol=1e-4)
+    np.testing.assert_allclose([r.get("loss", 0) for r in got], [r.get("loss", 0) for r in want], rtol=1e-4)
+
+
+@pytest.mark.parametrize("launcher, sig", [("single", signal.SIGTERM), ("torchrun", signal.SIGUSR1)])
+def test_signal_stops_gracefully_and_the_rerun_continues(inputs, tmp_path, launcher, sig):
+    nproc, micro = (1, 4) if launcher == "single" else (2, 2)
+    args = pretrain_args(inputs, tmp_path / "run", micro)
+    args[args.index("--max-steps") + 1] = "400"
+    proc = start(launcher, nproc, args)
+    deadline = time.time() + 120
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not metrics.is_file() or len(read_metrics(metrics)) < 3:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    ranks = [p for p in [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+             if "ligo_ds" in " ".join(p.cmdline()) and "torchrun" not in " ".join(p.cmdline())]
+    assert len(ranks) == nproc
+    for p in ranks:  # the signal reaches the ranks, as a scheduler's would
+        p.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped on request at step" in out and "rerun the same command to continue" in out
+    tag = distributed.latest_tag(tmp_path / "run" / "checkpoints")
+    step = int(tag.removeprefix("step"))
+    assert 0 < step < 400 and not (tmp_path / "run" / "hf").exists()
+    args[args.index("--max-steps") + 1] = "400"
+    resumed = start(launcher, nproc, args)
+    time.sleep(0)
+    deadline = time.time() + 120
+    while len(read_metrics(metrics)) < 2 or read_metrics(metrics)[-1]["step"] <= step:
+        assert time.time() < deadline and resumed.poll() is None
+        time.sleep(0.05)
+    kill_tree(resumed.pid)
+    resumed.wait()
+    out = resumed.stdout.read()
+    assert f"from checkpoint {tag} (step {step})" in out
