@@ -121,7 +121,12 @@ def load_corpus(source: str, text_field: str, cache_dir: str):
             for f in group:
                 _read_utf8(Path(f))  # names the file; datasets' own error does not
         kwargs = {"sample_by": "document"} if builder == "text" else {}
-        ds = datasets.load_dataset(builder, data_files=group, split="train", cache_dir=cache_dir, **kwargs)
+        try:
+            ds = datasets.load_dataset(builder, data_files=group, split="train", cache_dir=cache_dir, **kwargs)
+        except datasets.exceptions.DatasetGenerationError as e:
+            if isinstance(e.__cause__, OSError):  # a full disk or a read-only cache: report it as such
+                raise e.__cause__ from None
+            raise ConfigError(f"cannot read {', '.join(group)}: {e.__cause__ or e}") from None
         parts.append(_text_column(ds, text_field, ", ".join(group)))
     return datasets.concatenate_datasets(parts)
 

@@ -27,5 +27,6 @@ def export(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
     tag = tag or distributed.latest_tag(run_dir.checkpoints)
     if tag is None:
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (no checkpoints/latest)")
+    distributed.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
     state = distributed.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
     return write_checkpoint(model_cfg, state.items(), out, dtype=torch.float32)

@@ -1,0 +1,204 @@
+"""The bad-input matrix: each row a real `ligo-ds` invocation, the error it must print, and the files
+it must leave untouched. Every error is one line on stderr with exit status 2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import HF_CASES, make_hf_model
+
+from ligo_ds.data import PrepareOptions, prepare
+
+pytestmark = pytest.mark.multiproc  # several rows start DeepSpeed
+
+TINY = {**HF_CASES["llama"], "vocab_size": 320, "hidden_size": 32, "intermediate_size": 48}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Shared inputs: a corpus, a prepared DATA_DIR, a small HF model, and a finished pretraining run."""
+    root = tmp_path_factory.mktemp("bad")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"{i}.txt").write_text(f"x{i} = {i} * y\n" * 8)
+    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
+    make_hf_model(TINY, seed=1).save_pretrained(root / "small")
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    run = subprocess.run([sys.executable, "-m", "ligo_ds", *pretrain(root, root / "run")], capture_output=True,
+                         text=True, timeout=300, env=env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    return root
+
+
+def env() -> dict:
+    return {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def pretrain(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--model", str(root / "tiny.json"), "--data", str(root / "data"), "--out", str(out),
+            "--seq-len", "16", "--micro-batch", "2", "--max-steps", "4", "--save-every", "2", "--eval-every", "2",
+            "--eval-samples", "2", "--warmup-steps", "1", "--ds-config", "zero2", *extra]
+
+
+def fit(root: Path, target: Path, out: Path) -> list[str]:
+    return ["fit", "--source", str(root / "small"), "--target", str(target), "--data", str(root / "data"),
+            "--out", str(out), "--steps", "0"]
+
+
+def write_json(path: Path, value) -> Path:
+    path.write_text(json.dumps(value))
+    return path
+
+
+def mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        message = f"cannot mount a tmpfs here ({result.stderr.strip()}); the row needs root"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# ---- rows: (name, setup(world, tmp) -> (argv, paths that must stay byte-identical), expected stderr) -------
+
+def corrupt_safetensors(w, tmp):
+    bad = tmp / "corrupt"
+    make_hf_model(TINY).save_pretrained(bad)
+    (bad / "model.safetensors").write_bytes((bad / "model.safetensors").read_bytes()[:500])
+    return ["inspect", "--model", str(bad)], [bad]
+
+
+def missing_rank_file(w, tmp):
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    for f in (run / "checkpoints" / "step4").glob("*optim_states.pt"):
+        f.unlink()
+    config = json.loads((run / "config.json").read_text())
+    return ["export", str(run), "--out", str(tmp / "exported")], [run]
+
+
+def missing_rank_file_on_resume(w, tmp):
+    argv, keep = missing_rank_file(w, tmp)
+    run = keep[0]
+    (run / "checkpoints" / "latest").write_text("step4")
+    return pretrain(w, run), [run]
+
+
+def typo_key(w, tmp):
+    return pretrain(w, tmp / "run", "--config", str(write_json(tmp / "run.json", {"warmup_step": 2}))), []
+
+
+def smaller_target(w, tmp):
+    return fit(w, write_json(tmp / "t.json", {**TINY, "num_hidden_layers": 1}), tmp / "f"), []
+
+
+def other_vocab(w, tmp):
+    return fit(w, write_json(tmp / "t.json", {**TINY, "vocab_size": 512}), tmp / "f"), []
+
+
+def empty_corpus(w, tmp):
+    (tmp / "empty.txt").write_text("")
+    return ["prepare", "--source", str(tmp / "empty.txt"), "--out", str(tmp / "d")], []
+
+
+def not_utf8(w, tmp):
+    (tmp / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    (tmp / "ok.txt").write_text("fine\n")
+    return ["prepare", "--source", f"{tmp / 'ok.txt'},{tmp / 'latin1.txt'}", "--out", str(tmp / "d")], []
+
+
+def missing_ds_config(w, tmp):
+    return pretrain(w, tmp / "run", "--ds-config", str(tmp / "nothere.json")), []
+
+
+def existing_run_other_config(w, tmp):
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    return pretrain(w, run, "--seq-len", "8"), [run]
+
+
+def read_only_out(w, tmp):
+    mount_tmpfs(tmp / "ro", "ro,size=1m")
+    return ["prepare", "--source", str(w / "corpus"), "--out", str(tmp / "ro" / "data"), "--vocab-size", "300"], []
+
+
+def disk_full(w, tmp):
+    mount_tmpfs(tmp / "small", "size=400k")
+    data = tmp / "small" / "data"
+    subprocess.run(["cp", "-r", str(w / "data"), str(data)], check=True)  # an existing dataset, replaced by --force
+    big = tmp / "big"
+    big.mkdir()
+    for i in range(30):
+        (big / f"{i}.txt").write_text(f"payload {i} " * 4000)
+    return ["prepare", "--source", str(big), "--out", str(data), "--force", "--vocab-size", "300"], [data]
+
+
+def pickle_checkpoint(w, tmp):
+    bad = tmp / "pickled"
+    bad.mkdir()
+    write_json(bad / "config.json", TINY)
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'pwned'}",))
+
+    (bad / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": Boom()}))
+    return ["inspect", "--model", str(bad)], [bad]
+
+
+ROWS = [
+    ("corrupt or truncated safetensors", corrupt_safetensors, "is not a readable safetensors file"),
+    ("checkpoint missing a rank file (export)", missing_rank_file,
+     "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt"),
+    ("checkpoint missing a rank file (resume)", missing_rank_file_on_resume,
+     "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt"),
+    ("typo'd key in our config", typo_key, "unknown key 'warmup_step' \\(did you mean 'warmup_steps'\\?\\)"),
+    ("target smaller than the source", smaller_target, "the target is smaller than the source: num_layers 1 < 2"),
+    ("different vocabulary", other_vocab, "vocabularies differ: source vocab_size 320, target 512"),
+    ("empty corpus", empty_corpus, "is empty \\(no non-empty documents\\)"),
+    ("non-UTF-8 text", not_utf8, "latin1.txt' is not UTF-8 text \\(invalid byte at offset 3\\)"),
+    ("missing ds config", missing_ds_config, "ds config .*nothere.json' does not exist"),
+    ("--out is a run with another config", existing_run_other_config,
+     "belongs to a different run; refusing to resume it. Differences: seq_len: 16 in the run, 8 now"),
+    ("read-only output directory", read_only_out, "Read-only file system"),
+    ("disk full", disk_full, "No space left on device"),
+    ("pickled checkpoint", pickle_checkpoint, "refusing to load .*pytorch_model.bin'"),
+]
+
+
+def digest(paths: list[Path]) -> dict[str, str]:
+    out = {}
+    for root in paths:
+        for f in sorted(p for p in [root, *root.rglob("*")] if p.is_file()):
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("name, setup, message", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input(world, tmp_path, name, setup, message):
+    import re
+
+    try:
+        argv, keep = setup(world, tmp_path)
+        before = digest(keep)
+        result = subprocess.run([sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True,
+                                timeout=300, env=env())
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+        assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        assert digest(keep) == before, "existing files were changed"
+        assert not (tmp_path / "pwned").exists()
+    finally:
+        for mount in ("ro", "small"):
+            if (tmp_path / mount).is_mount():
+                subprocess.run(["umount", str(tmp_path / mount)], check=False)
