@@ -1,0 +1,49 @@
+"""The benchmarks run end to end at a tiny size, so CI exercises what GPU sessions and the savings
+study run at full size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from procs import ROOT, job_env
+
+from ligo_ds.data import PrepareOptions, prepare
+
+pytestmark = pytest.mark.multiproc
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    (root / "corpus").mkdir()
+    for i in range(60):
+        (root / "corpus" / f"{i}.txt").write_text(f"def g{i}(a):\n    return [a] * {i}\n" * 6)
+    return root
+
+
+def test_throughput_tiny(corpus, tmp_path):
+    prepare(PrepareOptions(source=str(corpus / "corpus"), out=str(tmp_path / "data"), vocab_size=320))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--preset", "tiny", "--data",
+                          str(tmp_path / "data"), "--json", str(tmp_path / "t.json")], capture_output=True, text=True,
+                         timeout=900, env=job_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["peak_flops"] > 0 and len(result["rows"]) == 2 and len(result["fit"]) == 2
+    assert all(r["ligo_tokens_per_s"] > 0 and r["hf_tokens_per_s"] > 0 for r in result["rows"])
+    assert "| gpt2-2L/64 | zero3 | 1 | 2 |" in out.stdout and "fit step / train step" in out.stdout
+
+
+def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "savings.py"), "--preset", "tiny", "--families", "gpt2",
+                          "--source", str(corpus / "corpus"), "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=900, env=job_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = tmp_path / "tiny" / "gpt2" / "report"
+    md = (report / "report.md").read_text()
+    for run in ("scratch_lr0.003", "stack", "interpolate", "net2net_stack", "net2net_zero", "ligo_paper", "ligo_fp"):
+        assert f"| {run} |" in md
+    assert (report / "report.csv").read_text().count("\n") == 8
+    assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
