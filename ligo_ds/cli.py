@@ -6,10 +6,17 @@ Each command's docstring is its --help. User errors (ConfigError) print one line
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .errors import ConfigError
+
+def _is_rank0() -> bool:
+    """Only one rank prints the closing line of a multi-rank job."""
+    return os.environ.get("RANK", "0") == "0"
+
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Tokenize a corpus into packed, memory-mapped train/val token files (DATA_DIR).
@@ -131,7 +138,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _options(PretrainConfig, args, PRETRAIN_HELP)
     hf = run(cfg)
-    if hf is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if hf is not None and _is_rank0():
         print(f"done: final weights in {hf}")
     return 0
 
@@ -166,7 +173,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .fit import FitConfig, run
 
     result = run(_options(FitConfig, args, FIT_HELP))
-    if not result.stopped and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if not result.stopped and _is_rank0():
         print(f"done: grown model in {result.hf} (fit FLOPs {result.flops:.3e})")
     return 0
 
@@ -190,7 +197,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
     from .grow import GrowConfig, run
 
     hf = run(_options(GrowConfig, args, GROW_HELP))
-    if hf is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if hf is not None and _is_rank0():
         print(f"done: trained grown model in {hf}")
     return 0
 
@@ -203,7 +210,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
     report(args.runs, args.out, args.scratch)
-    print((__import__("pathlib").Path(args.out) / "report.md").read_text())
+    print((Path(args.out) / "report.md").read_text())
     return 0
 
 

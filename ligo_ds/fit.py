@@ -21,7 +21,6 @@ from . import distributed
 from .config import ModelConfig
 from .data import TokenData
 from .errors import ConfigError
-from .flops import train_flops_per_token
 from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
 from .growth.operator import iter_grown_state
 from .hf_io import load_model

@@ -89,7 +89,7 @@ class RunDir:
                 parsed.append((line, json.loads(line)))
             except json.JSONDecodeError:
                 if i != len(rows) - 1:  # only the last line can be cut short; anything else is damage
-                    raise ConfigError(f"{str(self.metrics)!r} line {i + 1} is not JSON; the file is damaged")
+                    raise ConfigError(f"{str(self.metrics)!r} line {i + 1} is not JSON; the file is damaged") from None
         kept = [line for line, row in parsed if row["step"] <= step]
         if len(kept) != len(rows):
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")

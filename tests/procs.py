@@ -74,7 +74,7 @@ def run(argv: list[str], timeout: float = 240, env: dict | None = None) -> subpr
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
         out, _ = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s: {' '.join(argv)}\n{out[-4000:]}")
+        raise AssertionError(f"timed out after {timeout} s: {' '.join(argv)}\n{out[-4000:]}") from None
     return subprocess.CompletedProcess(argv, proc.returncode, out, None)
 
 

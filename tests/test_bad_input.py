@@ -81,7 +81,6 @@ def missing_rank_file(w, tmp):
     subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
     for f in (run / "checkpoints" / "step4").glob("*optim_states.pt"):
         f.unlink()
-    config = json.loads((run / "config.json").read_text())
     return ["export", str(run), "--out", str(tmp / "exported")], [run]
 
 
