@@ -34,17 +34,17 @@ class GrowConfig:
     target: str
     data: str
     out: str
-    # the operator fit
-    fit_steps: int = 100
-    width_init: str = "select"
-    depth_init: str = "stack"
-    init_noise: float = 0.0
-    tying: str | None = None
-    order: str = "paper"
-    operator_lr: float = 1e-3
-    operator_min_lr: float | None = None
-    operator_warmup: int = 10
-    operator_weight_decay: float = 0.0
+    # the operator fit (defaults are FitConfig's)
+    fit_steps: int = FitConfig.steps
+    width_init: str = FitConfig.width_init
+    depth_init: str = FitConfig.depth_init
+    init_noise: float = FitConfig.init_noise
+    tying: str | None = FitConfig.tying
+    order: str = FitConfig.order
+    operator_lr: float = FitConfig.operator_lr
+    operator_min_lr: float | None = FitConfig.operator_min_lr
+    operator_warmup: int = FitConfig.operator_warmup
+    operator_weight_decay: float = FitConfig.operator_weight_decay
     # pretraining of the grown model
     max_steps: int | None = None
     max_tokens: int | None = None

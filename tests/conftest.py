@@ -50,6 +50,26 @@ def make_hf_model(case: str | dict, seed: int = 0, std: float = 0.2):
     return model.eval()
 
 
+def make_inputs(root, line: str, *, docs: int = 60, repeat: int = 6, small: dict | None = None,
+                large: dict | None = None, seed: int = 3):
+    """A run's inputs under `root`: a corpus of `docs` files (`line` formatted with the index, repeated),
+    its prepared DATA_DIR (vocabulary 320), and optionally a random small HF model and a large config."""
+    import json
+
+    from ligo_ds.data import PrepareOptions, prepare
+
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True)
+    for i in range(docs):
+        (corpus / f"{i:03d}.txt").write_text(line.format(i=i, m=i % 5) * repeat)
+    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
+    if small is not None:
+        make_hf_model(small, seed=seed, std=0.05).save_pretrained(root / "small")
+    if large is not None:
+        (root / "large.json").write_text(json.dumps(large))
+    return root
+
+
 @pytest.fixture
 def hf_checkpoint(tmp_path):
     """Factory: save a random tiny HF model of `case` and return (model, directory)."""

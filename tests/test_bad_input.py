@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HF_CASES, make_hf_model
+from conftest import HF_CASES, make_hf_model, make_inputs
 
-from ligo_ds.data import PrepareOptions, prepare
 
 pytestmark = pytest.mark.multiproc  # several rows start DeepSpeed
 
@@ -23,12 +22,7 @@ TINY = {**HF_CASES["llama"], "vocab_size": 320, "hidden_size": 32, "intermediate
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Shared inputs: a corpus, a prepared DATA_DIR, a small HF model, and a finished pretraining run."""
-    root = tmp_path_factory.mktemp("bad")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(40):
-        (corpus / f"{i}.txt").write_text(f"x{i} = {i} * y\n" * 8)
-    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
+    root = make_inputs(tmp_path_factory.mktemp("bad"), "x{i} = {i} * y\n", docs=40, repeat=8)
     make_hf_model(TINY, seed=1).save_pretrained(root / "small")
     (root / "tiny.json").write_text(json.dumps(TINY))
     run = subprocess.run([sys.executable, "-m", "ligo_ds", *pretrain(root, root / "run")], capture_output=True,

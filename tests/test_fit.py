@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import make_hf_model
+from conftest import make_inputs
 from procs import kill_when, ligo
 
 from ligo_ds import distributed
-from ligo_ds.data import PrepareOptions, TokenData, prepare, window_batch
+from ligo_ds.data import TokenData, window_batch
 from ligo_ds.rundir import read_metrics
 
 pytestmark = pytest.mark.multiproc
@@ -26,15 +26,8 @@ LARGE = {**SMALL, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fit")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(80):
-        (corpus / f"{i:03d}.txt").write_text(f"class K{i}:\n    def m(self, x):\n        return x + {i}\n" * 5)
-    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
-    make_hf_model(SMALL, seed=3, std=0.05).save_pretrained(root / "small")
-    (root / "large.json").write_text(json.dumps(LARGE))
-    return root
+    return make_inputs(tmp_path_factory.mktemp("fit"), "class K{i}:\n    def m(self, x):\n        return x + {i}\n",
+                       docs=80, repeat=5, small=SMALL, large=LARGE)
 
 
 def fit_args(setup, out, *extra):

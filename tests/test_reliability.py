@@ -16,7 +16,6 @@ from procs import ROOT, command, job_env, kill_tree, ligo
 from test_fit import LARGE, SMALL
 
 from ligo_ds import distributed
-from ligo_ds.data import PrepareOptions, prepare
 from ligo_ds.rundir import read_metrics
 
 pytestmark = pytest.mark.multiproc
@@ -24,16 +23,10 @@ pytestmark = pytest.mark.multiproc
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from conftest import make_hf_model
+    from conftest import make_inputs
 
-    root = tmp_path_factory.mktemp("rel")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(70):
-        (corpus / f"{i:03d}.txt").write_text(f"while n > {i}:\n    n = n // 2 + {i % 3}\n" * 6)
-    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
-    make_hf_model(SMALL, seed=4, std=0.05).save_pretrained(root / "small")
-    (root / "large.json").write_text(json.dumps(LARGE))
+    root = make_inputs(tmp_path_factory.mktemp("rel"), "while n > {i}:\n    n = n // 2 + {m}\n", docs=70,
+                       small=SMALL, large=LARGE, seed=4)
     (root / "tiny.json").write_text(json.dumps({**SMALL, "tie_word_embeddings": False}))
     return root
 

@@ -14,7 +14,6 @@ import pytest
 from procs import ROOT, job_env
 from test_fit import LARGE, SMALL  # the same tiny Llama pair as the fit tests
 
-from ligo_ds.data import PrepareOptions, prepare
 from ligo_ds.rundir import read_metrics
 
 pytestmark = pytest.mark.slurm
@@ -35,17 +34,10 @@ def slurm_env():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from conftest import make_hf_model
+    from conftest import make_inputs
 
-    root = tmp_path_factory.mktemp("slurm")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(60):
-        (corpus / f"{i:03d}.txt").write_text(f"for i in range({i}):\n    print(i * {i})\n" * 5)
-    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
-    make_hf_model(SMALL, seed=3, std=0.05).save_pretrained(root / "small")
-    (root / "large.json").write_text(json.dumps(LARGE))
-    return root
+    return make_inputs(tmp_path_factory.mktemp("slurm"), "for i in range({i}):\n    print(i * {i})\n", repeat=5,
+                       small=SMALL, large=LARGE)
 
 
 def submit(slurm_env, inputs, run_dir: Path, launcher: str, *, steps: int = 4) -> str:
