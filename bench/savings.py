@@ -73,13 +73,13 @@ PRESETS = {
 }
 
 # Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted.
+# Every grown run keeps `grow`'s default init noise (0.01): without it copied units stay identical
+# through training (bench/README.md).
 def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     return {
         "stack": (0, ["--width-init", "select", "--depth-init", "stack"]),
-        "interpolate": (0, ["--width-init", "select", "--depth-init", "interpolate"]),
-        "net2net_stack": (0, ["--width-init", "net2net", "--depth-init", "stack"]),
         "net2net_zero": (0, ["--width-init", "net2net", "--depth-init", "zero"]),
-        "ligo_paper": (p.fit_steps, ["--width-init", "select", "--depth-init", "stack"]),
+        "ligo_official_init": (p.fit_steps, ["--width-init", "random", "--depth-init", "stack"]),
         "ligo_fp": (p.fit_steps, ["--width-init", "net2net", "--depth-init", "zero"]),
     }
 

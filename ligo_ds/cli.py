@@ -151,7 +151,8 @@ FIT_HELP = {
     "steps": "operator gradient steps (default 100); 0 writes the initialisation alone (the heuristics)",
     "width_init": "select (default) | random | net2net (function preserving)",
     "depth_init": "stack (default) | interpolate | random | zero (new layers add nothing at first)",
-    "init_noise": "noise on new width units and on depth rows (default 0)",
+    "init_noise": "noise on new width units and depth rows (default 0.01; 0 = exact copies, which never diverge "
+                  "in training)",
     "tying": "paper (in side = out side) | inverse (in side = left inverse); default inverse for net2net",
     "order": "paper (widen, then mix over depth; default) | official (mix, then widen per target layer)",
     "operator_lr": "operator peak learning rate (default 1e-3)",

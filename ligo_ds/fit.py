@@ -41,7 +41,10 @@ class FitConfig:
     steps: int = 100  # operator gradient steps; 0 writes the initialisation alone
     width_init: str = "select"
     depth_init: str = "stack"
-    init_noise: float = 0.0
+    # Exact copies (select / net2net without noise) get identical gradients and never diverge: measured, a
+    # grown GPT-2's copied units were still bit-identical after 400 steps, so it kept the small model's
+    # width. A little noise on the new units breaks the symmetry (Net2Net does the same); 0 gives exact copies.
+    init_noise: float = 0.01
     tying: str | None = None
     order: str = "paper"
     operator_lr: float = 1e-3

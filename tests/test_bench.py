@@ -43,7 +43,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     report = tmp_path / "tiny" / "gpt2" / "report"
     md = (report / "report.md").read_text()
-    for run in ("scratch_lr0.003", "stack", "interpolate", "net2net_stack", "net2net_zero", "ligo_paper", "ligo_fp"):
+    for run in ("scratch_lr0.003", "stack", "net2net_zero", "ligo_official_init", "ligo_fp"):
         assert f"| {run} |" in md
-    assert (report / "report.csv").read_text().count("\n") == 8
+    assert (report / "report.csv").read_text().count("\n") == 6
     assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"

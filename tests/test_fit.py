@@ -123,7 +123,7 @@ def test_fit_zero_steps_is_the_heuristic(setup):
     out = setup / "stack0"
     ligo("single", 1, fit_args(setup, out, "--steps", "0", "--width-init", "select"))
     ref = materialise(grow(load_model(setup / "small"), ModelConfig.from_file(setup / "large.json"),
-                           GrowthSpec(width_init="select", depth_init="stack", seed=11)))
+                           GrowthSpec(width_init="select", depth_init="stack", noise=0.01, seed=11)))
     ids = torch.randint(0, 320, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(load_model(out / "hf")(ids), ref(ids), atol=0, rtol=0)
