@@ -84,7 +84,10 @@ def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     }
 
 
-def ligo(*args: str, log: Path) -> float:
+def ligo(*args: str, log: Path, done: Path | None = None) -> float:
+    """Run one `ligo-ds` job; skipped when `done` (the file a finished run leaves) exists."""
+    if done is not None and done.is_file():
+        return 0.0
     start = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"\n$ ligo-ds {' '.join(args)}\n")
@@ -113,12 +116,12 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
               "--ds-config", p.ds_config, "--seed", "1234"]
     runs = fam / "runs"
     ligo("pretrain", "--model", str(fam / "small.json"), "--out", str(runs / "small"), "--lr", str(p.scratch_lrs[-1]),
-         "--max-steps", str(p.small_steps), *common, log=log)
+         "--max-steps", str(p.small_steps), *common, log=log, done=runs / "small" / "hf" / "config.json")
     scratch = []
     for lr in p.scratch_lrs:
         out = runs / f"scratch_lr{lr:g}"
         ligo("pretrain", "--model", str(fam / "large.json"), "--out", str(out), "--lr", str(lr),
-             "--max-steps", str(p.large_steps), *common, log=log)
+             "--max-steps", str(p.large_steps), *common, log=log, done=out / "hf" / "config.json")
         scratch.append((final_val(out), lr, out))
     best_val, best_lr, _ = min(scratch)
     print(f"  {family}: scratch final val by lr: " + ", ".join(f"{lr:g}: {v:.4f}" for v, lr, _ in scratch)
@@ -128,7 +131,8 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
         out = runs / name
         ligo("grow", "--source", str(runs / "small" / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
              "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
-             str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log)
+             str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log,
+             done=out / "train" / "hf" / "config.json")
         grown.append(out)
     report = fam / "report"
     ligo("report", *[str(o) for _, _, o in scratch], *[str(g) for g in grown], "--out", str(report), log=log)

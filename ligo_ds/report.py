@@ -162,8 +162,11 @@ def plot(curves: list[Curve], base: Curve, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    # Runs start at 0 FLOPs, which a log axis cannot show: draw them at half the smallest non-zero value.
+    positive = [p[0] for c in curves for p in c.points if p[0] > 0]
+    floor = min(positive) / 2 if positive else 1.0
     for c in curves:
-        xs = [max(p[0], 1.0) for p in c.points]
+        xs = [max(p[0], floor) for p in c.points]
         ax.plot(xs, [p[2] for p in c.points], marker=".", label=f"{c.name} ({c.kind})",
                 linewidth=2.5 if c is base else 1.5)
     ax.axhline(base.final[2], color="black", linestyle="--", linewidth=1, label="target (scratch final)")
