@@ -64,21 +64,27 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_result(inputs, tmp_pat
     # Kill points, cycled: a SIGKILL of the whole job at a random moment, or a rank killing itself at a
     # named point (mid step, mid evaluation, mid checkpoint write). Between fit and pretraining the
     # hand-off is killed once. Every rerun is the same command.
-    cycle = ["random", "step:2", "checkpoint:2", "eval:1", "checkpoint:1", "random", "step:4", "eval:2"]
+    cycle = ["random", "step:2", "checkpoint:1", "eval:1", "random", "step:4", "checkpoint:2", "eval:2"]
     rng = random.Random(2026)
     points: list[str] = []
-    for attempt in range(24):
+
+    def rows() -> int:
+        files = [run / phase / "metrics.jsonl" for phase in ("fit", "train")]
+        return sum(len(read_metrics(f)) for f in files if f.is_file())
+
+    for attempt in range(30):
         if (run / "train" / "hf" / "config.json").is_file() or len(points) >= 12:
             break
         fit_done = _latest_step(run, "fit") == 12
         spec = "handoff:1" if fit_done and _latest_step(run, "train") < 0 and "handoff:1" not in points \
             else cycle[attempt % len(cycle)]
+        before = rows()
         proc = start("torchrun", 2, grow_args(inputs, run), **({} if spec == "random" else {"LIGO_DS_CRASH_AT": spec}))
-        if spec == "random":
-            try:
-                proc.wait(timeout=rng.uniform(3.0, 9.0))
-            except subprocess.TimeoutExpired:
-                kill_tree(proc.pid)
+        if spec == "random":  # SIGKILL the whole job once it has logged 1-3 more rows: a random point mid-run
+            target = before + rng.randint(1, 3)
+            while proc.poll() is None and rows() < target:
+                time.sleep(0.01)
+            kill_tree(proc.pid)
         proc.wait(timeout=300)
         if proc.returncode != 0:
             points.append(spec)
