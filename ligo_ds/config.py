@@ -127,9 +127,6 @@ class ModelConfig:
         out.pop("torch_dtype", None)
         return out
 
-    def with_hf(self, **updates: Any) -> "ModelConfig":
-        """A new config with HF keys replaced (e.g. a different vocab_size), re-parsed and validated."""
-        return ModelConfig.from_hf({**self.hf_config, **updates})
 
 
 def _require(hf: dict, key: str, default: Any = ...) -> Any:

@@ -263,7 +263,7 @@ def set_lr(engine, lr: float) -> None:
         group["lr"] = lr
 
 
-def unshare_optimizer_steps(engine) -> None:
+def _unshare_steps(engine) -> None:
     """Give every optimizer state its own `step`. DeepSpeed 0.19.8's universal-checkpoint loader for ZeRO-3
     assigns one step tensor to all param groups; torch's AdamW increments it in place once per group, so
     the bias correction would run ahead by a step per group and step."""
@@ -273,7 +273,7 @@ def unshare_optimizer_steps(engine) -> None:
             state["step"] = state["step"].clone()
 
 
-def set_weight_decay(engine, per_group: list[float]) -> None:
+def _restore_weight_decay(engine, per_group: list[float]) -> None:
     """Re-apply each param group's weight decay. DeepSpeed 0.19.8's universal-checkpoint loader for ZeRO-3
     (stage3.py, load_hp_checkpoint_state_from_checkpoint_dir_stage3) copies the first group's settings onto
     every group, which would put decay on the norms and biases."""
@@ -393,7 +393,12 @@ def to_universal(ckpt_dir: Path, tag: str, rank: int) -> str:
 
 
 def load_checkpoint(engine, ckpt_dir: Path, tag: str) -> dict:
+    """Load `tag` into `engine`; returns the client state. Param-group weight decay is ours and is kept
+    (see _restore_weight_decay), and every optimizer state gets its own step (see _unshare_steps)."""
+    decays = [group["weight_decay"] for group in engine.optimizer.param_groups]
     load_path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    _restore_weight_decay(engine, decays)
+    _unshare_steps(engine)
     if load_path is None:
         raise ConfigError(f"checkpoint {str(ckpt_dir / tag)!r} named by {str(ckpt_dir / 'latest')!r} "
                           "could not be loaded (missing or incomplete files)")

@@ -24,7 +24,8 @@ from .errors import ConfigError
 from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
 from .growth.operator import iter_grown_state
 from .hf_io import load_model
-from .pretrain import StopRequest, TrainState, export_dir_extras, fit, plan_resume, resume, start
+from .pretrain import (StopRequest, TrainState, export_dir_extras, fit, plan_resume, resume, start,
+                       write_hf_from_all_ranks)
 from .rundir import write_json_atomic
 from .train_config import PretrainConfig
 
@@ -162,7 +163,6 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     if d.is_main:
         write_json_atomic(s.run_dir.root / "partition.json", report)
     state = resume(engine, s, tag) or TrainState()
-    distributed.set_weight_decay(engine, [cfg.operator_weight_decay])
     partitioned = distributed.is_partitioned(trainable[0])
     # Every rank produces all the weights on every micro-batch: forward + backward ~ 3x the forward.
     extra = 3.0 * prod_flops * d.world_size * cfg.grad_accum
@@ -172,25 +172,12 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     if stopped:
         return FitResult(Path(hf_out or s.run_dir.hf), state.flops, state.train_seconds, None, stopped=True)
     hf = Path(hf_out or s.run_dir.hf)
-    write_grown_distributed(engine.module.operator, hf, d, s.dtype)
+    with torch.no_grad():
+        write_hf_from_all_ranks(target, iter_grown_state(engine.module.operator), hf, d, s.dtype)
     if d.is_main:
         export_dir_extras(data, hf)
     distributed.barrier()
     return FitResult(hf, state.flops, state.train_seconds, engine.module.operator if keep_operator else None)
-
-
-def write_grown_distributed(operator: LiGOOperator, out: Path, d: distributed.Dist, dtype: torch.dtype) -> None:
-    """Stream the grown model to `out`: every rank produces it (its modules gather their own shards),
-    rank 0 writes."""
-    from .hf_io import write_checkpoint
-
-    with torch.no_grad():
-        tensors = iter_grown_state(operator)
-        if d.is_main:
-            write_checkpoint(operator.tgt, tensors, out, dtype=dtype)
-        else:
-            for _ in tensors:
-                pass
 
 
 def _initialisation_only(cfg: FitConfig, target: ModelConfig, data: TokenData, extra_identity: dict,

@@ -25,9 +25,6 @@ from .fit import FitConfig
 from .rundir import read_metrics
 from .train_config import PretrainConfig
 
-_FIT_ONLY = {"steps": "fit_steps", "ds_config": "ds_config"}
-
-
 @dataclass(frozen=True)
 class GrowConfig:
     source: str

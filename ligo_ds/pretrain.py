@@ -196,7 +196,6 @@ def resume(engine, s: Session, tag: str | None) -> TrainState | None:
             s.run_dir.truncate_metrics(-1)  # died before its first checkpoint: start the log again
         return None
     client = distributed.load_checkpoint(engine, s.run_dir.checkpoints, tag)
-    distributed.unshare_optimizer_steps(engine)
     random.setstate(client["rng"]["python"])
     np.random.set_state(client["rng"]["numpy"])
     torch.set_rng_state(client["rng"]["torch"])
@@ -230,10 +229,8 @@ def run(cfg: PretrainConfig, *, initial_flops: float = 0.0, initial_seconds: flo
             init_weights = hf_weight_source(Path(cfg.model), model_cfg)
         if init_weights is not None:
             distributed.load_weights(model, init_weights, tied_names(model_cfg))
-    groups = param_groups(model, cfg.weight_decay)
-    engine = distributed.make_engine(model, groups, s.ds_config)
+    engine = distributed.make_engine(model, param_groups(model, cfg.weight_decay), s.ds_config)
     state = resume(engine, s, tag) or TrainState(flops=initial_flops, train_seconds=initial_seconds)
-    distributed.set_weight_decay(engine, [g["weight_decay"] for g in groups])
     stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), s.d.device)
     _, stopped = fit(engine, cfg, model_cfg, data, s.run_dir, s.d, state, stop=stop)
     if stopped:
@@ -384,12 +381,19 @@ def export_dir_extras(data: TokenData, hf_dir: Path) -> None:
 def export_hf(engine, model_cfg: ModelConfig, run_dir: RunDir, d: distributed.Dist, data: TokenData,
               dtype: torch.dtype) -> Path:
     """Stream the trained weights to RUN_DIR/hf one module at a time (gathered per module under ZeRO-3)."""
-    tensors = distributed.iter_full_state(engine.module, d.rank)
+    write_hf_from_all_ranks(model_cfg, distributed.iter_full_state(engine.module, d.rank), run_dir.hf, d, dtype)
     if d.is_main:
-        write_checkpoint(model_cfg, tensors, run_dir.hf, dtype=dtype)
         export_dir_extras(data, run_dir.hf)
-    else:
-        for _ in tensors:  # every rank takes part in each module's gather
-            pass
     distributed.barrier()
     return run_dir.hf
+
+
+def write_hf_from_all_ranks(model_cfg: ModelConfig, tensors, out: Path, d: distributed.Dist,
+                            dtype: torch.dtype) -> None:
+    """Rank 0 writes the HF checkpoint while the other ranks drive the same iterator, whose per-module
+    ZeRO-3 gathers are collective."""
+    if d.is_main:
+        write_checkpoint(model_cfg, tensors, out, dtype=dtype)
+    else:
+        for _ in tensors:
+            pass

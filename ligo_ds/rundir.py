@@ -82,29 +82,29 @@ class RunDir:
         cut short by a kill in the middle of writing it. step=-1 empties the log (a fresh start)."""
         if not self.metrics.is_file():
             return
-        rows = [line for line in self.metrics.read_text().splitlines() if line.strip()]
-        parsed = []
-        for i, line in enumerate(rows):
-            try:
-                parsed.append((line, json.loads(line)))
-            except json.JSONDecodeError:
-                if i != len(rows) - 1:  # only the last line can be cut short; anything else is damage
-                    raise ConfigError(f"{str(self.metrics)!r} line {i + 1} is not JSON; the file is damaged") from None
-        kept = [line for line, row in parsed if row["step"] <= step]
-        if len(kept) != len(rows):
+        lines = _metrics_lines(self.metrics)
+        kept = [line for line, row in lines if row is not None and row["step"] <= step]
+        if len(kept) != len(lines):
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.metrics)
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl; a last line cut short by a kill is left out."""
+def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
+    """(line, row) pairs; row is None for a last line cut short by a kill. Anything else unparsable is
+    damage, and is refused."""
     lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    rows = []
+    out = []
     for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            out.append((line, json.loads(line)))
         except json.JSONDecodeError:
             if i != len(lines) - 1:
                 raise ConfigError(f"{str(path)!r} line {i + 1} is not JSON; the file is damaged") from None
-    return rows
+            out.append((line, None))
+    return out
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a last line cut short by a kill is left out."""
+    return [row for _, row in _metrics_lines(Path(path)) if row is not None]

@@ -96,7 +96,7 @@ def test_query_to_kv_heads_loop():
         if (i % 3) % 3 == j % 3:
             loop[i, j] = e_kv[i // 3, j // 3]
     torch.testing.assert_close(out, loop)
-    torch.testing.assert_close(G.query_to_kv_heads(e_kv, 2, 4), e_kv), "MHA: the kv expansion itself"
+    torch.testing.assert_close(G.query_to_kv_heads(e_kv, 2, 4), e_kv)  # one head per group (MHA): e_kv itself
 
 
 # ---- initialisations ---------------------------------------------------------------------------

@@ -47,7 +47,16 @@ def test_parameter_count_matches_transformers(case):
     cfg = ModelConfig.from_hf(HF_CASES[case])
     hf = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**HF_CASES[case]))
     assert cfg.num_params() == hf.num_parameters()
-    assert load_model.__module__  # sanity: the public API is importable from the package root
+    assert load_model(_write_config(case)).num_params() == hf.num_parameters()
+
+
+def _write_config(case: str):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "config.json"
+    path.write_text(json.dumps(HF_CASES[case]))
+    return path
 
 
 def test_sharded_save_loads_in_transformers_and_back(hf_checkpoint, tmp_path):
