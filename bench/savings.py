@@ -1,10 +1,11 @@
 """What growth saves: scratch vs LiGO vs the classic heuristics, one command, one table, one plot.
 
     python bench/savings.py --preset cpu      # both families on the stdlib corpus, < 60 min on 2 cores
-    python bench/savings.py --preset gpu      # larger models, one H100/H200, about 8 minutes
+    python bench/savings.py --preset gpu      # larger models, one H100/H200, about 9 minutes per family
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
 
-Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model; train the large model
+Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model with the large model's
+recipe (same steps, batch and schedule, as the paper's source models were); train the large model
 from scratch at a few learning rates (the best is the baseline, so it is not a weak one); then grow the
 small model with each heuristic (an operator special case written with `fit --steps 0`) and with LiGO
 (the fitted operator), and train every grown model with the same data order, batch, schedule and token
@@ -20,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +41,8 @@ class Preset:
     eval_samples: int
     operator_lr: float = 1e-3
     ds_config: str = "zero2"
+    corpus: str = "stdlib"  # or "site-packages": bench/code_corpus.py, for budgets that would repeat stdlib
     data_args: tuple = ()
-    extra: dict = field(default_factory=dict)
 
 
 def _gpt2(layers, width, heads, positions, vocab):
@@ -63,24 +64,27 @@ PRESETS = {
     "cpu": Preset(
         families={"gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
                   "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192))},
-        small_steps=200, large_steps=400, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(2e-3, 4e-3),
+        small_steps=400, large_steps=400, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(1e-3, 2e-3, 4e-3),
         warmup=30, eval_every=25, eval_samples=64),
     "gpu": Preset(
         families={"gpt2": (_gpt2(6, 384, 6, 512, 8192), _gpt2(12, 768, 12, 512, 8192)),
                   "llama": (_llama(6, 384, 6, 2, 1024, 512, 8192), _llama(12, 768, 12, 4, 2048, 512, 8192))},
-        small_steps=600, large_steps=600, fit_steps=50, seq_len=512, micro_batch=32, scratch_lrs=(6e-4, 1.2e-3),
-        warmup=60, eval_every=50, eval_samples=128),
+        small_steps=500, large_steps=500, fit_steps=40, seq_len=512, micro_batch=32,
+        scratch_lrs=(6e-4, 1.2e-3, 2.4e-3), warmup=50, eval_every=50, eval_samples=128, corpus="site-packages"),
 }
 
-# Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted.
-# Every grown run keeps `grow`'s default init noise (0.01): without it copied units stay identical
-# through training (bench/README.md).
+# Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted;
+# width grows the function-preserving Net2Net / bert2BERT way in each, depth by stacking (StackBERT,
+# G_stack), interpolation, or zero-initialised new layers (Net2Net deepening, function preserving).
+# LiGO fits the operator from the official code's initialisation (random width mixes, stacked depth),
+# the best of the initialisations tried (bench/README.md). Every grown run keeps `grow`'s default init
+# noise (0.01): without it copied units stay identical through training.
 def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     return {
-        "stack": (0, ["--width-init", "select", "--depth-init", "stack"]),
+        "net2net_stack": (0, ["--width-init", "net2net", "--depth-init", "stack"]),
+        "net2net_interpolate": (0, ["--width-init", "net2net", "--depth-init", "interpolate"]),
         "net2net_zero": (0, ["--width-init", "net2net", "--depth-init", "zero"]),
-        "ligo_official_init": (p.fit_steps, ["--width-init", "random", "--depth-init", "stack"]),
-        "ligo_fp": (p.fit_steps, ["--width-init", "net2net", "--depth-init", "zero"]),
+        "ligo": (p.fit_steps, ["--width-init", "random", "--depth-init", "stack"]),
     }
 
 
@@ -96,7 +100,10 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
                                 cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode != 0:
         raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {log})")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    out = args[args.index("--out") + 1] if "--out" in args else ""
+    print(f"  {args[0]} {Path(out).name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
 
 
 def final_val(run: Path) -> float:
@@ -144,16 +151,27 @@ def main() -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", default=str(ROOT / "bench" / "runs"))
     parser.add_argument("--families", default="gpt2,llama")
-    parser.add_argument("--source", default="stdlib", help="corpus for `ligo-ds prepare` (default stdlib)")
+    parser.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's, stdlib or "
+                        "site-packages sources)")
+    parser.add_argument("--data", help="an already prepared DATA_DIR (`ligo-ds prepare`); replaces --source")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     work = Path(args.out) / args.preset
     work.mkdir(parents=True, exist_ok=True)
     log = work / "jobs.log"
-    data = work / "data"
+    data = Path(args.data).resolve() if args.data else work / "data"
     start = time.perf_counter()
+    if args.data and not (data / "meta.json").is_file():
+        raise SystemExit(f"--data {args.data!r}: no meta.json there; expected a directory made by `ligo-ds prepare`")
     if not (data / "meta.json").is_file():
-        ligo("prepare", "--source", args.source, "--out", str(data), "--force", *p.data_args, log=log)
+        source = args.source or p.corpus
+        if source == "site-packages":
+            from code_corpus import write_corpus
+
+            source = str(work / "corpus")
+            docs, size = write_corpus(Path(source))
+            print(f"  corpus: {docs} site-packages sources, {size / 1e6:.1f} MB", file=sys.stderr)
+        ligo("prepare", "--source", source, "--out", str(data), "--force", *p.data_args, log=log)
     for family in args.families.split(","):
         report = study(p, family, data, work, log)
         print(f"\n## {family} ({args.preset} preset)\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .rundir import read_metrics
+from .rundir import pretraining_flops, read_metrics
 
 
 @dataclass
@@ -62,15 +62,6 @@ def _val_points(metrics: Path) -> list[tuple[float, float, float]]:
     return [(r["flops"], r.get("train_seconds", 0.0), r["val_loss"]) for r in read_metrics(metrics) if "val_loss" in r]
 
 
-def _small_cost(source: str | None) -> float | None:
-    """FLOPs of the run that produced `source` (a RUN_DIR/hf export), if its metrics are beside it."""
-    if not source:
-        return None
-    metrics = Path(source).parent / "metrics.jsonl"
-    rows = read_metrics(metrics) if metrics.is_file() else []
-    return rows[-1]["flops"] if rows else None
-
-
 def load_curve(run: str | Path) -> Curve:
     run = Path(run)
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
@@ -78,7 +69,11 @@ def load_curve(run: str | Path) -> Curve:
         fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
         points = fit_points + _val_points(run / "train" / "metrics.jsonl")
         fit = fit_cfg.get("fit", {})
-        return Curve(run.name, "grown", points, _small_cost(fit.get("source")),
+        # Recorded when the fit started, so a run dir copied from another machine keeps it; older
+        # runs recorded only the source path.
+        small = fit_cfg["source_pretraining_flops"] if "source_pretraining_flops" in fit_cfg else (
+            pretraining_flops(fit["source"]) if fit.get("source") else None)
+        return Curve(run.name, "grown", points, small,
                      {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"),
                       "depth_init": fit.get("depth_init")})
     if not (run / "metrics.jsonl").is_file():

@@ -108,3 +108,10 @@ def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a metrics.jsonl; a last line cut short by a kill is left out."""
     return [row for _, row in _metrics_lines(Path(path)) if row is not None]
+
+
+def pretraining_flops(hf_dir: str | Path) -> float | None:
+    """FLOPs of the run that exported `hf_dir` (a RUN_DIR/hf), or None for a model from elsewhere."""
+    metrics = Path(hf_dir).parent / "metrics.jsonl"
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    return rows[-1]["flops"] if rows else None

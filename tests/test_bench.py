@@ -11,6 +11,8 @@ import pytest
 from procs import ROOT, job_env
 
 from ligo_ds.data import PrepareOptions, prepare
+from ligo_ds.report import load_curve
+from ligo_ds.rundir import read_metrics
 
 pytestmark = pytest.mark.multiproc
 
@@ -43,7 +45,13 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     report = tmp_path / "tiny" / "gpt2" / "report"
     md = (report / "report.md").read_text()
-    for run in ("scratch_lr0.003", "stack", "net2net_zero", "ligo_official_init", "ligo_fp"):
+    for run in ("scratch_lr0.003", "net2net_stack", "net2net_interpolate", "net2net_zero", "ligo"):
         assert f"| {run} |" in md
     assert (report / "report.csv").read_text().count("\n") == 6
     assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+    # The small model's cost is recorded in each grown run: it survives moving the small run away.
+    runs = tmp_path / "tiny" / "gpt2" / "runs"
+    small_flops = read_metrics(runs / "small" / "metrics.jsonl")[-1]["flops"]
+    (runs / "small").rename(tmp_path / "moved")
+    assert load_curve(runs / "ligo").small_flops == small_flops > 0
+    assert load_curve(runs / "net2net_zero").small_flops == small_flops

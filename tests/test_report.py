@@ -63,6 +63,14 @@ def test_known_savings(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_small_cost_recorded_at_fit_time_survives_a_move(tmp_path):
+    grown = write_run(tmp_path, "ligo", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source="/gone/small/hf")
+    assert load_curve(grown).small_flops is None  # an older record: only the path, and nothing there
+    (grown / "fit" / "config.json").write_text(json.dumps({"fit": {"source": "/gone/small/hf", "steps": 10},
+                                                          "source_pretraining_flops": 55.0}))
+    assert load_curve(grown).small_flops == 55.0
+
+
 def test_best_scratch_is_the_baseline(tmp_path):
     a = write_run(tmp_path, "lr_a", [val(0, 9.0), val(100, 3.0)])
     b = write_run(tmp_path, "lr_b", [val(0, 9.0), val(100, 2.8)])
