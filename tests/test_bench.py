@@ -55,3 +55,22 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     (runs / "small").rename(tmp_path / "moved")
     assert load_curve(runs / "ligo").small_flops == small_flops > 0
     assert load_curve(runs / "net2net_zero").small_flops == small_flops
+
+
+def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from code_corpus import write_corpus
+
+    src = tmp_path / "site"
+    for i in range(200):
+        (src / f"pkg{i % 7}" / ("tests" if i % 10 == 0 else "mod")).mkdir(parents=True, exist_ok=True)
+        (src / f"pkg{i % 7}" / ("tests" if i % 10 == 0 else "mod") / f"m{i}.py").write_text(f"x = {i}\n" * 40)
+    (src / "tiny.py").write_text("x = 1\n")
+    docs, size = write_corpus(tmp_path / "all", share=1.0, root=src)
+    assert docs == 180 and size == sum(len(f.read_bytes()) for f in (tmp_path / "all").iterdir())
+    half, _ = write_corpus(tmp_path / "half", share=0.5, root=src)
+    again, _ = write_corpus(tmp_path / "again", share=0.5, root=src)
+    assert 60 < half < 120 and half == again
+    assert sorted(p.name for p in (tmp_path / "half").iterdir()) == sorted(p.name for p in (tmp_path / "again").iterdir())
+    with pytest.raises(SystemExit, match=r"--share 0.0: expected a fraction"):
+        write_corpus(tmp_path / "none", share=0.0, root=src)
