@@ -153,7 +153,7 @@ def main() -> int:
     parser.add_argument("--families", default="gpt2,llama")
     parser.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's, stdlib or "
                         "site-packages sources)")
-    parser.add_argument("--data", help="an already prepared DATA_DIR (`ligo-ds prepare`); replaces --source")
+    parser.add_argument("--data", help="an already prepared DATA_DIR (`ligo-ds prepare`) instead of --source")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     work = Path(args.out) / args.preset
@@ -161,6 +161,8 @@ def main() -> int:
     log = work / "jobs.log"
     data = Path(args.data).resolve() if args.data else work / "data"
     start = time.perf_counter()
+    if args.data and args.source:
+        raise SystemExit(f"--data {args.data!r} and --source {args.source!r}: give one (--data is already prepared)")
     if args.data and not (data / "meta.json").is_file():
         raise SystemExit(f"--data {args.data!r}: no meta.json there; expected a directory made by `ligo-ds prepare`")
     if not (data / "meta.json").is_file():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .rundir import pretraining_flops, read_metrics
+from .rundir import read_metrics
 
 
 @dataclass
@@ -69,11 +69,9 @@ def load_curve(run: str | Path) -> Curve:
         fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
         points = fit_points + _val_points(run / "train" / "metrics.jsonl")
         fit = fit_cfg.get("fit", {})
-        # Recorded when the fit started, so a run dir copied from another machine keeps it; older
-        # runs recorded only the source path.
-        small = fit_cfg["source_pretraining_flops"] if "source_pretraining_flops" in fit_cfg else (
-            pretraining_flops(fit["source"]) if fit.get("source") else None)
-        return Curve(run.name, "grown", points, small,
+        # Recorded when the fit started (None for a source made elsewhere), so a run dir copied from
+        # another machine keeps it.
+        return Curve(run.name, "grown", points, fit_cfg.get("source_pretraining_flops"),
                      {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"),
                       "depth_init": fit.get("depth_init")})
     if not (run / "metrics.jsonl").is_file():

@@ -43,20 +43,12 @@ def test_save_roundtrip_through_transformers(case, hf_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("case", sorted(HF_CASES))
-def test_parameter_count_matches_transformers(case):
+def test_parameter_count_matches_transformers(case, tmp_path):
     cfg = ModelConfig.from_hf(HF_CASES[case])
     hf = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**HF_CASES[case]))
     assert cfg.num_params() == hf.num_parameters()
-    assert load_model(_write_config(case)).num_params() == hf.num_parameters()
-
-
-def _write_config(case: str):
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp()) / "config.json"
-    path.write_text(json.dumps(HF_CASES[case]))
-    return path
+    (tmp_path / "config.json").write_text(json.dumps(HF_CASES[case]))
+    assert load_model(tmp_path / "config.json").num_params() == hf.num_parameters()
 
 
 def test_sharded_save_loads_in_transformers_and_back(hf_checkpoint, tmp_path):

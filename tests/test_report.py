@@ -11,6 +11,7 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
+from ligo_ds.rundir import pretraining_flops
 
 
 def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None):
@@ -22,7 +23,8 @@ def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, 
     if grow:
         (run / "fit").mkdir()
         (run / "fit" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit_rows or []))
-        (run / "fit" / "config.json").write_text(json.dumps({"fit": {"source": source, "steps": 10}}))
+        (run / "fit" / "config.json").write_text(json.dumps({"fit": {"source": source, "steps": 10},
+                                                            "source_pretraining_flops": pretraining_flops(source)}))
     return run
 
 
@@ -64,11 +66,14 @@ def test_known_savings(tmp_path):
 
 
 def test_small_cost_recorded_at_fit_time_survives_a_move(tmp_path):
-    grown = write_run(tmp_path, "ligo", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source="/gone/small/hf")
-    assert load_curve(grown).small_flops is None  # an older record: only the path, and nothing there
-    (grown / "fit" / "config.json").write_text(json.dumps({"fit": {"source": "/gone/small/hf", "steps": 10},
-                                                          "source_pretraining_flops": 55.0}))
+    small = tmp_path / "small"
+    (small / "hf").mkdir(parents=True)
+    (small / "metrics.jsonl").write_text(json.dumps({"step": 9, "flops": 55.0}) + "\n")
+    grown = write_run(tmp_path, "ligo", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source=str(small / "hf"))
+    small.rename(tmp_path / "elsewhere")
     assert load_curve(grown).small_flops == 55.0
+    other = write_run(tmp_path, "other", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source="/not/ours/hf")
+    assert load_curve(other).small_flops is None  # a source not made by ligo_ds has no known cost
 
 
 def test_best_scratch_is_the_baseline(tmp_path):
