@@ -63,8 +63,10 @@ def main() -> int:
     run("inspect", "--model", str(out / "large.json"), "--data", str(data), "--seq-len", "128")
 
     runs = out / "runs"
+    # The small model holds its peak lr (no decay): an annealed model loses ground when the grown run
+    # warms back up to the peak, with or without growth (bench/README.md, "What was tried", 8-9).
     run("pretrain", "--model", str(out / "small.json"), "--data", str(data), "--out", str(runs / "small"),
-        *TRAIN, "--max-steps", str(args.small_steps))
+        *TRAIN, "--min-lr", TRAIN[TRAIN.index("--lr") + 1], "--max-steps", str(args.small_steps))
     print_val_curve(runs / "small" / "metrics.jsonl", "small model")
     run("pretrain", "--model", str(out / "large.json"), "--data", str(data), "--out", str(runs / "scratch"),
         *TRAIN, "--max-steps", str(args.large_steps))

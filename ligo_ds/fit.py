@@ -26,7 +26,7 @@ from .growth.operator import iter_grown_state
 from .hf_io import load_model
 from .pretrain import (StopRequest, TrainState, export_dir_extras, fit, plan_resume, resume, start,
                        write_hf_from_all_ranks)
-from .rundir import pretraining_flops, write_json_atomic
+from .rundir import source_record, write_json_atomic
 from .train_config import PretrainConfig
 
 # Operator parameter groups reported in the metrics (prefix of the parameter name -> column).
@@ -147,7 +147,7 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
     reference, source_state = build_operator(cfg)
     s = start(loop, target, data, extra_identity=extra_identity,
               extra_record={"fit": asdict(cfg), "operator_params": reference.param_counts(),
-                            "source_pretraining_flops": pretraining_flops(cfg.source)})
+                            **source_record(cfg.source)})
     d = s.d
     prod_flops = distributed.broadcast_object(operator_flops(reference) if d.is_main else None)
     del reference
@@ -191,7 +191,7 @@ def _initialisation_only(cfg: FitConfig, target: ModelConfig, data: TokenData, e
     run_dir = RunDir(cfg.out)
     operator, _ = build_operator(cfg)
     identity = {"target": str(Path(cfg.target).resolve()), "data": str(data.dir.resolve()), **extra_identity}
-    record = {"fit": asdict(cfg), "source_pretraining_flops": pretraining_flops(cfg.source),
+    record = {"fit": asdict(cfg), **source_record(cfg.source),
               "model_config": target.to_hf(), "versions": versions(),
               "operator_params": operator.param_counts()}
     on_rank0(d, lambda: run_dir.claim(identity, record))

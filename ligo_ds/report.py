@@ -5,7 +5,10 @@ several, or the one named with --scratch) sets the target: its final validation 
 run the report gives the FLOPs and wall time to first reach that target, interpolated linearly between
 evaluations, the saving 1 - FLOPs_to_target / FLOPs of the whole scratch run (the paper's definition;
 a grown run's FLOPs include its operator fit), the validation loss at the scratch run's total FLOPs,
-and, as a separate column the paper leaves out, what pretraining the small model cost.
+and, as separate columns the paper leaves out, what pretraining the small model cost and the loss it
+ended at. Where the small model alone already reached the target (measured the same way), the report
+says so under the table: growing it then saves FLOPs trivially, and the saving is no evidence for the
+growth method; lengthen the large runs or shorten the small one.
 
 Accepted directories: a `pretrain` RUN_DIR, a `grow` RUN_DIR (fit/ + train/), or a `fit --steps 0` +
 `pretrain` pair laid out the same way. Nothing but their files is read, so runs from other machines mix.
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .rundir import read_metrics
+from .rundir import read_metrics, val_protocol
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Curve:
     kind: str  # "scratch" | "grown" | "pretrain"
     points: list[tuple[float, float, float]]  # (flops, seconds, val_loss), in training order
     small_flops: float | None = None  # the source model's own pretraining, when known
+    small_val: float | None = None  # the source model's final validation loss, when known
+    small_protocol: dict | None = None  # how small_val was measured (rundir.val_protocol)
+    protocol: dict | None = None  # how this run's validation loss was measured
     notes: dict = field(default_factory=dict)
 
     @property
@@ -62,24 +68,30 @@ def _val_points(metrics: Path) -> list[tuple[float, float, float]]:
     return [(r["flops"], r.get("train_seconds", 0.0), r["val_loss"]) for r in read_metrics(metrics) if "val_loss" in r]
 
 
+def _config(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def load_curve(run: str | Path) -> Curve:
     run = Path(run)
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
-        fit_cfg = json.loads((run / "fit" / "config.json").read_text()) if (run / "fit" / "config.json").is_file() else {}
+        fit_cfg = _config(run / "fit" / "config.json")
         fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
         points = fit_points + _val_points(run / "train" / "metrics.jsonl")
         fit = fit_cfg.get("fit", {})
         # Recorded when the fit started (None for a source made elsewhere), so a run dir copied from
         # another machine keeps it.
         return Curve(run.name, "grown", points, fit_cfg.get("source_pretraining_flops"),
+                     fit_cfg.get("source_final_val_loss"), fit_cfg.get("source_val_protocol"),
+                     val_protocol(_config(run / "train" / "config.json")),
                      {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"),
                       "depth_init": fit.get("depth_init")})
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    config = _config(run / "config.json")
     model = config.get("options", {}).get("model", "")
     kind = "scratch" if model.endswith(".json") else "pretrain"
-    return Curve(run.name, kind, _val_points(run / "metrics.jsonl"))
+    return Curve(run.name, kind, _val_points(run / "metrics.jsonl"), protocol=val_protocol(config))
 
 
 @dataclass
@@ -94,6 +106,16 @@ class Row:
     wall_saving: float | None
     loss_at_scratch_flops: float | None
     small_flops: float | None
+    small_final_val: float | None
+    small_reaches_target: bool | None  # None: unknown, or measured differently from the target
+
+
+def small_reaches_target(c: Curve, base: Curve) -> bool | None:
+    """Did the source model alone already reach the target? Only answered when both losses were
+    measured on the same data, sequence length and number of validation windows."""
+    if c.small_val is None or c.small_protocol is None or c.small_protocol != base.protocol:
+        return None
+    return c.small_val <= base.final[2]
 
 
 def compare(curves: list[Curve], scratch: str | None = None) -> tuple[Curve, list[Row]]:
@@ -123,7 +145,8 @@ def compare(curves: list[Curve], scratch: str | None = None) -> tuple[Curve, lis
             flops_to_target=hit[0] if hit else None, seconds_to_target=hit[1] if hit else None,
             saving=None if hit is None else 1 - hit[0] / total,
             wall_saving=None if hit is None or not total_s else 1 - hit[1] / total_s,
-            loss_at_scratch_flops=loss_at(c.points, total), small_flops=c.small_flops))
+            loss_at_scratch_flops=loss_at(c.points, total), small_flops=c.small_flops, small_final_val=c.small_val,
+            small_reaches_target=small_reaches_target(c, base)))
     return base, rows
 
 
@@ -135,8 +158,8 @@ def markdown(base: Curve, rows: list[Row]) -> str:
     lines = [f"Target: the scratch run `{base.name}`'s final validation loss {base.final[2]:.4f}, reached with "
              f"{base.final[0]:.3e} FLOPs.", "",
              "| run | kind | final val loss | FLOPs to target | saving (FLOPs) | time to target (s) | saving (time) | "
-             "val loss at scratch FLOPs | small model's pretraining FLOPs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.kind} | {r.final_val:.4f} | {_fmt(r.flops_to_target, '.3e', 'not reached')} | "
@@ -144,7 +167,17 @@ def markdown(base: Curve, rows: list[Row]) -> str:
             f"{_fmt(r.seconds_to_target, '.1f')} | "
             f"{_fmt(None if r.wall_saving is None else 100 * r.wall_saving, '.1f')}"
             f"{' %' if r.wall_saving is not None else ''} | {_fmt(r.loss_at_scratch_flops, '.4f')} | "
-            f"{_fmt(r.small_flops, '.3e')} |")
+            f"{_fmt(r.small_flops, '.3e')} | {_fmt(r.small_final_val, '.4f')} |")
+    trivial = [r.name for r in rows if r.small_reaches_target]
+    if trivial:
+        lines += ["", f"**Trivial saving:** the small model alone already reaches the target "
+                  f"({min(r.small_final_val for r in rows if r.small_reaches_target):.4f} <= {base.final[2]:.4f}) "
+                  f"for {', '.join(trivial)}. Growing it saves FLOPs whatever the method, so these savings are no "
+                  "evidence for growth: train the large runs longer or the small model less."]
+    unknown = [r.name for r in rows if r.small_final_val is not None and r.small_reaches_target is None]
+    if unknown:
+        lines += ["", f"The small model's final loss for {', '.join(unknown)} was measured on other validation "
+                  "data, length or windows than the target, so it is not compared with it."]
     return "\n".join(lines) + "\n"
 
 

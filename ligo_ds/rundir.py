@@ -110,8 +110,28 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [row for _, row in _metrics_lines(Path(path)) if row is not None]
 
 
-def pretraining_flops(hf_dir: str | Path) -> float | None:
-    """FLOPs of the run that exported `hf_dir` (a RUN_DIR/hf), or None for a model from elsewhere."""
-    metrics = Path(hf_dir).parent / "metrics.jsonl"
-    rows = read_metrics(metrics) if metrics.is_file() else []
-    return rows[-1]["flops"] if rows else None
+def val_protocol(config: dict) -> dict | None:
+    """What a run's validation loss was measured on, from its config.json: comparable runs match.
+
+    The data is named by its meta sha (the "PATH (meta sha X)" that pretrain.run_identity writes), not
+    its path, so run dirs from other machines still compare.
+    """
+    identity, options = config.get("identity") or {}, config.get("options") or {}
+    if "data" not in identity or "seq_len" not in identity or "eval_samples" not in options:
+        return None
+    data = identity["data"]
+    sha = data.rsplit("(meta sha ", 1)[-1].rstrip(")") if "(meta sha " in data else data
+    return {"data_sha": sha, "seq_len": identity["seq_len"], "eval_samples": options["eval_samples"]}
+
+
+def source_record(hf_dir: str | Path) -> dict[str, Any]:
+    """What `report` needs of the run that exported `hf_dir` (a RUN_DIR/hf), recorded when a fit
+    starts so that a grow run copied elsewhere keeps it: the source's pretraining FLOPs, its final
+    validation loss and how that loss was measured. None for a model from elsewhere."""
+    run = Path(hf_dir).parent
+    rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    config = json.loads((run / "config.json").read_text()) if rows and (run / "config.json").is_file() else {}
+    return {"source_pretraining_flops": rows[-1]["flops"] if rows else None,
+            "source_final_val_loss": vals[-1] if vals else None,
+            "source_val_protocol": val_protocol(config)}

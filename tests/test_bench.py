@@ -11,7 +11,7 @@ import pytest
 from procs import ROOT, job_env
 
 from ligo_ds.data import PrepareOptions, prepare
-from ligo_ds.report import load_curve
+from ligo_ds.report import compare, load_curve
 from ligo_ds.rundir import read_metrics
 
 pytestmark = pytest.mark.multiproc
@@ -51,10 +51,17 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
     # The small model's cost is recorded in each grown run: it survives moving the small run away.
     runs = tmp_path / "tiny" / "gpt2" / "runs"
-    small_flops = read_metrics(runs / "small" / "metrics.jsonl")[-1]["flops"]
+    small_rows = read_metrics(runs / "small" / "metrics.jsonl")
+    small_flops, small_val = small_rows[-1]["flops"], [r["val_loss"] for r in small_rows if "val_loss" in r][-1]
     (runs / "small").rename(tmp_path / "moved")
     assert load_curve(runs / "ligo").small_flops == small_flops > 0
     assert load_curve(runs / "net2net_zero").small_flops == small_flops
+    # ... and so is its final loss, measured the same way as the target's, so the report can compare them
+    scratch = load_curve(runs / "scratch_lr0.003")
+    _, rows = compare([scratch, load_curve(runs / "ligo")])
+    assert rows[1].small_final_val == small_val
+    assert rows[1].small_reaches_target is (small_val <= scratch.final[2])
+    assert ("already reaches the scratch target" in out.stderr) is rows[1].small_reaches_target
 
 
 def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):

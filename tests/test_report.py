@@ -11,21 +11,36 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
-from ligo_ds.rundir import pretraining_flops
+from ligo_ds.rundir import source_record
 
 
-def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None):
+def run_config(model="config.json", data="/x/data (meta sha abc123)", eval_samples=64):
+    """The parts of a pretrain config.json that report reads."""
+    return {"options": {"model": model, "eval_samples": eval_samples}, "identity": {"data": data, "seq_len": 128}}
+
+
+def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None, **config):
     run = root / name
     target = run / "train" if grow else run
     target.mkdir(parents=True)
     (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (target / "config.json").write_text(json.dumps({"options": {"model": model}}))
-    if grow:
+    (target / "config.json").write_text(json.dumps(run_config(model, **config)))
+    if grow:  # the record `fit` writes when it starts
         (run / "fit").mkdir()
         (run / "fit" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit_rows or []))
         (run / "fit" / "config.json").write_text(json.dumps({"fit": {"source": source, "steps": 10},
-                                                            "source_pretraining_flops": pretraining_flops(source)}))
+                                                            **source_record(source)}))
     return run
+
+
+def write_small(root, final_val=None, flops=77.0, **config):
+    """A small model's pretrain RUN_DIR (metrics + config) with its exported hf/."""
+    small = root / "small"
+    (small / "hf").mkdir(parents=True)
+    rows = [{"step": 9, "flops": flops}] + ([val(flops, final_val)] if final_val is not None else [])
+    (small / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (small / "config.json").write_text(json.dumps(run_config("small.json", **config)))
+    return small / "hf"
 
 
 def val(flops, loss, seconds=None):
@@ -43,11 +58,9 @@ def test_first_crossing_interpolates():
 def test_known_savings(tmp_path):
     scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(500, 4.0), val(1000, 3.0)])
     # the grown run: fit costs 100 FLOPs, then reaches 3.0 halfway between 300 (3.5) and 500 (2.5) -> 400
-    small = tmp_path / "small"
-    (small / "hf").mkdir(parents=True)
-    (small / "metrics.jsonl").write_text(json.dumps({"step": 9, "flops": 77.0}) + "\n")
+    small = write_small(tmp_path, final_val=3.4)
     grown = write_run(tmp_path, "ligo", [val(100, 4.5), val(300, 3.5), val(500, 2.5), val(1100, 2.0)], grow=True,
-                      fit_rows=[val(0, 6.0), val(100, 4.5)], source=str(small / "hf"))
+                      fit_rows=[val(0, 6.0), val(100, 4.5)], source=str(small))
     never = write_run(tmp_path, "slow", [val(0, 9.0), val(1000, 3.5)], model="some/hf_dir")
     rows = report([scratch, grown, never], tmp_path / "out")
     by = {r.name: r for r in rows}
@@ -56,9 +69,11 @@ def test_known_savings(tmp_path):
     assert by["ligo"].wall_saving == pytest.approx(0.6)
     assert by["ligo"].loss_at_scratch_flops == pytest.approx(2.5 - 0.5 * 500 / 600)
     assert by["ligo"].small_flops == 77.0 and by["ligo"].kind == "grown"
+    assert by["ligo"].small_final_val == 3.4 and by["ligo"].small_reaches_target is False
     assert by["slow"].saving is None and by["slow"].kind == "pretrain"
     md = (tmp_path / "out/report.md").read_text()
     assert "| ligo | grown | 2.0000 | 4.000e+02 | 60.0 % |" in md and "not reached" in md
+    assert "| 7.700e+01 | 3.4000 |" in md and "Trivial" not in md
     with open(tmp_path / "out/report.csv") as f:
         assert [r["name"] for r in csv.DictReader(f)] == ["scratch", "ligo", "slow"]
     png = (tmp_path / "out/loss_vs_flops.png").read_bytes()
@@ -66,14 +81,43 @@ def test_known_savings(tmp_path):
 
 
 def test_small_cost_recorded_at_fit_time_survives_a_move(tmp_path):
-    small = tmp_path / "small"
-    (small / "hf").mkdir(parents=True)
-    (small / "metrics.jsonl").write_text(json.dumps({"step": 9, "flops": 55.0}) + "\n")
-    grown = write_run(tmp_path, "ligo", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source=str(small / "hf"))
-    small.rename(tmp_path / "elsewhere")
-    assert load_curve(grown).small_flops == 55.0
+    small = write_small(tmp_path, final_val=4.0, flops=55.0)
+    grown = write_run(tmp_path, "ligo", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source=str(small))
+    small.parent.rename(tmp_path / "elsewhere")
+    assert load_curve(grown).small_flops == 55.0 and load_curve(grown).small_val == 4.0
     other = write_run(tmp_path, "other", [val(100, 4.5)], grow=True, fit_rows=[val(0, 6.0)], source="/not/ours/hf")
     assert load_curve(other).small_flops is None  # a source not made by ligo_ds has no known cost
+    assert load_curve(other).small_val is None
+
+
+def test_small_model_already_at_target_is_flagged(tmp_path):
+    # The small model alone ends at 2.9, below the scratch target 3.0: any growth of it "saves" FLOPs.
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)])
+    small = write_small(tmp_path, final_val=2.9)
+    grown = write_run(tmp_path, "stack", [val(0, 2.95), val(1000, 2.5)], grow=True, source=str(small))
+    rows = report([scratch, grown], tmp_path / "out")
+    assert rows[1].small_reaches_target is True and rows[1].saving == pytest.approx(1.0)
+    md = (tmp_path / "out/report.md").read_text()
+    assert "**Trivial saving:** the small model alone already reaches the target (2.9000 <= 3.0000) for stack" in md
+
+
+@pytest.mark.parametrize("differs", [{"data": "/y/data (meta sha other)"}, {"eval_samples": 8}])
+def test_small_loss_measured_differently_is_not_compared(tmp_path, differs):
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)])
+    small = write_small(tmp_path, final_val=2.9, **differs)
+    grown = write_run(tmp_path, "stack", [val(0, 2.95), val(1000, 2.5)], grow=True, source=str(small))
+    rows = report([scratch, grown], tmp_path / "out")
+    assert rows[1].small_final_val == 2.9 and rows[1].small_reaches_target is None
+    md = (tmp_path / "out/report.md").read_text()
+    assert "Trivial" not in md and "was measured on other validation data" in md
+
+
+def test_same_data_on_another_machine_compares(tmp_path):
+    # the data dir's path differs, its meta sha does not: the losses are comparable
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)], data="/cluster/d (meta sha abc123)")
+    small = write_small(tmp_path, final_val=2.9)
+    grown = write_run(tmp_path, "stack", [val(0, 2.95)], grow=True, source=str(small))
+    assert compare([load_curve(scratch), load_curve(grown)])[1][1].small_reaches_target is True
 
 
 def test_best_scratch_is_the_baseline(tmp_path):
