@@ -42,6 +42,8 @@ class Preset:
     eval_every: int
     eval_samples: int
     operator_lr: float = 1e-3
+    fit_micro_batch: int | None = None  # LiGO's fit batch per rank (default micro_batch): a quarter is cheaper
+    # and fits as well (bench/README.md, item 12)
     ds_config: str = "zero2"
     corpus: str = "stdlib"  # or "site-packages": bench/code_corpus.py, for budgets that would repeat stdlib
     data_args: tuple = ()
@@ -62,18 +64,18 @@ PRESETS = {
         families={"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320)),
                   "llama": (_llama(1, 32, 2, 1, 64, 64, 320), _llama(2, 64, 4, 2, 128, 64, 320))},
         small_steps=8, large_steps=8, fit_steps=2, seq_len=32, micro_batch=4, scratch_lrs=(3e-3,), small_lr=3e-3,
-        warmup=2, eval_every=4, eval_samples=4, data_args=("--vocab-size", "320")),
+        warmup=2, eval_every=4, eval_samples=4, fit_micro_batch=1, data_args=("--vocab-size", "320")),
     "cpu": Preset(
         families={"gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
                   "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192))},
         small_steps=400, large_steps=400, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(1e-3, 2e-3, 4e-3),
-        small_lr=4e-3, warmup=30, eval_every=25, eval_samples=64),
+        small_lr=4e-3, warmup=30, eval_every=25, eval_samples=64, fit_micro_batch=4),
     "gpu": Preset(
         families={"gpt2": (_gpt2(6, 384, 6, 512, 8192), _gpt2(12, 768, 12, 512, 8192)),
                   "llama": (_llama(6, 384, 6, 2, 1024, 512, 8192), _llama(12, 768, 12, 4, 2048, 512, 8192))},
         small_steps=500, large_steps=500, fit_steps=40, seq_len=512, micro_batch=32,
         scratch_lrs=(3e-4, 6e-4, 1.2e-3), small_lr=2.4e-3, warmup=50, eval_every=50, eval_samples=128,
-        corpus="site-packages"),
+        fit_micro_batch=8, corpus="site-packages"),
 }
 
 # Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted;
@@ -150,6 +152,8 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
     grown = []
     for name, (steps, options) in grown_runs(p).items():
         out = runs / name
+        if steps and p.fit_micro_batch is not None:
+            options = [*options, "--fit-micro-batch", str(p.fit_micro_batch)]
         ligo("grow", "--source", str(runs / "small" / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
              "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
              str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log,

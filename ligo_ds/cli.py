@@ -182,6 +182,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 GROW_HELP = {
     **{k: v for k, v in FIT_HELP.items() if k != "steps"},
     "fit_steps": "operator gradient steps (default 100; 0 = the initialisation alone, the heuristics)",
+    "fit_micro_batch": "sequences per rank per fit step (default: --micro-batch); a smaller one makes the fit "
+                       "cheaper, but the operator's own cost per step stays",
     **{k: PRETRAIN_HELP[k] for k in ("max_steps", "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay",
                                      "beta1", "beta2")},
     "ds_config": "DeepSpeed JSON or preset for both phases (default zero3)",

@@ -42,6 +42,9 @@ class GrowConfig:
     operator_min_lr: float | None = FitConfig.operator_min_lr
     operator_warmup: int = FitConfig.operator_warmup
     operator_weight_decay: float = FitConfig.operator_weight_decay
+    # Sequences per rank per fit step (default: micro_batch). A smaller fit batch makes the fit cheaper;
+    # the operator still produces every weight on every step, so its own cost does not shrink.
+    fit_micro_batch: int | None = None
     # pretraining of the grown model
     max_steps: int | None = None
     max_tokens: int | None = None
@@ -66,6 +69,8 @@ class GrowConfig:
     peak_tflops: float | None = None
 
     def __post_init__(self) -> None:
+        if self.fit_micro_batch is not None and self.fit_micro_batch < 1:
+            raise ConfigError(f"--fit-micro-batch {self.fit_micro_batch} must be >= 1 (or left out: --micro-batch)")
         self.fit_config()
         self.pretrain_config()  # both phases validate their options now, not after the fit
 
@@ -73,6 +78,7 @@ class GrowConfig:
         names = {f.name for f in fields(FitConfig)}
         values = {k: v for k, v in asdict(self).items() if k in names}
         return FitConfig(**{**values, "steps": self.fit_steps, "out": str(Path(self.out) / "fit"),
+                            "micro_batch": self.micro_batch if self.fit_micro_batch is None else self.fit_micro_batch,
                             "eval_every": min(self.eval_every, max(1, self.fit_steps)),
                             "save_every": min(self.save_every, max(1, self.fit_steps)),
                             "log_every": min(self.log_every, max(1, self.fit_steps))})

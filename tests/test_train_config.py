@@ -139,3 +139,14 @@ def test_truncate_metrics(tmp_path):
     run.metrics.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(6)))
     run.truncate_metrics(3)
     assert [json.loads(x)["step"] for x in run.metrics.read_text().splitlines()] == [0, 1, 2, 3]
+
+
+def test_grow_fit_micro_batch_applies_to_the_fit_only():
+    from ligo_ds.grow import GrowConfig
+
+    grow = dict(source="s", target="t.json", data="d", out="o", max_steps=10, micro_batch=16)
+    cfg = GrowConfig(**grow, fit_micro_batch=4)
+    assert (cfg.fit_config().micro_batch, cfg.pretrain_config().micro_batch) == (4, 16)
+    assert GrowConfig(**grow).fit_config().micro_batch == 16
+    with pytest.raises(ConfigError, match=r"--fit-micro-batch 0 must be >= 1"):
+        GrowConfig(**grow, fit_micro_batch=0)
