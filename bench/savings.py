@@ -42,8 +42,9 @@ class Preset:
     eval_every: int
     eval_samples: int
     operator_lr: float = 1e-3
-    fit_micro_batch: int | None = None  # LiGO's fit batch per rank (default micro_batch): a quarter is cheaper
-    # and fits as well (bench/README.md, item 12)
+    # LiGO's fit batch per rank (default micro_batch). A quarter fits a little worse but costs a quarter,
+    # and the grown runs end as low (bench/README.md, item 12).
+    fit_micro_batch: int | None = None
     ds_config: str = "zero2"
     corpus: str = "stdlib"  # or "site-packages": bench/code_corpus.py, for budgets that would repeat stdlib
     data_args: tuple = ()
