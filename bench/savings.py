@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from ligo_ds.rundir import final_val_loss  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,7 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
 
 
 def final_val(run: Path) -> float:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["val_loss"] for r in rows if "val_loss" in r][-1]
+    return final_val_loss(run / "metrics.jsonl")
 
 
 def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
@@ -146,8 +147,9 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
     if best_lr in (p.scratch_lrs[0], p.scratch_lrs[-1]) and len(p.scratch_lrs) > 2:
         print(f"  {family}: warning: the best scratch lr {best_lr:g} is at the edge of the sweep "
               f"{[f'{lr:g}' for lr in p.scratch_lrs]}; the baseline may be weak", file=sys.stderr)
-    if final_val(runs / "small") <= best_val:
-        print(f"  {family}: warning: the small model alone ({final_val(runs / 'small'):.4f}) already reaches the "
+    small_val = final_val(runs / "small")
+    if small_val <= best_val:
+        print(f"  {family}: warning: the small model alone ({small_val:.4f}) already reaches the "
               f"scratch target ({best_val:.4f}), so every growth saving is trivial here (the report says so too)",
               file=sys.stderr)
     grown = []

@@ -22,7 +22,8 @@ SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256
 LARGE = dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=8192)
 
 # Shared by every run: the same batch, sequence length, schedule shape and evaluation set.
-TRAIN = ["--seq-len", "128", "--micro-batch", "16", "--lr", "3e-3", "--warmup-steps", "25",
+LR = "3e-3"
+TRAIN = ["--seq-len", "128", "--micro-batch", "16", "--lr", LR, "--warmup-steps", "25",
          "--eval-every", "25", "--eval-samples", "64", "--log-every", "25", "--save-every", "100",
          "--ds-config", "zero2"]
 
@@ -66,7 +67,7 @@ def main() -> int:
     # The small model holds its peak lr (no decay): an annealed model loses ground when the grown run
     # warms back up to the peak, with or without growth (bench/README.md, "What was tried", 8-9).
     run("pretrain", "--model", str(out / "small.json"), "--data", str(data), "--out", str(runs / "small"),
-        *TRAIN, "--min-lr", TRAIN[TRAIN.index("--lr") + 1], "--max-steps", str(args.small_steps))
+        *TRAIN, "--min-lr", LR, "--max-steps", str(args.small_steps))
     print_val_curve(runs / "small" / "metrics.jsonl", "small model")
     run("pretrain", "--model", str(out / "large.json"), "--data", str(data), "--out", str(runs / "scratch"),
         *TRAIN, "--max-steps", str(args.large_steps))

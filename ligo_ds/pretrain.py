@@ -35,7 +35,7 @@ from .flops import peak_flops, train_flops_per_token
 from .hf_io import CheckpointReader, hf_to_ours, tied_names, write_checkpoint
 from .metrics import MetricsLog
 from .model import Decoder
-from .rundir import RunDir, versions, write_json_atomic
+from .rundir import RunDir, data_identity, versions, write_json_atomic
 from .train_config import PretrainConfig, ds_config_path, load_json, resolve_ds_config
 
 
@@ -93,7 +93,7 @@ def run_identity(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, w
     hf = {k: v for k, v in model_cfg.hf_config.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
     return {
         "model": f"{Path(cfg.model).resolve()} (config sha {_sha(hf)})",
-        "data": f"{data.dir.resolve()} (meta sha {_sha(data.meta)})",
+        "data": data_identity(data.dir, _sha(data.meta)),
         "seq_len": cfg.seq_len,
         "global_batch": cfg.micro_batch * cfg.grad_accum * world,
         "total_steps": cfg.total_steps(world),

@@ -110,17 +110,31 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [row for _, row in _metrics_lines(Path(path)) if row is not None]
 
 
+def final_val_loss(metrics: str | Path) -> float | None:
+    """The last validation loss in a metrics.jsonl, or None when it has none."""
+    vals = [r["val_loss"] for r in read_metrics(metrics) if "val_loss" in r] if Path(metrics).is_file() else []
+    return vals[-1] if vals else None
+
+
+_SHA_MARK = " (meta sha "
+
+
+def data_identity(data_dir: str | Path, meta_sha: str) -> str:
+    """How a run's identity names its data: the path for the reader, the meta sha for comparisons."""
+    return f"{Path(data_dir).resolve()}{_SHA_MARK}{meta_sha})"
+
+
 def val_protocol(config: dict) -> dict | None:
     """What a run's validation loss was measured on, from its config.json: comparable runs match.
 
-    The data is named by its meta sha (the "PATH (meta sha X)" that pretrain.run_identity writes), not
-    its path, so run dirs from other machines still compare.
+    The data counts by its meta sha (data_identity), not its path, so run dirs from other machines
+    still compare.
     """
     identity, options = config.get("identity") or {}, config.get("options") or {}
     if "data" not in identity or "seq_len" not in identity or "eval_samples" not in options:
         return None
     data = identity["data"]
-    sha = data.rsplit("(meta sha ", 1)[-1].rstrip(")") if "(meta sha " in data else data
+    sha = data.rsplit(_SHA_MARK, 1)[1].rstrip(")") if _SHA_MARK in data else data
     return {"data_sha": sha, "seq_len": identity["seq_len"], "eval_samples": options["eval_samples"]}
 
 
@@ -130,8 +144,7 @@ def source_record(hf_dir: str | Path) -> dict[str, Any]:
     validation loss and how that loss was measured. None for a model from elsewhere."""
     run = Path(hf_dir).parent
     rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
-    vals = [r["val_loss"] for r in rows if "val_loss" in r]
     config = json.loads((run / "config.json").read_text()) if rows and (run / "config.json").is_file() else {}
     return {"source_pretraining_flops": rows[-1]["flops"] if rows else None,
-            "source_final_val_loss": vals[-1] if vals else None,
+            "source_final_val_loss": final_val_loss(run / "metrics.jsonl"),
             "source_val_protocol": val_protocol(config)}

@@ -11,10 +11,10 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
-from ligo_ds.rundir import source_record
+from ligo_ds.rundir import data_identity, source_record
 
 
-def run_config(model="config.json", data="/x/data (meta sha abc123)", eval_samples=64):
+def run_config(model="config.json", data=data_identity("/x/data", "abc123"), eval_samples=64):
     """The parts of a pretrain config.json that report reads."""
     return {"options": {"model": model, "eval_samples": eval_samples}, "identity": {"data": data, "seq_len": 128}}
 
@@ -101,7 +101,7 @@ def test_small_model_already_at_target_is_flagged(tmp_path):
     assert "**Trivial saving:** the small model alone already reaches the target (2.9000 <= 3.0000) for stack" in md
 
 
-@pytest.mark.parametrize("differs", [{"data": "/y/data (meta sha other)"}, {"eval_samples": 8}])
+@pytest.mark.parametrize("differs", [{"data": data_identity("/y/data", "other")}, {"eval_samples": 8}])
 def test_small_loss_measured_differently_is_not_compared(tmp_path, differs):
     scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)])
     small = write_small(tmp_path, final_val=2.9, **differs)
@@ -114,7 +114,7 @@ def test_small_loss_measured_differently_is_not_compared(tmp_path, differs):
 
 def test_same_data_on_another_machine_compares(tmp_path):
     # the data dir's path differs, its meta sha does not: the losses are comparable
-    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)], data="/cluster/d (meta sha abc123)")
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)], data=data_identity("/cluster/d", "abc123"))
     small = write_small(tmp_path, final_val=2.9)
     grown = write_run(tmp_path, "stack", [val(0, 2.95)], grow=True, source=str(small))
     assert compare([load_curve(scratch), load_curve(grown)])[1][1].small_reaches_target is True
