@@ -5,8 +5,9 @@
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
 
 Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model for the large model's
-steps and batch, its learning rate held at the peak after warmup (no decay: see `study`); train the
-large model from scratch at a few learning rates (the best is the baseline, so it is not a weak one);
+steps and batch at a few learning rates, each held at its peak after warmup (no decay: see `study`), and
+grow the best; train the large model from scratch at a few learning rates (the best is the baseline, so
+neither end of the comparison is a weak model);
 then grow the small model with each heuristic (an operator special case written with `fit --steps 0`)
 and with LiGO (the fitted operator), and train every grown model with the same data order, batch,
 schedule and token budget as scratch. `ligo-ds report` then writes report.md / report.csv /
@@ -39,7 +40,9 @@ class Preset:
     seq_len: int
     micro_batch: int
     scratch_lrs: tuple
-    small_lr: float  # the small model's peak lr: narrower models take larger Adam steps than the large sweep's best
+    # The small model's peak lrs; the lowest final loss is grown. A mis-tuned small model gives growth a
+    # weak start: on CPU the GPT-2 small model ends 0.24 nats lower at 2e-3 than at 4e-3 (bench/README.md, item 13).
+    small_lrs: tuple
     warmup: int
     eval_every: int
     eval_samples: int
@@ -66,18 +69,18 @@ PRESETS = {
     "tiny": Preset(
         families={"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320)),
                   "llama": (_llama(1, 32, 2, 1, 64, 64, 320), _llama(2, 64, 4, 2, 128, 64, 320))},
-        small_steps=8, large_steps=8, fit_steps=2, seq_len=32, micro_batch=4, scratch_lrs=(3e-3,), small_lr=3e-3,
+        small_steps=8, large_steps=8, fit_steps=2, seq_len=32, micro_batch=4, scratch_lrs=(3e-3,), small_lrs=(3e-3,),
         warmup=2, eval_every=4, eval_samples=4, fit_micro_batch=1, data_args=("--vocab-size", "320")),
     "cpu": Preset(
         families={"gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
                   "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192))},
         small_steps=400, large_steps=400, fit_steps=30, seq_len=128, micro_batch=16, scratch_lrs=(1e-3, 2e-3, 4e-3),
-        small_lr=4e-3, warmup=30, eval_every=25, eval_samples=64, fit_micro_batch=4),
+        small_lrs=(1e-3, 2e-3, 4e-3), warmup=30, eval_every=25, eval_samples=64, fit_micro_batch=4),
     "gpu": Preset(
         families={"gpt2": (_gpt2(6, 384, 6, 512, 8192), _gpt2(12, 768, 12, 512, 8192)),
                   "llama": (_llama(6, 384, 6, 2, 1024, 512, 8192), _llama(12, 768, 12, 4, 2048, 512, 8192))},
         small_steps=500, large_steps=500, fit_steps=40, seq_len=512, micro_batch=32,
-        scratch_lrs=(3e-4, 6e-4, 1.2e-3), small_lr=2.4e-3, warmup=50, eval_every=50, eval_samples=128,
+        scratch_lrs=(3e-4, 6e-4, 1.2e-3), small_lrs=(2.4e-3,), warmup=50, eval_every=50, eval_samples=128,
         fit_micro_batch=8, corpus="site-packages"),
 }
 
@@ -96,10 +99,25 @@ def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     }
 
 
+JOB_RECORD = "savings_job.json"  # the command that made a finished run, written next to it
+
+
 def ligo(*args: str, log: Path, done: Path | None = None) -> float:
-    """Run one `ligo-ds` job; skipped when `done` (the file a finished run leaves) exists."""
-    if done is not None and done.is_file():
-        return 0.0
+    """Run one `ligo-ds` job, or skip it when it already finished (`done` exists) under the same command.
+
+    The command is recorded in the run dir with the study's work dir (the log's folder) written as $WORK,
+    so a moved study still resumes. A finished run made by another command (a changed preset) is an error,
+    never a silent reuse; a finished run with no record is handed to `ligo-ds`, which checks its identity.
+    """
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    job = [a.replace(str(log.parent), "$WORK") for a in args]
+    record = out / JOB_RECORD if out is not None and done is not None else None
+    if record is not None and done.is_file() and record.is_file():
+        made_by = json.loads(record.read_text())["args"]
+        if made_by == job:
+            return 0.0
+        raise SystemExit(f"{str(out)!r} holds a finished run made by a different command:\n  {' '.join(made_by)}\n"
+                         f"expected:\n  {' '.join(job)}\nmove it away or choose another --out")
     start = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"\n$ ligo-ds {' '.join(args)}\n")
@@ -108,14 +126,27 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
                                 cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode != 0:
         raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {log})")
+    if record is not None:
+        record.write_text(json.dumps({"args": job}, indent=1))
     seconds = time.perf_counter() - start
-    out = args[args.index("--out") + 1] if "--out" in args else ""
-    print(f"  {args[0]} {Path(out).name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"  {args[0]} {out.name if out else ''}: {seconds:.0f} s", file=sys.stderr, flush=True)
     return seconds
 
 
 def final_val(run: Path) -> float:
     return final_val_loss(run / "metrics.jsonl")
+
+
+def best_of(sweep: list[tuple[float, float, Path]], what: str, family: str) -> tuple[float, float, Path]:
+    """The (final val, lr, run) with the lowest loss, saying so, and warning when it is the sweep's edge."""
+    best = min(sweep)
+    lrs = [lr for _, lr, _ in sweep]
+    print(f"  {family}: {what} final val by lr: " + ", ".join(f"{lr:g}: {v:.4f}" for v, lr, _ in sweep)
+          + f" -> lr {best[1]:g}", file=sys.stderr)
+    if len(lrs) > 2 and best[1] in (min(lrs), max(lrs)):
+        print(f"  {family}: warning: the best {what} lr {best[1]:g} is at the edge of the sweep "
+              f"{[f'{lr:g}' for lr in lrs]}; that model may be a weak one", file=sys.stderr)
+    return best
 
 
 def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
@@ -132,22 +163,20 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
     # The small model keeps its peak lr after warmup (no decay), as a checkpoint meant for growth is taken
     # before annealing: an annealed model loses ~0.14 nats when the grown run warms back up to the scratch
     # peak, with or without growth (bench/README.md, items 8-9).
-    ligo("pretrain", "--model", str(fam / "small.json"), "--out", str(runs / "small"), "--lr", str(p.small_lr),
-         "--min-lr", str(p.small_lr), "--max-steps", str(p.small_steps), *common, log=log,
-         done=runs / "small" / "hf" / "config.json")
+    smalls = []
+    for lr in p.small_lrs:
+        out = runs / f"small_lr{lr:g}"
+        ligo("pretrain", "--model", str(fam / "small.json"), "--out", str(out), "--lr", str(lr), "--min-lr", str(lr),
+             "--max-steps", str(p.small_steps), *common, log=log, done=out / "hf" / "config.json")
+        smalls.append((final_val(out), lr, out))
+    small_val, _, small = best_of(smalls, "small model", family)
     scratch = []
     for lr in p.scratch_lrs:
         out = runs / f"scratch_lr{lr:g}"
         ligo("pretrain", "--model", str(fam / "large.json"), "--out", str(out), "--lr", str(lr),
              "--max-steps", str(p.large_steps), *common, log=log, done=out / "hf" / "config.json")
         scratch.append((final_val(out), lr, out))
-    best_val, best_lr, _ = min(scratch)
-    print(f"  {family}: scratch final val by lr: " + ", ".join(f"{lr:g}: {v:.4f}" for v, lr, _ in scratch)
-          + f" -> baseline lr {best_lr:g}", file=sys.stderr)
-    if best_lr in (p.scratch_lrs[0], p.scratch_lrs[-1]) and len(p.scratch_lrs) > 2:
-        print(f"  {family}: warning: the best scratch lr {best_lr:g} is at the edge of the sweep "
-              f"{[f'{lr:g}' for lr in p.scratch_lrs]}; the baseline may be weak", file=sys.stderr)
-    small_val = final_val(runs / "small")
+    best_val, best_lr, _ = best_of(scratch, "scratch", family)
     if small_val <= best_val:
         print(f"  {family}: warning: the small model alone ({small_val:.4f}) already reaches the "
               f"scratch target ({best_val:.4f}), so every growth saving is trivial here (the report says so too)",
@@ -157,7 +186,7 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
         out = runs / name
         if steps and p.fit_micro_batch is not None:
             options = [*options, "--fit-micro-batch", str(p.fit_micro_batch)]
-        ligo("grow", "--source", str(runs / "small" / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
+        ligo("grow", "--source", str(small / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
              "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
              str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log,
              done=out / "train" / "hf" / "config.json")

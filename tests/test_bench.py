@@ -49,11 +49,23 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
         assert f"| {run} |" in md
     assert (report / "report.csv").read_text().count("\n") == 6
     assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
-    # The small model's cost is recorded in each grown run: it survives moving the small run away.
+    # A rerun resumes: every finished job is skipped because its recorded command matches, so only the
+    # report runs again; a finished run made by another command (a changed preset) stops the study.
     runs = tmp_path / "tiny" / "gpt2" / "runs"
-    small_rows = read_metrics(runs / "small" / "metrics.jsonl")
+    again = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert [line.split(":")[0].strip() for line in again.stderr.splitlines() if line.endswith(" s")] == ["report report"]
+    record = runs / "net2net_zero" / "savings_job.json"
+    job = json.loads(record.read_text())
+    assert "$WORK/gpt2/runs/small_lr0.003/hf" in job["args"]
+    record.write_text(json.dumps({"args": [a.replace("small_lr0.003", "small_lr0.001") for a in job["args"]]}))
+    changed = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert changed.returncode != 0 and "holds a finished run made by a different command" in changed.stderr
+    assert "small_lr0.001/hf" in changed.stderr and (runs / "net2net_zero" / "train" / "hf" / "config.json").is_file()
+    # The small model's cost is recorded in each grown run: it survives moving the small run away.
+    small_rows = read_metrics(runs / "small_lr0.003" / "metrics.jsonl")
     small_flops, small_val = small_rows[-1]["flops"], [r["val_loss"] for r in small_rows if "val_loss" in r][-1]
-    (runs / "small").rename(tmp_path / "moved")
+    (runs / "small_lr0.003").rename(tmp_path / "moved")
     assert load_curve(runs / "ligo").small_flops == small_flops > 0
     assert load_curve(runs / "net2net_zero").small_flops == small_flops
     # ... and so is its final loss, measured the same way as the target's, so the report can compare them
