@@ -93,3 +93,19 @@ def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):
     assert sorted(p.name for p in (tmp_path / "half").iterdir()) == sorted(p.name for p in (tmp_path / "again").iterdir())
     with pytest.raises(SystemExit, match=r"--share 0.0: expected a fraction"):
         write_corpus(tmp_path / "none", share=0.0, root=src)
+
+
+def test_best_of_picks_the_lowest_loss_and_warns_at_a_sweep_edge(capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from savings import best_of
+
+    inside = [(5.71, 1e-3, "a"), (5.64, 2e-3, "b"), (5.89, 4e-3, "c")]
+    assert best_of(inside, "small model", "gpt2") == (5.64, 2e-3, "b")
+    err = capsys.readouterr().err
+    assert "small model final val by lr: 0.001: 5.7100, 0.002: 5.6400, 0.004: 5.8900 -> lr 0.002" in err
+    assert "warning" not in err
+    edge = [(5.50, 1e-3, "a"), (5.64, 2e-3, "b"), (5.89, 4e-3, "c")]
+    assert best_of(edge, "scratch", "llama")[1] == 1e-3
+    assert "warning: the best scratch lr 0.001 is at the edge of the sweep" in capsys.readouterr().err
+    # Two lrs have no inside, so no edge warning: the sweep is too short to bracket anything.
+    assert best_of(edge[:2], "scratch", "llama")[1] == 1e-3 and "warning" not in capsys.readouterr().err
