@@ -134,7 +134,11 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
 
 
 def final_val(run: Path) -> float:
-    return final_val_loss(run / "metrics.jsonl")
+    loss = final_val_loss(run / "metrics.jsonl")
+    if loss is None:
+        raise SystemExit(f"{str(run)!r}: its metrics.jsonl holds no validation loss; expected a finished run that "
+                         "evaluated at least once (--eval-every)")
+    return loss
 
 
 def best_of(sweep: list[tuple[float, float, Path]], what: str, family: str) -> tuple[float, float, Path]:

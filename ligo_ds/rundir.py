@@ -110,10 +110,15 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [row for _, row in _metrics_lines(Path(path)) if row is not None]
 
 
-def final_val_loss(metrics: str | Path) -> float | None:
-    """The last validation loss in a metrics.jsonl, or None when it has none."""
-    vals = [r["val_loss"] for r in read_metrics(metrics) if "val_loss" in r] if Path(metrics).is_file() else []
+def last_val_loss(rows: list[dict]) -> float | None:
+    """The last validation loss among metrics rows (read_metrics), or None when none was measured."""
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
     return vals[-1] if vals else None
+
+
+def final_val_loss(metrics: str | Path) -> float | None:
+    """The last validation loss in a metrics.jsonl, or None when the file is missing or has none."""
+    return last_val_loss(read_metrics(metrics)) if Path(metrics).is_file() else None
 
 
 _SHA_MARK = " (meta sha "
@@ -146,5 +151,5 @@ def source_record(hf_dir: str | Path) -> dict[str, Any]:
     rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
     config = json.loads((run / "config.json").read_text()) if rows and (run / "config.json").is_file() else {}
     return {"source_pretraining_flops": rows[-1]["flops"] if rows else None,
-            "source_final_val_loss": final_val_loss(run / "metrics.jsonl"),
+            "source_final_val_loss": last_val_loss(rows),
             "source_val_protocol": val_protocol(config)}

@@ -55,6 +55,16 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-4000:]
     assert [line.split(":")[0].strip() for line in again.stderr.splitlines() if line.endswith(" s")] == ["report report"]
+    # A finished run without a record (a study from before records) is handed to `ligo-ds`, which finds
+    # it finished under the same identity; the record is written then, and the run's metrics stay.
+    scratch_record = runs / "scratch_lr0.003" / "savings_job.json"
+    kept = scratch_record.read_text()
+    metrics = (runs / "scratch_lr0.003" / "metrics.jsonl").read_text()
+    scratch_record.unlink()
+    norecord = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert norecord.returncode == 0, norecord.stderr[-4000:]
+    assert "pretrain scratch_lr0.003:" in norecord.stderr and scratch_record.read_text() == kept
+    assert (runs / "scratch_lr0.003" / "metrics.jsonl").read_text() == metrics
     record = runs / "net2net_zero" / "savings_job.json"
     job = json.loads(record.read_text())
     assert "$WORK/gpt2/runs/small_lr0.003/hf" in job["args"]
@@ -109,3 +119,15 @@ def test_best_of_picks_the_lowest_loss_and_warns_at_a_sweep_edge(capsys):
     assert "warning: the best scratch lr 0.001 is at the edge of the sweep" in capsys.readouterr().err
     # Two lrs have no inside, so no edge warning: the sweep is too short to bracket anything.
     assert best_of(edge[:2], "scratch", "llama")[1] == 1e-3 and "warning" not in capsys.readouterr().err
+
+
+def test_final_val_of_a_run_without_evaluation_names_the_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from savings import final_val
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "loss": 3.0}) + "\n")
+    with pytest.raises(SystemExit, match=rf"{tmp_path}'?: its metrics.jsonl holds no validation loss"):
+        final_val(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": v}) + "\n"
+                                                    for s, v in ((0, 9.0), (4, 5.0), (8, 4.5))))
+    assert final_val(tmp_path) == 4.5
