@@ -21,6 +21,7 @@ from . import distributed
 from .config import ModelConfig
 from .data import TokenData
 from .errors import ConfigError
+from .flops import operator_flops
 from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
 from .growth.operator import iter_grown_state
 from .hf_io import load_model
@@ -83,21 +84,6 @@ class FitConfig:
             grad_clip=self.grad_clip, eval_every=self.eval_every, eval_samples=self.eval_samples,
             save_every=self.save_every, log_every=self.log_every, seed=self.seed, dtype=self.dtype,
             peak_tflops=self.peak_tflops)
-
-
-def operator_flops(operator: LiGOOperator) -> int:
-    """FLOPs of one forward production of all the large model's weights (matrix products, as counted by
-    torch's FlopCounterMode; the small solves of the 'inverse' tying are not counted). Every target
-    block costs the same, so one block is counted and multiplied."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        operator.global_weights()
-        operator.block(0, operator.depth())
-    with torch.no_grad(), FlopCounterMode(display=False) as globals_only:
-        operator.global_weights()
-    per_block = counter.get_total_flops() - globals_only.get_total_flops()
-    return globals_only.get_total_flops() + operator.tgt.num_layers * per_block
 
 
 def build_operator(cfg: FitConfig) -> tuple[LiGOOperator, dict]:
@@ -165,8 +151,8 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
         write_json_atomic(s.run_dir.root / "partition.json", report)
     state = resume(engine, s, tag) or TrainState()
     partitioned = distributed.is_partitioned(trainable[0])
-    # Every rank produces all the weights on every micro-batch: forward + backward ~ 3x the forward.
-    extra = 3.0 * prod_flops * d.world_size * cfg.grad_accum
+    # Every rank produces all the weights, and back-propagates into the operator, on every micro-batch.
+    extra = float(prod_flops * d.world_size * cfg.grad_accum)
     stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), d.device)
     state, stopped = fit(engine, loop, target, data, s.run_dir, d, state, extra_flops_per_step=extra,
                          extra_metrics=lambda: movement(engine.module, initial, partitioned), stop=stop)

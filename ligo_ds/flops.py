@@ -10,11 +10,22 @@ of the compute). Embedding and position lookups cost no FLOPs and are left out, 
 elementwise work. The second term is attention's QK^T and AV products, 2 * 2 * T * d_attn per layer
 and token forward, counted over the full T x T square (the PaLM convention, which is what MFU figures
 are usually quoted against), with d_attn = heads x head_dim.
+
+A LiGO fit step adds the operator's own work, `operator_flops`: producing every large weight and
+back-propagating into the coefficients, counted by running it once.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from .growth import LiGOOperator
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -30,6 +41,29 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
 
 def forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     return train_flops_per_token(cfg, seq_len) // 3
+
+
+def operator_flops(operator: LiGOOperator) -> int:
+    """FLOPs of one fit step's own work beyond the large model's: producing all its weights once, forward,
+    and back-propagating into the operator's coefficients.
+
+    Counted as torch's FlopCounterMode counts matrix products, by running one production and its backward,
+    so nothing is assumed about the backward's cost: it is not the usual 2x the forward, because no
+    gradient flows into the frozen source weights (about 1.2x for a learned width expansion), but the
+    'inverse' tying's Gram products add to it. Every target block costs the same, so one block is counted
+    and multiplied. As with training FLOPs, what block checkpointing recomputes is not counted, nor are
+    the inverse tying's small solves.
+    """
+    def count(produce) -> int:
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            tensors = [t for t in produce().values() if t.requires_grad]
+            torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
+        return counter.get_total_flops()
+
+    produced = count(operator.global_weights) + operator.tgt.num_layers * count(
+        lambda: operator.block(0, operator.depth()))
+    operator.zero_grad(set_to_none=True)
+    return produced
 
 
 # Dense bf16 tensor-core peaks from vendor datasheets, matched as substrings of the device name.

@@ -49,9 +49,10 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
         assert f"| {run} |" in md
     assert (report / "report.csv").read_text().count("\n") == 6
     assert (report / "loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+    runs = tmp_path / "tiny" / "gpt2" / "runs"
+    _check_ligo_variants(tmp_path / "tiny", runs)
     # A rerun resumes: every finished job is skipped because its recorded command matches, so only the
     # report runs again; a finished run made by another command (a changed preset) stops the study.
-    runs = tmp_path / "tiny" / "gpt2" / "runs"
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-4000:]
     assert [line.split(":")[0].strip() for line in again.stderr.splitlines() if line.endswith(" s")] == ["report report"]
@@ -131,3 +132,39 @@ def test_final_val_of_a_run_without_evaluation_names_the_run(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": v}) + "\n"
                                                     for s, v in ((0, 9.0), (4, 5.0), (8, 4.5))))
     assert final_val(tmp_path) == 4.5
+
+
+def _jobs_run(stderr: str) -> list[str]:
+    """'SUBCOMMAND RUN' of each job a bench script ran (it prints one line per job with its seconds)."""
+    return [line.split(":")[0].strip() for line in stderr.splitlines() if line.endswith(" s")]
+
+
+def _recorded(run, work) -> list[str]:
+    return [a.replace("$WORK", str(work)) for a in json.loads((run / "savings_job.json").read_text())["args"]]
+
+
+def _check_ligo_variants(study, runs):
+    """bench/ligo_variants.py on a finished tiny study: a variant is the study's LiGO command with only its
+    flags changed; at the study's seed the study's baselines are reused, at another seed they run again."""
+    script = [sys.executable, str(ROOT / "bench" / "ligo_variants.py"), "--study", str(study), "--family", "gpt2"]
+    same = subprocess.run([*script, "--variants", "study,noise0.03"], capture_output=True, text=True,
+                          timeout=900, env=job_env(), cwd=ROOT)
+    assert same.returncode == 0, same.stderr[-4000:]
+    assert _jobs_run(same.stderr) == ["grow noise0.03", "report report"]
+    variants = study / "variants" / "gpt2" / "seed1234"
+    variant = _recorded(variants / "noise0.03", variants)
+    ligo = _recorded(runs / "ligo", study)
+    assert {a for a in variant if a not in ligo} == {"--init-noise", "0.03", str(variants / "noise0.03")}
+    assert {a for a in ligo if a not in variant} == {str(runs / "ligo")}
+    assert "| study | " in same.stdout and "| noise0.03 | " in same.stdout and "| net2net_zero | - |" in same.stdout
+    other = subprocess.run([*script, "--variants", "study", "--seed", "77", "--heuristics", "net2net_zero"],
+                           capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert other.returncode == 0, other.stderr[-4000:]
+    assert _jobs_run(other.stderr) == ["pretrain scratch_lr0.003", "grow net2net_zero", "grow study", "report report"]
+    assert "| net2net_stack |" not in other.stdout
+    reseeded = study / "variants" / "gpt2" / "seed77"
+    assert _recorded(reseeded / "net2net_zero", reseeded)[-2:] == ["--seed", "77"]
+    assert "| scratch_lr0.003 | scratch (target) |" in other.stdout
+    unknown = subprocess.run([*script, "--variants", "study,nope"], capture_output=True, text=True, timeout=120,
+                             env=job_env(), cwd=ROOT)
+    assert unknown.returncode != 0 and "--variants: unknown ['nope']" in unknown.stderr

@@ -205,6 +205,31 @@ def test_checkpointed_and_plain_forward_agree():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("case", ["gpt2", "llama_gqa_tied"])
+@pytest.mark.parametrize("spec", [GrowthSpec(width_init="random"),
+                                  GrowthSpec(width_init="random", order="official"),
+                                  GrowthSpec(width_init="net2net", depth_init="zero")])
+def test_operator_flops_are_a_fit_step_less_the_large_models_own(case, spec):
+    """What the fit adds per step, counted once from one block, equals a whole fit step's count (no block
+    checkpointing, as training FLOPs count no recompute) less the grown model trained on its own."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ligo_ds.flops import operator_flops
+
+    src = source(case)
+    op = grow(src, ModelConfig.from_hf(doubled(case, layers=3)), spec)
+    ids = ids_for(src.cfg)
+
+    def step_flops(model) -> int:
+        with FlopCounterMode(display=False) as counter:
+            model(ids[:, :-1], ids[:, 1:]).backward()
+        return counter.get_total_flops()
+
+    whole = step_flops(GrownModel(op, checkpoint_blocks=False))
+    own = step_flops(materialise(op).train())
+    assert operator_flops(op) == whole - own > 0
+    assert all(p.grad is None for p in op.parameters()), "counting leaves no gradients behind"
+
 @pytest.mark.parametrize("case", ["gpt2", "llama_bias"])
 def test_gradients_reach_operator_only(case):
     src = source(case)
