@@ -7,9 +7,10 @@
 Every job is a command the study recorded (`savings_job.json` in each of its run dirs) with a few flags
 changed, so a variant differs from the study's LiGO run in exactly what its name says. With the study's
 own seed its scratch and heuristic runs are the baselines and are not run again; with another seed the
-best scratch run and the heuristics (all, or those named by --heuristics) run again under that seed first
-(OUT/FAMILY/seedS/), because a saving read against another seed's target is not one. `ligo-ds report` then compares scratch, the
-heuristics and the variants; a compact table (fit cost, final loss, saving) is printed after it.
+best scratch run and the heuristics (all, or those named by --heuristics) run again under that seed
+first (OUT/FAMILY/seedS/), because a saving read against another seed's target is not one.
+`ligo-ds report` then compares scratch, the heuristics and the variants; a compact table (fit cost,
+final loss, saving) is printed after it.
 Rerunning resumes: finished jobs whose recorded command matches are skipped.
 """
 
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from savings import JOB_RECORD, final_val, ligo  # noqa: E402
+from savings import JOB_RECORD, final_val, flag, ligo  # noqa: E402
 
 from ligo_ds.rundir import read_metrics  # noqa: E402
 
@@ -57,10 +58,6 @@ def with_flags(args: list[str], flags: dict[str, str]) -> list[str]:
         else:
             args += [flag, value]
     return args
-
-
-def flag(args: list[str], name: str) -> str | None:
-    return args[args.index(name) + 1] if name in args else None
 
 
 def recorded(run: Path, work: Path) -> list[str]:

@@ -103,6 +103,11 @@ def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
 JOB_RECORD = "savings_job.json"  # the command that made a finished run, written next to it
 
 
+def flag(args: list[str] | tuple[str, ...], name: str) -> str | None:
+    """The value given to `name` in a command's arguments, or None when the command lacks it."""
+    return args[args.index(name) + 1] if name in args else None
+
+
 def ligo(*args: str, log: Path, done: Path | None = None) -> float:
     """Run one `ligo-ds` job, or skip it when it already finished (`done` exists) under the same command.
 
@@ -110,7 +115,7 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
     so a moved study still resumes. A finished run made by another command (a changed preset) is an error,
     never a silent reuse; a finished run with no record is handed to `ligo-ds`, which checks its identity.
     """
-    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    out = Path(flag(args, "--out")) if "--out" in args else None
     job = [a.replace(str(log.parent), "$WORK") for a in args]
     record = out / JOB_RECORD if out is not None and done is not None else None
     if record is not None and done.is_file() and record.is_file():

@@ -54,16 +54,16 @@ def operator_flops(operator: LiGOOperator) -> int:
     and multiplied. As with training FLOPs, what block checkpointing recomputes is not counted, nor are
     the inverse tying's small solves.
     """
+    learned = [p for p in operator.parameters() if p.requires_grad]
+
     def count(produce) -> int:
+        # autograd.grad, not backward: the gradients are returned and dropped, so no .grad is touched.
         with torch.enable_grad(), FlopCounterMode(display=False) as counter:
             tensors = [t for t in produce().values() if t.requires_grad]
-            torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
+            torch.autograd.grad(tensors, learned, [torch.ones_like(t) for t in tensors], allow_unused=True)
         return counter.get_total_flops()
 
-    produced = count(operator.global_weights) + operator.tgt.num_layers * count(
-        lambda: operator.block(0, operator.depth()))
-    operator.zero_grad(set_to_none=True)
-    return produced
+    return count(operator.global_weights) + operator.tgt.num_layers * count(lambda: operator.block(0, operator.depth()))
 
 
 # Dense bf16 tensor-core peaks from vendor datasheets, matched as substrings of the device name.

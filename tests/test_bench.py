@@ -55,7 +55,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     # report runs again; a finished run made by another command (a changed preset) stops the study.
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert [line.split(":")[0].strip() for line in again.stderr.splitlines() if line.endswith(" s")] == ["report report"]
+    assert _jobs_run(again.stderr) == ["report report"]
     # A finished run without a record (a study from before records) is handed to `ligo-ds`, which finds
     # it finished under the same identity; the record is written then, and the run's metrics stay.
     scratch_record = runs / "scratch_lr0.003" / "savings_job.json"
@@ -139,21 +139,20 @@ def _jobs_run(stderr: str) -> list[str]:
     return [line.split(":")[0].strip() for line in stderr.splitlines() if line.endswith(" s")]
 
 
-def _recorded(run, work) -> list[str]:
-    return [a.replace("$WORK", str(work)) for a in json.loads((run / "savings_job.json").read_text())["args"]]
-
-
 def _check_ligo_variants(study, runs):
     """bench/ligo_variants.py on a finished tiny study: a variant is the study's LiGO command with only its
     flags changed; at the study's seed the study's baselines are reused, at another seed they run again."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ligo_variants import recorded
+
     script = [sys.executable, str(ROOT / "bench" / "ligo_variants.py"), "--study", str(study), "--family", "gpt2"]
     same = subprocess.run([*script, "--variants", "study,noise0.03"], capture_output=True, text=True,
                           timeout=900, env=job_env(), cwd=ROOT)
     assert same.returncode == 0, same.stderr[-4000:]
     assert _jobs_run(same.stderr) == ["grow noise0.03", "report report"]
     variants = study / "variants" / "gpt2" / "seed1234"
-    variant = _recorded(variants / "noise0.03", variants)
-    ligo = _recorded(runs / "ligo", study)
+    variant = recorded(variants / "noise0.03", variants)
+    ligo = recorded(runs / "ligo", study)
     assert {a for a in variant if a not in ligo} == {"--init-noise", "0.03", str(variants / "noise0.03")}
     assert {a for a in ligo if a not in variant} == {str(runs / "ligo")}
     assert "| study | " in same.stdout and "| noise0.03 | " in same.stdout and "| net2net_zero | - |" in same.stdout
@@ -163,7 +162,7 @@ def _check_ligo_variants(study, runs):
     assert _jobs_run(other.stderr) == ["pretrain scratch_lr0.003", "grow net2net_zero", "grow study", "report report"]
     assert "| net2net_stack |" not in other.stdout
     reseeded = study / "variants" / "gpt2" / "seed77"
-    assert _recorded(reseeded / "net2net_zero", reseeded)[-2:] == ["--seed", "77"]
+    assert recorded(reseeded / "net2net_zero", reseeded)[-2:] == ["--seed", "77"]
     assert "| scratch_lr0.003 | scratch (target) |" in other.stdout
     unknown = subprocess.run([*script, "--variants", "study,nope"], capture_output=True, text=True, timeout=120,
                              env=job_env(), cwd=ROOT)
