@@ -47,16 +47,22 @@ VARIANTS: dict[str, dict[str, str]] = {
     "official_fit_mb2": {"--order": "official", "--fit-micro-batch": "2"},
     "paper_fit_mb4": {"--order": "paper", "--fit-micro-batch": "4"},  # the study's LiGO before item 18
 }
+# name -> (a heuristic run of the study, flags changed in its command): a setting tried on LiGO is tried on
+# the heuristic too, so a lead that comes from the setting alone is not read as LiGO's (bench/README.md, item 20).
+HEURISTIC_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "zero_noise0.03": ("net2net_zero", {"--init-noise": "0.03"}),
+    "stack_noise0.03": ("net2net_stack", {"--init-noise": "0.03"}),
+}
 
 
 def with_flags(args: list[str], flags: dict[str, str]) -> list[str]:
     """`args` with each flag's value replaced, or the flag appended when the command lacks it."""
     args = list(args)
-    for flag, value in flags.items():
-        if flag in args:
-            args[args.index(flag) + 1] = value
+    for name, value in flags.items():
+        if name in args:
+            args[args.index(name) + 1] = value
         else:
-            args += [flag, value]
+            args += [name, value]
     return args
 
 
@@ -109,14 +115,21 @@ def main() -> int:
     if args.list:
         for name, flags in VARIANTS.items():
             print(f"{name:18s} {' '.join(f'{k} {v}' for k, v in flags.items()) or '(the study command)'}")
+        for name, (base, flags) in HEURISTIC_VARIANTS.items():
+            print(f"{name:18s} {base} with {' '.join(f'{k} {v}' for k, v in flags.items())}")
         return 0
     if not args.study:
         parser.error("--study is required (a bench/savings.py work dir)")
-    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS and v not in HEURISTIC_VARIANTS]
     if unknown:
-        raise SystemExit(f"--variants: unknown {unknown}; expected some of {list(VARIANTS)}")
+        raise SystemExit(f"--variants: unknown {unknown}; expected some of {[*VARIANTS, *HEURISTIC_VARIANTS]}")
     work = Path(args.study).resolve()
     scratch, heuristics, study_ligo = study_runs(work, args.family)
+    by_name = {h.name: h for h in heuristics}  # every heuristic of the study, for HEURISTIC_VARIANTS' bases
+    for name in args.variants.split(","):
+        if name in HEURISTIC_VARIANTS and HEURISTIC_VARIANTS[name][0] not in by_name:
+            raise SystemExit(f"--variants {name}: the study has no {HEURISTIC_VARIANTS[name][0]!r} run; expected "
+                             f"one of {sorted(by_name)}")
     if args.heuristics:
         names = args.heuristics.split(",")
         missing = sorted(set(names) - {h.name for h in heuristics})
@@ -140,8 +153,16 @@ def main() -> int:
     if seed != study_seed:
         scratch = run(scratch, scratch.name, {})
         heuristics = [run(h, h.name, {}) for h in heuristics]
-    runs = [study_ligo if name == "study" and seed == study_seed else run(study_ligo, name, VARIANTS[name])
-            for name in args.variants.split(",")]
+
+    def variant(name: str) -> Path:
+        if name == "study" and seed == study_seed:
+            return study_ligo
+        if name in VARIANTS:
+            return run(study_ligo, name, VARIANTS[name])
+        base, flags = HEURISTIC_VARIANTS[name]
+        return run(by_name[base], name, flags)
+
+    runs = [variant(name) for name in args.variants.split(",")]
     report = out / "report"
     ligo("report", str(scratch), *map(str, heuristics), *map(str, runs), "--out", str(report), log=log)
     print((report / "report.md").read_text())

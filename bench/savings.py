@@ -1,7 +1,8 @@
 """What growth saves: scratch vs LiGO vs the classic heuristics, one command, one table, one plot.
 
     python bench/savings.py --preset cpu      # both families on the stdlib corpus, < 60 min on 2 cores
-    python bench/savings.py --preset gpu      # larger models, one H100/H200, about 9 minutes per family
+    python bench/savings.py --preset gpu      # larger models, one H100/H200, 4 jobs sharing it
+    python bench/savings.py --preset gpu --jobs 8 --devices 0,1,2,3,4,5,6,7   # a node of 8 GPUs
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
 
 Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model for the large model's
@@ -13,6 +14,11 @@ and with LiGO (the fitted operator), and train every grown model with the same d
 schedule and token budget as scratch. `ligo-ds report` then writes report.md / report.csv /
 loss_vs_flops.png per family.
 Every job is a real `ligo-ds` command; rerunning the script resumes what is unfinished.
+With --jobs N, up to N jobs run at once (the families side by side, and within a family the two sweeps,
+then the grown runs), each pinned to a device of --devices in turn. Small models leave a GPU mostly idle
+between kernels (start-up, evaluation, Python), so jobs sharing one finish sooner than one after another;
+their wall times are then times of shared runs, which the time columns of the report say nothing
+reliable about. FLOPs, the study's measure, are unaffected. On a CPU it gains nothing: the jobs share its cores.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +60,7 @@ class Preset:
     # grown runs end as low (bench/README.md, items 12 and 18).
     fit_micro_batch: int | None = None
     ds_config: str = "zero2"
+    jobs: int = 1  # jobs at once (--jobs): 1 keeps the time columns clean, more finish sooner on a GPU
     corpus: str = "stdlib"  # or "site-packages": bench/code_corpus.py, for budgets that would repeat stdlib
     data_args: tuple = ()
 
@@ -81,7 +91,7 @@ PRESETS = {
                   "llama": (_llama(6, 384, 6, 2, 1024, 512, 8192), _llama(12, 768, 12, 4, 2048, 512, 8192))},
         small_steps=500, large_steps=500, fit_steps=40, seq_len=512, micro_batch=32,
         scratch_lrs=(3e-4, 6e-4, 1.2e-3), small_lrs=(2.4e-3,), warmup=50, eval_every=50, eval_samples=128,
-        fit_micro_batch=4, corpus="site-packages"),
+        fit_micro_batch=4, corpus="site-packages", jobs=4),
 }
 
 # Grown runs: name -> (fit steps, growth options). The heuristics are operator special cases, not fitted;
@@ -108,12 +118,19 @@ def flag(args: list[str] | tuple[str, ...], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
 
-def ligo(*args: str, log: Path, done: Path | None = None) -> float:
+_LOG_LOCK = threading.Lock()  # jobs.log is appended to by every job thread
+
+
+def ligo(*args: str, log: Path, done: Path | None = None, device: str | None = None,
+         job_log: Path | None = None, label: str | None = None) -> float:
     """Run one `ligo-ds` job, or skip it when it already finished (`done` exists) under the same command.
 
     The command is recorded in the run dir with the study's work dir (the log's folder) written as $WORK,
     so a moved study still resumes. A finished run made by another command (a changed preset) is an error,
     never a silent reuse; a finished run with no record is handed to `ligo-ds`, which checks its identity.
+    `device` pins the job to one GPU (CUDA_VISIBLE_DEVICES). Its output streams into `log`, or, when other
+    jobs run beside it, into `job_log` and then into `log` in one piece, so jobs.log never interleaves.
+    The line printed when it ends names it by `label` (default: its run dir's name).
     """
     out = Path(flag(args, "--out")) if "--out" in args else None
     job = [a.replace(str(log.parent), "$WORK") for a in args]
@@ -124,19 +141,78 @@ def ligo(*args: str, log: Path, done: Path | None = None) -> float:
             return 0.0
         raise SystemExit(f"{str(out)!r} holds a finished run made by a different command:\n  {' '.join(made_by)}\n"
                          f"expected:\n  {' '.join(job)}\nmove it away or choose another --out")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    header = f"\n$ ligo-ds {' '.join(args)}\n" + (f"# on device {device}\n" if device is not None else "")
     start = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"\n$ ligo-ds {' '.join(args)}\n")
-        f.flush()
-        result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
-                                cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if job_log is None:
+        with _LOG_LOCK, open(log, "a") as f:
+            f.write(header)
+        with open(log, "a") as f:
+            result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
+                                    cwd=ROOT, env=env)
+    else:
+        job_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job_log, "w") as f:
+            f.write(header)
+            f.flush()
+            result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
+                                    cwd=ROOT, env=env)
+        with _LOG_LOCK, open(log, "a") as f:
+            f.write(job_log.read_text())
     if result.returncode != 0:
-        raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {log})")
+        raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {job_log or log})")
     if record is not None:
         record.write_text(json.dumps({"args": job}, indent=1))
     seconds = time.perf_counter() - start
-    print(f"  {args[0]} {out.name if out else ''}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"  {args[0]} {label or (out.name if out else '')}: {seconds:.0f} s", file=sys.stderr, flush=True)
     return seconds
+
+
+class Jobs:
+    """Runs `ligo-ds` jobs on `jobs` slots at once, slot i on device devices[i % len(devices)].
+
+    After a job fails no queued job starts (the running ones finish: they are resumable), and the failure
+    reaches whoever waits on that job's future.
+    """
+
+    def __init__(self, jobs: int, devices: list[str] | None, log: Path):
+        if jobs < 1:
+            raise SystemExit(f"--jobs {jobs}: expected at least 1")
+        if devices is not None and (not devices or any(not d.strip() for d in devices)):
+            raise SystemExit(f"--devices {','.join(devices)!r}: expected comma-separated device ids such as 0,1")
+        self.jobs, self.log = jobs, log
+        self.slots: queue.Queue = queue.Queue()
+        for i in range(jobs):
+            self.slots.put(devices[i % len(devices)].strip() if devices else None)
+        self.failed = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=jobs)
+
+    def submit(self, *args: str, done: Path | None = None) -> Future:
+        return self.pool.submit(self._run, args, done)
+
+    def _run(self, args: tuple[str, ...], done: Path | None) -> float:
+        if self.failed.is_set():
+            raise SystemExit(f"not started after another job failed: ligo-ds {' '.join(args)}")
+        device = self.slots.get()
+        try:
+            out = Path(flag(args, "--out"))
+            if self.jobs == 1:
+                return ligo(*args, log=self.log, done=done, device=device)
+            # Families run side by side, so a job is named by its path: gpt2/runs/ligo, logged in
+            # logs/gpt2.runs.ligo.log.
+            name = out.relative_to(self.log.parent) if out.is_relative_to(self.log.parent) else Path(out.name)
+            return ligo(*args, log=self.log, done=done, device=device, label=str(name),
+                        job_log=self.log.parent / "logs" / f"{'.'.join(name.parts)}.log")
+        except BaseException:
+            self.failed.set()
+            raise
+        finally:
+            self.slots.put(device)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def final_val(run: Path) -> float:
@@ -159,7 +235,7 @@ def best_of(sweep: list[tuple[float, float, Path]], what: str, family: str) -> t
     return best
 
 
-def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
+def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs) -> Path:
     small_cfg, large_cfg = p.families[family]
     fam = work / family
     fam.mkdir(parents=True, exist_ok=True)
@@ -173,20 +249,22 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
     # The small model keeps its peak lr after warmup (no decay), as a checkpoint meant for growth is taken
     # before annealing: an annealed model loses ~0.14 nats when the grown run warms back up to the scratch
     # peak, with or without growth (bench/README.md, items 8-9).
-    smalls = []
+    # The two sweeps are independent, so they are queued together; the grown runs need both winners.
+    smalls, scratch = [], []
     for lr in p.small_lrs:
         out = runs / f"small_lr{lr:g}"
-        ligo("pretrain", "--model", str(fam / "small.json"), "--out", str(out), "--lr", str(lr), "--min-lr", str(lr),
-             "--max-steps", str(p.small_steps), *common, log=log, done=out / "hf" / "config.json")
-        smalls.append((final_val(out), lr, out))
-    small_val, _, small = best_of(smalls, "small model", family)
-    scratch = []
+        smalls.append((lr, out, jobs.submit("pretrain", "--model", str(fam / "small.json"), "--out", str(out), "--lr",
+                                            str(lr), "--min-lr", str(lr), "--max-steps", str(p.small_steps), *common,
+                                            done=out / "hf" / "config.json")))
     for lr in p.scratch_lrs:
         out = runs / f"scratch_lr{lr:g}"
-        ligo("pretrain", "--model", str(fam / "large.json"), "--out", str(out), "--lr", str(lr),
-             "--max-steps", str(p.large_steps), *common, log=log, done=out / "hf" / "config.json")
-        scratch.append((final_val(out), lr, out))
-    best_val, best_lr, _ = best_of(scratch, "scratch", family)
+        scratch.append((lr, out, jobs.submit("pretrain", "--model", str(fam / "large.json"), "--out", str(out),
+                                             "--lr", str(lr), "--max-steps", str(p.large_steps), *common,
+                                             done=out / "hf" / "config.json")))
+    for _, _, job in [*smalls, *scratch]:
+        job.result()
+    small_val, _, small = best_of([(final_val(out), lr, out) for lr, out, _ in smalls], "small model", family)
+    best_val, best_lr, _ = best_of([(final_val(out), lr, out) for lr, out, _ in scratch], "scratch", family)
     if small_val <= best_val:
         print(f"  {family}: warning: the small model alone ({small_val:.4f}) already reaches the "
               f"scratch target ({best_val:.4f}), so every growth saving is trivial here (the report says so too)",
@@ -196,13 +274,16 @@ def study(p: Preset, family: str, data: Path, work: Path, log: Path) -> Path:
         out = runs / name
         if steps and p.fit_micro_batch is not None:
             options = [*options, "--fit-micro-batch", str(p.fit_micro_batch)]
-        ligo("grow", "--source", str(small / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
-             "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
-             str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common, log=log,
-             done=out / "train" / "hf" / "config.json")
-        grown.append(out)
+        grown.append((out, jobs.submit(
+            "grow", "--source", str(small / "hf"), "--target", str(fam / "large.json"), "--out", str(out),
+            "--fit-steps", str(steps), *options, "--operator-lr", str(p.operator_lr), "--operator-warmup",
+            str(max(1, steps // 10)), "--lr", str(best_lr), "--max-steps", str(p.large_steps), *common,
+            done=out / "train" / "hf" / "config.json")))
+    for _, job in grown:
+        job.result()
     report = fam / "report"
-    ligo("report", *[str(o) for _, _, o in scratch], *[str(g) for g in grown], "--out", str(report), log=log)
+    jobs.submit("report", *[str(out) for _, out, _ in scratch], *[str(out) for out, _ in grown], "--out",
+                str(report)).result()
     return report
 
 
@@ -214,6 +295,9 @@ def main() -> int:
     parser.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's, stdlib or "
                         "site-packages sources)")
     parser.add_argument("--data", help="an already prepared DATA_DIR (`ligo-ds prepare`) instead of --source")
+    parser.add_argument("--jobs", type=int, help="jobs at once (default: the preset's; gpu 4, others 1)")
+    parser.add_argument("--devices", help="comma-separated GPU ids the jobs are spread over, e.g. 0,1,2,3 "
+                        "(default: every job sees the devices this script sees)")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     work = Path(args.out) / args.preset
@@ -221,6 +305,11 @@ def main() -> int:
     log = work / "jobs.log"
     data = Path(args.data).resolve() if args.data else work / "data"
     start = time.perf_counter()
+    families = args.families.split(",")
+    unknown = [f for f in families if f not in p.families]
+    if unknown:
+        raise SystemExit(f"--families: unknown {unknown}; expected some of {sorted(p.families)}")
+    jobs = Jobs(args.jobs if args.jobs is not None else p.jobs, args.devices.split(",") if args.devices else None, log)
     if args.data and args.source:
         raise SystemExit(f"--data {args.data!r} and --source {args.source!r}: give one (--data is already prepared)")
     if args.data and not (data / "meta.json").is_file():
@@ -234,11 +323,22 @@ def main() -> int:
             docs, size = write_corpus(Path(source))
             print(f"  corpus: {docs} site-packages sources, {size / 1e6:.1f} MB", file=sys.stderr)
         ligo("prepare", "--source", source, "--out", str(data), "--force", *p.data_args, log=log)
-    for family in args.families.split(","):
-        report = study(p, family, data, work, log)
+    try:
+        if jobs.jobs == 1:  # one family after the other, in the order of the job log before --jobs
+            reports = [study(p, family, data, work, jobs) for family in families]
+        else:
+            with ThreadPoolExecutor(max_workers=len(families)) as side_by_side:
+                futures = [side_by_side.submit(study, p, family, data, work, jobs) for family in families]
+                reports = [f.result() for f in futures]
+    finally:
+        jobs.close()
+    for family, report in zip(families, reports):
         print(f"\n## {family} ({args.preset} preset)\n")
         print((report / "report.md").read_text())
         print(f"plot: {report / 'loss_vs_flops.png'}")
+    if jobs.jobs > 1:
+        print(f"\nnote: {jobs.jobs} jobs ran at once, so the time columns time shared runs; compare FLOPs "
+              "(or rerun with --jobs 1 to time)")
     print(f"\nwhole study: {time.perf_counter() - start:.0f} s; job log: {log}")
     return 0
 

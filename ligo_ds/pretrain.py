@@ -147,18 +147,31 @@ class Session:
     resuming: bool
 
 
-def start(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, *, extra_identity: dict | None = None,
-          extra_record: dict | None = None) -> Session:
-    _check_inputs(cfg, model_cfg, data)
+def ds_config_for(cfg: PretrainConfig, d: distributed.Dist,
+                  flags: dict[str, str] | None = None) -> tuple[dict, str]:
+    """(the DeepSpeed config this run trains with, its dtype name), or a ConfigError naming the conflict.
+
+    `flags`: the command-line names of cfg's values where they differ from pretrain's (the fit's lr is
+    --operator-lr), so a conflict with the user's DeepSpeed config names the flag the user typed.
+    """
     user_ds_path = ds_config_path(cfg.ds_config)
     user_ds = load_json(user_ds_path, "ds config")
-    d = distributed.init()
     on_gpu = d.device.type == "cuda"
     dtype_name = cfg.dtype if cfg.dtype != "auto" else ("bf16" if on_gpu else "fp32")
     ds_config = resolve_ds_config(
         user_ds, where=str(user_ds_path), micro_batch=cfg.micro_batch, grad_accum=cfg.grad_accum,
         world_size=d.world_size, grad_clip=cfg.grad_clip, bf16=dtype_name == "bf16", lr=cfg.lr,
-        weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), on_gpu=on_gpu)
+        weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), on_gpu=on_gpu, flags=flags)
+    return ds_config, dtype_name
+
+
+def start(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, *, extra_identity: dict | None = None,
+          extra_record: dict | None = None, flags: dict[str, str] | None = None) -> Session:
+    """`flags`: see ds_config_for."""
+    _check_inputs(cfg, model_cfg, data)
+    load_json(ds_config_path(cfg.ds_config), "ds config")  # a missing or broken file: refused before joining
+    d = distributed.init()
+    ds_config, dtype_name = ds_config_for(cfg, d, flags)
     identity = {**run_identity(cfg, model_cfg, data, d.world_size, distributed.zero_stage(ds_config), dtype_name),
                 **(extra_identity or {})}
     run_dir = RunDir(cfg.out)

@@ -124,20 +124,29 @@ def ds_config_path(name_or_path: str) -> Path:
 _OURS = "set it on the ligo_ds command line instead"
 
 
+# The command-line flag behind each value the DeepSpeed config must agree with, as `pretrain` spells it.
+# A phase that takes the value from another flag (the fit's lr is --operator-lr) passes its own names.
+PRETRAIN_FLAGS = {"micro_batch": "--micro-batch", "grad_accum": "--grad-accum", "grad_clip": "--grad-clip",
+                  "lr": "--lr", "weight_decay": "--weight-decay", "betas": "--beta1/--beta2"}
+
+
 def resolve_ds_config(user: dict, *, where: str, micro_batch: int, grad_accum: int, world_size: int,
                       grad_clip: float, bf16: bool, lr: float, weight_decay: float, betas: tuple[float, float],
-                      on_gpu: bool) -> dict:
-    """The exact dict DeepSpeed receives: the user's knobs plus ours, with every conflict refused."""
+                      on_gpu: bool, flags: dict[str, str] | None = None) -> dict:
+    """The exact dict DeepSpeed receives: the user's knobs plus ours, with every conflict refused, naming
+    the flag that set ours (`flags` overrides PRETRAIN_FLAGS' names)."""
+    flag = {**PRETRAIN_FLAGS, **(flags or {})}
     derived = {
-        "train_micro_batch_size_per_gpu": (micro_batch, "--micro-batch"),
-        "gradient_accumulation_steps": (grad_accum, "--grad-accum"),
-        "train_batch_size": (micro_batch * grad_accum * world_size, "--micro-batch x --grad-accum x world size"),
+        "train_micro_batch_size_per_gpu": (micro_batch, flag["micro_batch"]),
+        "gradient_accumulation_steps": (grad_accum, flag["grad_accum"]),
+        "train_batch_size": (micro_batch * grad_accum * world_size,
+                             f"{flag['micro_batch']} x {flag['grad_accum']} x world size"),
         # DeepSpeed 0.19.8 defaults to clipping at 1.0 when this is absent: always set it explicitly.
-        "gradient_clipping": (grad_clip, "--grad-clip"),
+        "gradient_clipping": (grad_clip, flag["grad_clip"]),
     }
-    for key, (ours, flag) in derived.items():
+    for key, (ours, name) in derived.items():
         if key in user and user[key] != ours:
-            raise ConfigError(f"ds config {where} sets {key}={user[key]!r} but {flag} gives {ours!r}; {_OURS}")
+            raise ConfigError(f"ds config {where} sets {key}={user[key]!r} but {name} gives {ours!r}; {_OURS}")
     if "scheduler" in user:
         raise ConfigError(f"ds config {where} sets a scheduler ({user['scheduler'].get('type')!r}); ligo_ds "
                           "schedules the learning rate itself (--lr, --min-lr, --warmup-steps): remove it")
@@ -154,8 +163,7 @@ def resolve_ds_config(user: dict, *, where: str, micro_batch: int, grad_accum: i
                               "AdamW: remove the optimizer section")
         for key, value in opt.get("params", {}).items():
             if key in ours_opt and value != ours_opt[key]:
-                flag = {"lr": "--lr", "weight_decay": "--weight-decay", "betas": "--beta1/--beta2"}[key]
-                raise ConfigError(f"ds config {where} sets optimizer {key}={value!r} but {flag} gives "
+                raise ConfigError(f"ds config {where} sets optimizer {key}={value!r} but {flag[key]} gives "
                                   f"{ours_opt[key]!r}; {_OURS}")
     out = copy.deepcopy(user)
     out.update({key: ours for key, (ours, _) in derived.items()})

@@ -112,6 +112,21 @@ def missing_ds_config(w, tmp):
     return pretrain(w, tmp / "run", "--ds-config", str(tmp / "nothere.json")), []
 
 
+def ds_config_against_fit_flags(w, tmp):
+    """A DS config that fixes the micro-batch and lr, against grow's fit-phase flags: the error names the flag
+    the fit's value came from (--fit-micro-batch, --operator-lr), not the training phase's."""
+    ds = write_json(tmp / "ds.json", {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2},
+                                      "optimizer": {"type": "AdamW", "params": {"lr": 0.002}}})
+    return grow_with_fit_batch(w, tmp, ds, fit_micro_batch=1), [ds]
+
+
+def grow_with_fit_batch(w, tmp, ds: Path, fit_micro_batch: int) -> list[str]:
+    deeper = write_json(tmp / "t.json", {**TINY, "num_hidden_layers": 3})
+    return ["grow", "--source", str(w / "small"), "--target", str(deeper), "--data", str(w / "data"), "--out",
+            str(tmp / "g"), "--fit-steps", "2", "--max-steps", "2", "--seq-len", "16", "--micro-batch", "2",
+            "--fit-micro-batch", str(fit_micro_batch), "--lr", "0.002", "--ds-config", str(ds)]
+
+
 def existing_run_other_config(w, tmp):
     run = tmp / "run"
     subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
@@ -160,6 +175,8 @@ ROWS = [
     ("empty corpus", empty_corpus, "is empty \\(no non-empty documents\\)"),
     ("non-UTF-8 text", not_utf8, "latin1.txt' is not UTF-8 text \\(invalid byte at offset 3\\)"),
     ("missing ds config", missing_ds_config, "ds config .*nothere.json' does not exist"),
+    ("ds config against the fit's flags", ds_config_against_fit_flags,
+     "sets train_micro_batch_size_per_gpu=2 but --fit-micro-batch gives 1"),
     ("--out is a run with another config", existing_run_other_config,
      "belongs to a different run; refusing to resume it. Differences: seq_len: 16 in the run, 8 now"),
     ("read-only output directory", read_only_out, "Read-only file system"),
@@ -195,3 +212,15 @@ def test_bad_input(world, tmp_path, name, setup, message):
         for mount in ("ro", "small"):
             if (tmp_path / mount).is_mount():
                 subprocess.run(["umount", str(tmp_path / mount)], check=False)
+
+
+def test_grow_checks_the_training_phases_ds_config_before_fitting(world, tmp_path):
+    # The DS config agrees with the fit's batch (1) but not with training's (2): refused before the fit
+    # spends anything, not after it.
+    ds = write_json(tmp_path / "ds.json", {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
+    argv = grow_with_fit_batch(world, tmp_path, ds, fit_micro_batch=1)
+    result = subprocess.run([sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True, timeout=300,
+                            env=env())
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "sets train_micro_batch_size_per_gpu=1 but --micro-batch gives 2" in result.stderr
+    assert not (tmp_path / "g" / "fit" / "metrics.jsonl").exists()

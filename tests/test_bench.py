@@ -39,10 +39,20 @@ def test_throughput_tiny(corpus, tmp_path):
 
 
 def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "savings.py"), "--preset", "tiny", "--families", "gpt2",
-                          "--source", str(corpus / "corpus"), "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=900, env=job_env(), cwd=ROOT)
+    # Two jobs at once: the sweeps, then the grown runs, share the machine; the reruns below run one at a time.
+    study = [sys.executable, str(ROOT / "bench" / "savings.py"), "--preset", "tiny", "--families", "gpt2", "--source",
+             str(corpus / "corpus"), "--out", str(tmp_path)]
+    out = subprocess.run([*study, "--jobs", "2"], capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-4000:]
+    assert sorted(_jobs_run(out.stderr)) == sorted(["prepare data", "pretrain gpt2/runs/small_lr0.003",
+                                                    "pretrain gpt2/runs/scratch_lr0.003", "report gpt2/report",
+                                                    *(f"grow gpt2/runs/{g}" for g in ("net2net_stack", "net2net_zero",
+                                                                                      "net2net_interpolate", "ligo"))])
+    # Each job's output lands in jobs.log in one piece, never interleaved with another's.
+    job_log = (tmp_path / "tiny" / "jobs.log").read_text()
+    logs = sorted((tmp_path / "tiny" / "logs").iterdir())
+    assert len(logs) == 7 and all(f.read_text() in job_log for f in logs)  # every job but prepare, which runs alone
+    assert "2 jobs ran at once, so the time columns time shared runs" in out.stdout
     report = tmp_path / "tiny" / "gpt2" / "report"
     md = (report / "report.md").read_text()
     for run in ("scratch_lr0.003", "net2net_stack", "net2net_interpolate", "net2net_zero", "ligo"):
@@ -53,7 +63,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     _check_ligo_variants(tmp_path / "tiny", runs)
     # A rerun resumes: every finished job is skipped because its recorded command matches, so only the
     # report runs again; a finished run made by another command (a changed preset) stops the study.
-    again = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    again = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-4000:]
     assert _jobs_run(again.stderr) == ["report report"]
     # A finished run without a record (a study from before records) is handed to `ligo-ds`, which finds
@@ -62,7 +72,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     kept = scratch_record.read_text()
     metrics = (runs / "scratch_lr0.003" / "metrics.jsonl").read_text()
     scratch_record.unlink()
-    norecord = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    norecord = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert norecord.returncode == 0, norecord.stderr[-4000:]
     assert "pretrain scratch_lr0.003:" in norecord.stderr and scratch_record.read_text() == kept
     assert (runs / "scratch_lr0.003" / "metrics.jsonl").read_text() == metrics
@@ -70,7 +80,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     job = json.loads(record.read_text())
     assert "$WORK/gpt2/runs/small_lr0.003/hf" in job["args"]
     record.write_text(json.dumps({"args": [a.replace("small_lr0.003", "small_lr0.001") for a in job["args"]]}))
-    changed = subprocess.run(out.args, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    changed = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert changed.returncode != 0 and "holds a finished run made by a different command" in changed.stderr
     assert "small_lr0.001/hf" in changed.stderr and (runs / "net2net_zero" / "train" / "hf" / "config.json").is_file()
     # The small model's cost is recorded in each grown run: it survives moving the small run away.
@@ -85,6 +95,41 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert rows[1].small_final_val == small_val
     assert rows[1].small_reaches_target is (small_val <= scratch.final[2])
     assert ("already reaches the scratch target" in out.stderr) is rows[1].small_reaches_target
+
+
+def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from savings import Jobs
+
+    for key, value in job_env().items():
+        monkeypatch.setenv(key, value)
+    log = tmp_path / "jobs.log"
+    with pytest.raises(SystemExit, match=r"--jobs 0: expected at least 1"):
+        Jobs(0, None, log)
+    with pytest.raises(SystemExit, match=r"--devices '0,': expected comma-separated device ids"):
+        Jobs(2, ["0", ""], log)
+    # Four jobs on two slots, one per device: the first two start together, one on each device, and every
+    # later job takes the device a finished one gave back.
+    jobs = Jobs(2, ["3", "5"], log)
+    prepares = [jobs.submit("prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / f"d{i}"),
+                            "--vocab-size", "300") for i in range(4)]
+    assert all(f.result() > 0 for f in prepares)
+    headers = [next(line for line in (tmp_path / "logs" / f"d{i}.log").read_text().splitlines()
+                    if line.startswith("# on device"))
+               for i in range(4)]
+    assert {headers[0], headers[1]} == {"# on device 3", "# on device 5"}
+    assert set(headers[2:]) <= {"# on device 3", "# on device 5"}
+    jobs.close()
+    # After a failure nothing queued starts, and both futures say why.
+    jobs = Jobs(1, None, log)
+    bad = jobs.submit("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    queued = jobs.submit("prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / "never"))
+    with pytest.raises(SystemExit, match=r"failed: ligo-ds report .*missing"):
+        bad.result()
+    with pytest.raises(SystemExit, match=r"not started after another job failed: ligo-ds prepare"):
+        queued.result()
+    jobs.close()
+    assert not (tmp_path / "never").exists()
 
 
 def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):
@@ -144,17 +189,22 @@ def _check_ligo_variants(study, runs):
     flags changed; at the study's seed the study's baselines are reused, at another seed they run again."""
     sys.path.insert(0, str(ROOT / "bench"))
     from ligo_variants import recorded
+    from savings import flag
 
     script = [sys.executable, str(ROOT / "bench" / "ligo_variants.py"), "--study", str(study), "--family", "gpt2"]
-    same = subprocess.run([*script, "--variants", "study,noise0.03"], capture_output=True, text=True,
+    same = subprocess.run([*script, "--variants", "study,noise0.03,zero_noise0.03"], capture_output=True, text=True,
                           timeout=900, env=job_env(), cwd=ROOT)
     assert same.returncode == 0, same.stderr[-4000:]
-    assert _jobs_run(same.stderr) == ["grow noise0.03", "report report"]
+    assert _jobs_run(same.stderr) == ["grow noise0.03", "grow zero_noise0.03", "report report"]
     variants = study / "variants" / "gpt2" / "seed1234"
     variant = recorded(variants / "noise0.03", variants)
     ligo = recorded(runs / "ligo", study)
     assert {a for a in variant if a not in ligo} == {"--init-noise", "0.03", str(variants / "noise0.03")}
     assert {a for a in ligo if a not in variant} == {str(runs / "ligo")}
+    # A heuristic variant is that heuristic's command with the same change, so the change is credited to both.
+    zero_variant, zero = recorded(variants / "zero_noise0.03", variants), recorded(runs / "net2net_zero", study)
+    assert {a for a in zero_variant if a not in zero} == {"--init-noise", "0.03", str(variants / "zero_noise0.03")}
+    assert flag(zero_variant, "--fit-steps") == "0" and "| zero_noise0.03 | - |" in same.stdout
     assert "| study | " in same.stdout and "| noise0.03 | " in same.stdout and "| net2net_zero | - |" in same.stdout
     other = subprocess.run([*script, "--variants", "study", "--seed", "77", "--heuristics", "net2net_zero"],
                            capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)

@@ -50,6 +50,17 @@ def test_ds_config_conflicts_name_both_values(user, message):
         resolve(user)
 
 
+def test_ds_config_conflicts_name_the_phases_own_flags():
+    # The fit phase takes its lr from --operator-lr and, in grow, its micro-batch from --fit-micro-batch.
+    flags = {"lr": "--operator-lr", "micro_batch": "--fit-micro-batch"}
+    with pytest.raises(ConfigError, match=r"optimizer lr=0.1 but --operator-lr gives 0.001"):
+        resolve({"optimizer": {"type": "AdamW", "params": {"lr": 0.1}}}, flags=flags)
+    with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=8 but --fit-micro-batch gives 4"):
+        resolve({"train_micro_batch_size_per_gpu": 8}, flags=flags)
+    with pytest.raises(ConfigError, match=r"train_batch_size=32 but --fit-micro-batch x --grad-accum x world size"):
+        resolve({"train_batch_size": 32}, flags=flags)
+
+
 def test_agreeing_ds_config_is_accepted():
     out = resolve({"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}})
     assert out["train_batch_size"] == 16
