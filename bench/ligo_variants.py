@@ -2,6 +2,8 @@
 
     python bench/ligo_variants.py --study bench/runs/cpu --family gpt2 --variants official_order,op_lr2e-3
     python bench/ligo_variants.py --study bench/runs/cpu --family gpt2 --seed 4321 --variants study,fit15
+    python bench/ligo_variants.py --study bench/runs/cpu --family gpt2 --heuristics net2net_zero \
+        --flags="--eval-every 5 --log-every 5" --variants study
     python bench/ligo_variants.py --list
 
 Every job is a command the study recorded (`savings_job.json` in each of its run dirs) with a few flags
@@ -9,6 +11,8 @@ changed, so a variant differs from the study's LiGO run in exactly what its name
 own seed its scratch and heuristic runs are the baselines and are not run again; with another seed the
 best scratch run and the heuristics (all, or those named by --heuristics) run again under that seed
 first (OUT/FAMILY/seedS/), because a saving read against another seed's target is not one.
+--flags changes flags in every job, baselines included (they then run again at any seed): for example a
+denser evaluation, which reads each crossing more finely without changing any run's training.
 `ligo-ds report` then compares scratch, the heuristics and the variants; a compact table (fit cost,
 final loss, saving) is printed after it.
 Rerunning resumes: finished jobs whose recorded command matches are skipped.
@@ -66,6 +70,14 @@ def with_flags(args: list[str], flags: dict[str, str]) -> list[str]:
     return args
 
 
+def parse_flags(text: str) -> dict[str, str]:
+    """'--eval-every 5 --log-every 5' -> {'--eval-every': '5', '--log-every': '5'}."""
+    words = text.split()
+    if len(words) % 2 or any(not k.startswith("--") or v.startswith("--") for k, v in zip(words[::2], words[1::2])):
+        raise SystemExit(f"--flags {text!r}: expected pairs of a flag and its value, e.g. '--eval-every 5'")
+    return dict(zip(words[::2], words[1::2]))
+
+
 def recorded(run: Path, work: Path) -> list[str]:
     """The command that made a study run, with the study's work dir put back for $WORK."""
     record = run / JOB_RECORD
@@ -109,6 +121,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, help="default: the study's seed")
     parser.add_argument("--heuristics", help="comma-separated heuristic runs to compare (and, at another seed, "
                         "to run again); default: all of the study's")
+    parser.add_argument("--flags", default="", help="flags changed in every job, the baselines included, which "
+                        "then run again even at the study's seed, e.g. '--eval-every 5 --log-every 5' to read the "
+                        "crossings more finely (default out: STUDY/variants_eval-every5_log-every5)")
     parser.add_argument("--out", help="default: STUDY/variants")
     parser.add_argument("--list", action="store_true", help="print the variants and their flags, and exit")
     args = parser.parse_args()
@@ -139,10 +154,12 @@ def main() -> int:
         heuristics = [h for h in heuristics if h.name in names]
     study_seed = int(flag(recorded(study_ligo, work), "--seed"))
     seed = args.seed if args.seed is not None else study_seed
-    out = (Path(args.out).resolve() if args.out else work / "variants") / args.family / f"seed{seed}"
+    everywhere = parse_flags(args.flags)
+    default_out = work / ("variants" + "".join(f"_{k.lstrip('-')}{v}" for k, v in everywhere.items()))
+    out = (Path(args.out).resolve() if args.out else default_out) / args.family / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     log = out / "jobs.log"
-    reseed = {"--seed": str(seed)}
+    reseed = {**everywhere, "--seed": str(seed)}
 
     def run(base: Path, name: str, flags: dict[str, str]) -> Path:
         job = with_flags(recorded(base, work), {**flags, **reseed, "--out": str(out / name)})
@@ -150,12 +167,12 @@ def main() -> int:
         ligo(*job, log=log, done=done)
         return out / name
 
-    if seed != study_seed:
+    if seed != study_seed or everywhere:
         scratch = run(scratch, scratch.name, {})
         heuristics = [run(h, h.name, {}) for h in heuristics]
 
     def variant(name: str) -> Path:
-        if name == "study" and seed == study_seed:
+        if name == "study" and seed == study_seed and not everywhere:
             return study_ligo
         if name in VARIANTS:
             return run(study_ligo, name, VARIANTS[name])

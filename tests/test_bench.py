@@ -214,6 +214,20 @@ def _check_ligo_variants(study, runs):
     reseeded = study / "variants" / "gpt2" / "seed77"
     assert recorded(reseeded / "net2net_zero", reseeded)[-2:] == ["--seed", "77"]
     assert "| scratch_lr0.003 | scratch (target) |" in other.stdout
+    # --flags changes every job, so the baselines run again even at the study's seed. A denser evaluation
+    # changes no run's training: the final losses equal the study's, and only the curves have more points.
+    dense = subprocess.run([*script, "--variants", "study", "--heuristics", "net2net_zero",
+                            "--flags=--eval-every 2 --log-every 2"], capture_output=True, text=True, timeout=900,
+                           env=job_env(), cwd=ROOT)
+    assert dense.returncode == 0, dense.stderr[-4000:]
+    assert _jobs_run(dense.stderr) == ["pretrain scratch_lr0.003", "grow net2net_zero", "grow study", "report report"]
+    finer = study / "variants_eval-every2_log-every2" / "gpt2" / "seed1234"
+    for new, old in ((finer / "scratch_lr0.003", runs / "scratch_lr0.003"),
+                     (finer / "net2net_zero" / "train", runs / "net2net_zero" / "train"),
+                     (finer / "study" / "train", runs / "ligo" / "train")):
+        new_val, old_val = ([r["val_loss"] for r in read_metrics(d / "metrics.jsonl") if "val_loss" in r]
+                            for d in (new, old))
+        assert new_val[-1] == old_val[-1] and len(new_val) > len(old_val)
     unknown = subprocess.run([*script, "--variants", "study,nope"], capture_output=True, text=True, timeout=120,
                              env=job_env(), cwd=ROOT)
     assert unknown.returncode != 0 and "--variants: unknown ['nope']" in unknown.stderr
