@@ -183,6 +183,16 @@ class Jobs:
         if devices is not None and (not devices or any(not d.strip() for d in devices)):
             raise SystemExit(f"--devices {','.join(devices)!r}: expected comma-separated device ids such as 0,1")
         self.jobs, self.log = jobs, log
+        # Device ids count the devices this script sees: under CUDA_VISIBLE_DEVICES=2,3 (a Slurm allocation,
+        # say) device 0 is GPU 2.
+        seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if devices is not None and seen:
+            visible = seen.split(",")
+            bad = [d for d in devices if not d.strip().isdigit() or int(d) >= len(visible)]
+            if bad:
+                raise SystemExit(f"--devices {','.join(devices)!r}: {bad} not among the {len(visible)} devices "
+                                 f"of CUDA_VISIBLE_DEVICES={seen}; expected ids 0-{len(visible) - 1}")
+            devices = [visible[int(d)] for d in devices]
         self.slots: queue.Queue = queue.Queue()
         for i in range(jobs):
             self.slots.put(devices[i % len(devices)].strip() if devices else None)
@@ -296,8 +306,8 @@ def main() -> int:
                         "site-packages sources)")
     parser.add_argument("--data", help="an already prepared DATA_DIR (`ligo-ds prepare`) instead of --source")
     parser.add_argument("--jobs", type=int, help="jobs at once (default: the preset's; gpu 4, others 1)")
-    parser.add_argument("--devices", help="comma-separated GPU ids the jobs are spread over, e.g. 0,1,2,3 "
-                        "(default: every job sees the devices this script sees)")
+    parser.add_argument("--devices", help="comma-separated GPU ids the jobs are spread over, e.g. 0,1,2,3, "
+                        "counted among the devices this script sees (default: every job sees them all)")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     work = Path(args.out) / args.preset

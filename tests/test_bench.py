@@ -103,6 +103,7 @@ def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, mon
 
     for key, value in job_env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # the ids below are this test's own
     log = tmp_path / "jobs.log"
     with pytest.raises(SystemExit, match=r"--jobs 0: expected at least 1"):
         Jobs(0, None, log)
@@ -120,6 +121,12 @@ def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, mon
     assert {headers[0], headers[1]} == {"# on device 3", "# on device 5"}
     assert set(headers[2:]) <= {"# on device 3", "# on device 5"}
     jobs.close()
+    # Device ids count the devices the script sees, as a CUDA program would.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")
+    assert list(Jobs(3, ["1", "0"], log).slots.queue) == ["9", "7", "9"]
+    with pytest.raises(SystemExit, match=r"--devices '0,2': \['2'\] not among the 2 devices of CUDA_VISIBLE_DEV"):
+        Jobs(2, ["0", "2"], log)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     # After a failure nothing queued starts, and both futures say why.
     jobs = Jobs(1, None, log)
     bad = jobs.submit("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
