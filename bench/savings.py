@@ -146,19 +146,15 @@ def ligo(*args: str, log: Path, done: Path | None = None, device: str | None = N
         env["CUDA_VISIBLE_DEVICES"] = device
     header = f"\n$ ligo-ds {' '.join(args)}\n" + (f"# on device {device}\n" if device is not None else "")
     start = time.perf_counter()
-    if job_log is None:
-        with _LOG_LOCK, open(log, "a") as f:
-            f.write(header)
-        with open(log, "a") as f:
-            result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
-                                    cwd=ROOT, env=env)
-    else:
+    if job_log is not None:
         job_log.parent.mkdir(parents=True, exist_ok=True)
-        with open(job_log, "w") as f:
-            f.write(header)
-            f.flush()
-            result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
-                                    cwd=ROOT, env=env)
+    # Only a job that runs alone streams into jobs.log itself, so that write needs no lock.
+    with open(job_log or log, "w" if job_log else "a") as f:
+        f.write(header)
+        f.flush()
+        result = subprocess.run([sys.executable, "-m", "ligo_ds", *args], stdout=f, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=env)
+    if job_log is not None:
         with _LOG_LOCK, open(log, "a") as f:
             f.write(job_log.read_text())
     if result.returncode != 0:
@@ -182,20 +178,21 @@ class Jobs:
             raise SystemExit(f"--jobs {jobs}: expected at least 1")
         if devices is not None and (not devices or any(not d.strip() for d in devices)):
             raise SystemExit(f"--devices {','.join(devices)!r}: expected comma-separated device ids such as 0,1")
+        devices = None if devices is None else [d.strip() for d in devices]
         self.jobs, self.log = jobs, log
         # Device ids count the devices this script sees: under CUDA_VISIBLE_DEVICES=2,3 (a Slurm allocation,
         # say) device 0 is GPU 2.
         seen = os.environ.get("CUDA_VISIBLE_DEVICES")
         if devices is not None and seen:
             visible = seen.split(",")
-            bad = [d for d in devices if not d.strip().isdigit() or int(d) >= len(visible)]
+            bad = [d for d in devices if not d.isdigit() or int(d) >= len(visible)]
             if bad:
                 raise SystemExit(f"--devices {','.join(devices)!r}: {bad} not among the {len(visible)} devices "
                                  f"of CUDA_VISIBLE_DEVICES={seen}; expected ids 0-{len(visible) - 1}")
             devices = [visible[int(d)] for d in devices]
         self.slots: queue.Queue = queue.Queue()
         for i in range(jobs):
-            self.slots.put(devices[i % len(devices)].strip() if devices else None)
+            self.slots.put(devices[i % len(devices)] if devices else None)
         self.failed = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=jobs)
 
@@ -207,11 +204,11 @@ class Jobs:
             raise SystemExit(f"not started after another job failed: ligo-ds {' '.join(args)}")
         device = self.slots.get()
         try:
-            out = Path(flag(args, "--out"))
             if self.jobs == 1:
                 return ligo(*args, log=self.log, done=done, device=device)
             # Families run side by side, so a job is named by its path: gpt2/runs/ligo, logged in
             # logs/gpt2.runs.ligo.log.
+            out = Path(flag(args, "--out"))
             name = out.relative_to(self.log.parent) if out.is_relative_to(self.log.parent) else Path(out.name)
             return ligo(*args, log=self.log, done=done, device=device, label=str(name),
                         job_log=self.log.parent / "logs" / f"{'.'.join(name.parts)}.log")

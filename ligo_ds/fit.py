@@ -118,11 +118,6 @@ class FitResult:
     stopped: bool = False  # stopped early on request, after a checkpoint; nothing was written
 
 
-def fit_flags(micro_batch_flag: str = "--micro-batch") -> dict[str, str]:
-    """The command-line names of the fit's training-loop values (pretrain.ds_config_for's `flags`)."""
-    return {"lr": "--operator-lr", "weight_decay": "--operator-weight-decay", "micro_batch": micro_batch_flag}
-
-
 def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool = False,
         stop_file: Path | None = None, micro_batch_flag: str = "--micro-batch") -> FitResult:
     """Fit (or resume fitting) the operator; write the grown model to `hf_out` (default RUN_DIR/hf).
@@ -140,7 +135,9 @@ def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool
         return FitResult(Path(hf_out or Path(cfg.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
 
     reference, source_state = build_operator(cfg)
-    s = start(loop, target, data, extra_identity=extra_identity, flags=fit_flags(micro_batch_flag),
+    # The loop's lr and decay come from --operator-lr / --operator-weight-decay: DS-config errors name those.
+    flags = {"lr": "--operator-lr", "weight_decay": "--operator-weight-decay", "micro_batch": micro_batch_flag}
+    s = start(loop, target, data, extra_identity=extra_identity, flags=flags,
               extra_record={"fit": asdict(cfg), "operator_params": reference.param_counts(),
                             **source_record(cfg.source)})
     d = s.d

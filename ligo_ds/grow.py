@@ -137,14 +137,11 @@ def run(cfg: GrowConfig) -> Path | None:
         flops, seconds = _fit_totals(out / "fit")
         return pretrain.run(train_cfg, initial_flops=flops, initial_seconds=seconds, extra_identity=identity,
                             stop_file=out / "STOP")
-    # Both phases' DeepSpeed configs are checked now: a conflict found only after the fit would waste it.
-    micro_batch_flag = "--micro-batch" if cfg.fit_micro_batch is None else "--fit-micro-batch"
-    d = distributed.init()
-    if cfg.fit_steps > 0:
-        pretrain.ds_config_for(cfg.fit_config().loop(), d, fit_phase.fit_flags(micro_batch_flag))
-    pretrain.ds_config_for(train_cfg, d)
+    # The training phase's DeepSpeed config is checked now (the fit checks its own as it starts): a conflict
+    # found only after the fit would waste it.
+    pretrain.ds_config_for(train_cfg, distributed.init())
     result = fit_phase.run(cfg.fit_config(), hf_out=grown, keep_operator=True, stop_file=out / "STOP",
-                           micro_batch_flag=micro_batch_flag)
+                           micro_batch_flag="--micro-batch" if cfg.fit_micro_batch is None else "--fit-micro-batch")
     if result.stopped:
         return None
     crash_point("handoff")

@@ -169,7 +169,6 @@ def start(cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, *, extra
           extra_record: dict | None = None, flags: dict[str, str] | None = None) -> Session:
     """`flags`: see ds_config_for."""
     _check_inputs(cfg, model_cfg, data)
-    load_json(ds_config_path(cfg.ds_config), "ds config")  # a missing or broken file: refused before joining
     d = distributed.init()
     ds_config, dtype_name = ds_config_for(cfg, d, flags)
     identity = {**run_identity(cfg, model_cfg, data, d.world_size, distributed.zero_stage(ds_config), dtype_name),
