@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -226,8 +227,55 @@ def iter_full_state(model: torch.nn.Module, rank: int) -> Iterator[tuple[str, to
 
 # ---- engine ---------------------------------------------------------------------------------------
 
+# One TORCH_CUDA_ARCH_LIST entry as torch reads it: "9.0", "8.6+PTX", or arch-specific "9.0a" / "10.0f".
+_ARCH = re.compile(r"(\d+)\.(\d+)([af]?)(\+PTX)?")
+
+
+def deepspeed_arch_list(value: str) -> str:
+    """TORCH_CUDA_ARCH_LIST rewritten so DeepSpeed 0.19.8's op builder can parse it.
+
+    The builder reads each entry's minor version with int(), so the arch-specific entries torch accepts
+    ("9.0a", set by some CUDA images) stop its fused Adam's JIT build with "invalid literal for int()"
+    (reference/gpu.md). The suffix selects instructions (wgmma, tcgen05) that Adam's kernels do not use,
+    so building for the base arch gives the same kernel. Entries that are no arch number at all
+    (named arches such as "Hopper") are refused by name, since we cannot say what they would build."""
+    out = []
+    for token in value.replace(" ", ";").split(";"):
+        if not token:
+            continue
+        m = _ARCH.fullmatch(token.strip())
+        if m is None:
+            raise ConfigError(f"TORCH_CUDA_ARCH_LIST={value!r}: entry {token!r} is not a compute capability "
+                              "like 9.0 or 8.6+PTX, which DeepSpeed needs to build its fused Adam")
+        major, minor, _, ptx = m.groups()
+        arch = f"{major}.{minor}{ptx or ''}"
+        if arch not in out:
+            out.append(arch)
+    return ";".join(out)
+
+
+@contextlib.contextmanager
+def arch_list_for_deepspeed(rank: int, on_cuda: bool):
+    """While DeepSpeed builds its CUDA ops, give it an arch list it can parse; restore the user's after."""
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if value is None or not on_cuda or deepspeed_arch_list(value) == value:
+        yield
+        return
+    fixed = deepspeed_arch_list(value)
+    if rank == 0:
+        print(f"TORCH_CUDA_ARCH_LIST={value!r} has entries DeepSpeed's op builder cannot parse; its CUDA ops "
+              f"are built for {fixed!r} (restored afterwards)", flush=True)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = fixed
+    try:
+        yield
+    finally:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = value
+
+
 def make_engine(model: torch.nn.Module, param_groups: list[dict], ds_config: dict):
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    with arch_list_for_deepspeed(rank, on_cuda=get_accelerator().device_name() == "cuda"):
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
     return engine
 
 

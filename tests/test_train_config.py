@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -161,3 +163,52 @@ def test_grow_fit_micro_batch_applies_to_the_fit_only():
     assert GrowConfig(**grow).fit_config().micro_batch == 16
     with pytest.raises(ConfigError, match=r"--fit-micro-batch 0 must be >= 1"):
         GrowConfig(**grow, fit_micro_batch=0)
+
+
+def _deepspeed_gencode(monkeypatch, arch_list: str) -> list[str]:
+    """What DeepSpeed's own op builder makes of an arch list (its cross-compile path runs on any machine)."""
+    from deepspeed.ops.op_builder.fused_adam import FusedAdamBuilder
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_list)
+    return FusedAdamBuilder().compute_capability_args()
+
+
+@pytest.mark.parametrize("user, fixed", [
+    ("9.0a", "9.0"),
+    ("8.0;9.0a", "8.0;9.0"),
+    ("8.0 9.0a+PTX", "8.0;9.0+PTX"),
+    ("9.0;9.0a;10.0f", "9.0;10.0"),
+])
+def test_arch_specific_entries_are_rewritten_so_deepspeed_builds_fused_adam(monkeypatch, user, fixed):
+    from ligo_ds import distributed
+    with pytest.raises(ValueError, match="invalid literal for int"):  # the bug in DeepSpeed 0.19.8
+        _deepspeed_gencode(monkeypatch, user)
+    assert distributed.deepspeed_arch_list(user) == fixed
+    built = {m for arg in _deepspeed_gencode(monkeypatch, fixed) for m in re.findall(r"sm_(\d+)", arg)}
+    assert built == {major + minor for major, minor in re.findall(r"(\d+)\.(\d+)", user)}  # every arch asked for
+
+
+@pytest.mark.parametrize("plain", ["9.0", "8.0;8.6+PTX", "7.5;8.0;9.0;10.0+PTX"])
+def test_parsable_arch_lists_are_left_alone(monkeypatch, capsys, plain):
+    from ligo_ds import distributed
+    assert distributed.deepspeed_arch_list(plain) == plain
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", plain)
+    with distributed.arch_list_for_deepspeed(rank=0, on_cuda=True):
+        assert os.environ["TORCH_CUDA_ARCH_LIST"] == plain
+    assert capsys.readouterr().out == ""
+
+
+def test_arch_list_is_fixed_only_while_deepspeed_builds(monkeypatch, capsys):
+    from ligo_ds import distributed
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
+    with distributed.arch_list_for_deepspeed(rank=0, on_cuda=False):  # CPU: nothing is built for CUDA
+        assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0a"
+    with distributed.arch_list_for_deepspeed(rank=0, on_cuda=True):
+        assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0"
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0a"
+    assert "'8.0;9.0a'" in capsys.readouterr().out
+
+
+def test_arch_list_that_is_no_compute_capability_is_refused_by_name():
+    from ligo_ds import distributed
+    with pytest.raises(ConfigError, match=r"entry 'Hopper' is not a compute capability like 9\.0"):
+        distributed.deepspeed_arch_list("8.0;Hopper")
