@@ -235,10 +235,11 @@ def deepspeed_arch_list(value: str) -> str:
     """TORCH_CUDA_ARCH_LIST rewritten so DeepSpeed 0.19.8's op builder can parse it.
 
     The builder reads each entry's minor version with int(), so the arch-specific entries torch accepts
-    ("9.0a", set by some CUDA images) stop its fused Adam's JIT build with "invalid literal for int()"
-    (reference/gpu.md). The suffix selects instructions (wgmma, tcgen05) that Adam's kernels do not use,
-    so building for the base arch gives the same kernel. Entries that are no arch number at all
-    (named arches such as "Hopper") are refused by name, since we cannot say what they would build."""
+    ("9.0a", set by some CUDA images, an H200's among them; README, environment variables) stop its
+    fused Adam's JIT build with "invalid literal for int()". The suffix selects instructions (wgmma,
+    tcgen05) that Adam's kernels do not use, so building for the base arch gives the same kernel.
+    Entries that are no arch number at all (named arches such as "Hopper") are refused by name, since
+    we cannot say what they would build."""
     out = []
     for token in value.replace(" ", ";").split(";"):
         if not token:
@@ -258,10 +259,10 @@ def deepspeed_arch_list(value: str) -> str:
 def arch_list_for_deepspeed(rank: int, on_cuda: bool):
     """While DeepSpeed builds its CUDA ops, give it an arch list it can parse; restore the user's after."""
     value = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    if value is None or not on_cuda or deepspeed_arch_list(value) == value:
+    fixed = deepspeed_arch_list(value) if value is not None and on_cuda else value
+    if fixed == value:
         yield
         return
-    fixed = deepspeed_arch_list(value)
     if rank == 0:
         print(f"TORCH_CUDA_ARCH_LIST={value!r} has entries DeepSpeed's op builder cannot parse; its CUDA ops "
               f"are built for {fixed!r} (restored afterwards)", flush=True)
