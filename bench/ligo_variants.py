@@ -40,6 +40,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "op_lr2e-3": {"--operator-lr": "0.002"},
     "op_warmup0": {"--operator-warmup": "0"},
     "fit15": {"--fit-steps": "15", "--operator-warmup": "1"},
+    "fit30": {"--fit-steps": "30", "--operator-warmup": "3"},  # the study's fit before item 23
+    "fit10_lr3e-3": {"--fit-steps": "10", "--operator-warmup": "1", "--operator-lr": "0.003"},
+    "fit8": {"--fit-steps": "8", "--operator-warmup": "1"},
+    "fit0": {"--fit-steps": "0"},  # LiGO's initialisation alone: what the fit adds over its random width mixes
     "fit60": {"--fit-steps": "60", "--operator-warmup": "6"},
     "fp_init": {"--width-init": "net2net", "--depth-init": "zero"},
     "depth_zero": {"--depth-init": "zero"},

@@ -186,6 +186,28 @@ def test_final_val_of_a_run_without_evaluation_names_the_run(tmp_path):
     assert final_val(tmp_path) == 4.5
 
 
+def test_every_variant_is_a_grow_command_the_cli_accepts():
+    """A variant whose flag is misspelt or whose value does not parse would fail minutes into a study;
+    here each one is applied to a LiGO command, parsed by `ligo-ds grow` itself, and may change only the
+    options it names."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ligo_variants import HEURISTIC_VARIANTS, VARIANTS, with_flags
+
+    from ligo_ds.cli import build_parser
+
+    base = ["grow", "--source", "s", "--target", "t.json", "--data", "d", "--out", "o", "--fit-steps", "12",
+            "--width-init", "random", "--depth-init", "stack", "--operator-warmup", "2"]
+    parser = build_parser()
+    before = vars(parser.parse_args(base))
+    for name, flags in [*VARIANTS.items(), *((n, f) for n, (_, f) in HEURISTIC_VARIANTS.items())]:
+        after = vars(parser.parse_args(with_flags(base, flags)))
+        changed = {k for k in after if after[k] != before[k]}
+        assert changed <= {option.lstrip("-").replace("-", "_") for option in flags}, name
+        assert bool(changed) == bool(flags) or name == "paper_order", name  # paper is grow's default order
+    fit0 = vars(parser.parse_args(with_flags(base, VARIANTS["fit0"])))
+    assert (fit0["fit_steps"], fit0["width_init"], fit0["depth_init"]) == (0, "random", "stack")
+
+
 def _jobs_run(stderr: str) -> list[str]:
     """'SUBCOMMAND RUN' of each job a bench script ran (it prints one line per job with its seconds)."""
     return [line.split(":")[0].strip() for line in stderr.splitlines() if line.endswith(" s")]
