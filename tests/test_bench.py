@@ -201,9 +201,10 @@ def test_every_variant_is_a_grow_command_the_cli_accepts():
     before = vars(parser.parse_args(base))
     for name, flags in [*VARIANTS.items(), *((n, f) for n, (_, f) in HEURISTIC_VARIANTS.items())]:
         after = vars(parser.parse_args(with_flags(base, flags)))
-        changed = {k for k in after if after[k] != before[k]}
-        assert changed <= {option.lstrip("-").replace("-", "_") for option in flags}, name
-        assert bool(changed) == bool(flags) or name == "paper_order", name  # paper is grow's default order
+        named = {option: option.lstrip("-").replace("-", "_") for option in flags}
+        assert {k for k in after if after[k] != before[k]} <= set(named.values()), name
+        for option, value in flags.items():  # each named value arrives as grow itself parses it
+            assert after[named[option]] == vars(parser.parse_args([*base, option, value]))[named[option]], name
     fit0 = vars(parser.parse_args(with_flags(base, VARIANTS["fit0"])))
     assert (fit0["fit_steps"], fit0["width_init"], fit0["depth_init"]) == (0, "random", "stack")
 
