@@ -310,9 +310,9 @@ def fit(engine, cfg: PretrainConfig, model_cfg: ModelConfig, data: TokenData, ru
     bar = tqdm(total=total, initial=state.step, disable=not d.is_main, desc="pretrain", unit="step",
                dynamic_ncols=True)
 
-    if state.step == 0:
-        log.write({"step": 0, "samples": 0, "tokens": 0, "flops": state.flops, "train_seconds": 0.0,
-                   "val_loss": evaluate(engine, val, cfg, d)})
+    if state.step == 0:  # FLOPs and seconds carried in (a grown run's fit) count from the first row on
+        log.write({"step": 0, "samples": 0, "tokens": 0, "flops": state.flops,
+                   "train_seconds": round(state.train_seconds, 4), "val_loss": evaluate(engine, val, cfg, d)})
     loss_acc = torch.zeros((), dtype=torch.float64, device=d.device)
     interval_steps, interval_tokens, interval_seconds = 0, 0, 0.0
     while state.step < total:

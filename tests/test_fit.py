@@ -153,8 +153,9 @@ def test_handoff_equals_the_hf_export(setup, grown_straight):
     """The grown model handed over in memory (each rank its own partition) trains exactly like the same
     model loaded from RUN_DIR/grown: same first validation loss and same first-step loss."""
     train = read_metrics(grown_straight / "train" / "metrics.jsonl")
-    fit_flops = read_metrics(grown_straight / "fit" / "metrics.jsonl")[-1]["flops"]
-    assert train[0]["flops"] == fit_flops > 0, "FLOPs of the grown run start with the fit's"
+    fit_end = read_metrics(grown_straight / "fit" / "metrics.jsonl")[-1]
+    assert train[0]["flops"] == fit_end["flops"] > 0, "FLOPs of the grown run start with the fit's"
+    assert train[0]["train_seconds"] == fit_end["train_seconds"] > 0, "and so does its time"
     out = setup / "from_export"
     ligo("torchrun", 2, ["pretrain", "--model", str(grown_straight / "grown"), "--data", str(setup / "data"),
                          "--out", str(out), "--seq-len", "32", "--micro-batch", "2", "--log-every", "1",
