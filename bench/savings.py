@@ -1,6 +1,6 @@
 """What growth saves: scratch vs LiGO vs the classic heuristics, one command, one table, one plot.
 
-    python bench/savings.py --preset cpu      # both families on the stdlib corpus, < 60 min on 2 cores
+    python bench/savings.py --preset cpu      # both families on the stdlib corpus, 51-70 min on 2 cores (by host)
     python bench/savings.py --preset gpu      # larger models, one H100/H200, 4 jobs sharing it
     python bench/savings.py --preset gpu --jobs 8 --devices 0,1,2,3,4,5,6,7   # a node of 8 GPUs
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
