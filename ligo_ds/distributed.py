@@ -144,10 +144,19 @@ def zero_stage(ds_config: dict) -> int:
 
 def build_model(make: Callable[[], torch.nn.Module], ds_config: dict, dtype: torch.dtype) -> torch.nn.Module:
     """Construct a model; under ZeRO-3 partitioned as it is built, so no rank ever holds all of it."""
-    if zero_stage(ds_config) == 3:
-        with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
-            return make()
-    return make().to(dtype)
+    if zero_stage(ds_config) != 3:
+        return make().to(dtype)
+    # zero.Init takes its dtype from the config's bf16/fp16 sections, which we always write. An explicit
+    # dtype is not passed: DeepSpeed 0.19.8 ignores dtype=float32 wherever the accelerator lacks fp16
+    # (CPUs without AVX512-FP16/AMX-FP16) and builds in bf16, so an fp32 run would start from bf16-rounded
+    # weights. The check below turns any such drift into an error instead of a quietly less exact run.
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = make()
+    built = {(p.ds_tensor if is_partitioned(p) else p).dtype for p in model.parameters()}
+    if built - {dtype, torch.float32}:  # fp32 is allowed beside bf16: modules DeepSpeed keeps in fp32
+        raise RuntimeError(f"ZeRO-3 built parameters in {sorted(map(str, built))} for a {dtype} run; the DeepSpeed "
+                           f"config's bf16 section ({ds_config.get('bf16')}) must match the run's dtype")
+    return model
 
 
 def is_partitioned(param: torch.nn.Parameter) -> bool:

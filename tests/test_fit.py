@@ -77,7 +77,7 @@ def test_two_rank_zero3_fit_equals_one_process(two_ranks, one_process):
     two, one = operator_state(out), operator_state(one_process)
     assert sorted(two) == sorted(one) and len(one) > 10
     for name in one:
-        torch.testing.assert_close(two[name], one[name], atol=2e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(two[name], one[name], atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     moved = read_metrics(out / "metrics.jsonl")[-1]
     assert moved["moved_residual"] > 0 and moved["moved_layer_width"] > 0 and moved["moved_depth"] > 0
     assert series(out, "loss")[-1] < series(out, "loss")[0], "the fit lowers the loss"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from procs import command, job_env, kill_tree, ligo
+from procs import command, free_port, job_env, kill_tree, ligo
 
 from ligo_ds.data import PrepareOptions, TokenData, prepare, window_batch
 from ligo_ds.rundir import read_metrics
@@ -163,3 +164,44 @@ def test_config_file_with_typo(setup, tmp_path):
                   check=False)
     assert result.returncode == 2
     assert "unknown key 'warmup_step' (did you mean 'warmup_steps'?)" in result.stdout
+
+
+ZERO3_BUILD = """
+import json, sys
+import torch, deepspeed
+from deepspeed.accelerator import get_accelerator
+from ligo_ds import distributed
+from ligo_ds.config import ModelConfig
+from ligo_ds.model import Decoder
+
+if sys.argv[1] == "no-fp16":  # as on a CPU without AVX512-FP16 / AMX-FP16 (AMD Zen 4, say)
+    type(get_accelerator()).is_fp16_supported = lambda self: False
+deepspeed.init_distributed("gloo")
+cfg = ModelConfig.from_hf(json.loads(sys.argv[2]))
+built = {}
+for name, bf16, dtype in [("fp32", False, torch.float32), ("bf16", True, torch.bfloat16)]:
+    ds = {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": bf16}, "zero_optimization": {"stage": 3}}
+    model = distributed.build_model(lambda: Decoder(cfg), ds, dtype)
+    built[name] = sorted({str(p.ds_tensor.dtype) for p in model.parameters()})
+try:  # a config that disagrees with the run's dtype is refused, not trained in the config's dtype
+    distributed.build_model(lambda: Decoder(cfg), {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True},
+                                                   "zero_optimization": {"stage": 3}}, torch.float32)
+    built["mismatch"] = "built"
+except RuntimeError as e:
+    built["mismatch"] = str(e)
+print(json.dumps(built))
+"""
+
+
+@pytest.mark.parametrize("accelerator", ["as-is", "no-fp16"])
+def test_zero3_builds_in_the_runs_dtype(accelerator):
+    """DeepSpeed 0.19.8's zero.Init drops an explicit dtype=float32 where the accelerator reports no fp16 and
+    builds bf16 weights; an fp32 ZeRO-3 run must still start from fp32 weights, on every CPU."""
+    env = job_env(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    result = subprocess.run([sys.executable, "-c", ZERO3_BUILD, accelerator, json.dumps(TINY)], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built["fp32"] == ["torch.float32"]
+    assert set(built["bf16"]) <= {"torch.bfloat16", "torch.float32"} and "torch.bfloat16" in built["bf16"]
+    assert "for a torch.float32 run" in built["mismatch"] and "'enabled': True" in built["mismatch"]
