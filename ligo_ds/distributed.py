@@ -148,8 +148,9 @@ def build_model(make: Callable[[], torch.nn.Module], ds_config: dict, dtype: tor
         return make().to(dtype)
     # zero.Init takes its dtype from the config's bf16/fp16 sections, which we always write. An explicit
     # dtype is not passed: DeepSpeed 0.19.8 ignores dtype=float32 wherever the accelerator lacks fp16
-    # (CPUs without AVX512-FP16/AMX-FP16) and builds in bf16, so an fp32 run would start from bf16-rounded
-    # weights. The check below turns any such drift into an error instead of a quietly less exact run.
+    # (CPUs without AVX512-FP16/AMX-FP16, GPUs below sm_70) and builds in bf16, so an fp32 run would
+    # start from bf16-rounded weights. The check below turns any such drift into an error instead of a
+    # quietly less exact run.
     with deepspeed.zero.Init(config_dict_or_path=ds_config):
         model = make()
     built = {(p.ds_tensor if is_partitioned(p) else p).dtype for p in model.parameters()}
