@@ -4,12 +4,13 @@ The scratch run (a pretraining run started from a config.json, the best final va
 several, or the one named with --scratch) sets the target: its final validation loss. For every other
 run the report gives the FLOPs and the time to first reach that target, interpolated linearly between
 evaluations (time: seconds inside training steps, a grown run's fit steps included; start-up, evaluation,
-checkpoints and the hand-off to the grown model are counted in no run), the saving 1 - FLOPs_to_target / FLOPs of the whole scratch run (the paper's definition;
-a grown run's FLOPs include its operator fit), the validation loss at the scratch run's total FLOPs,
-and, as separate columns the paper leaves out, what pretraining the small model cost and the loss it
-ended at. Where the small model alone already reached the target (measured the same way), the report
-says so under the table: growing it then saves FLOPs trivially, and the saving is no evidence for the
-growth method; lengthen the large runs or shorten the small one.
+checkpoints and the hand-off to the grown model are counted in no run), the saving 1 - FLOPs_to_target /
+FLOPs of the whole scratch run (the paper's definition; a grown run's FLOPs include its operator fit),
+the validation loss at the scratch run's total FLOPs, and, as separate columns the paper leaves out,
+what pretraining the small model cost and the loss it ended at. Where the small model alone already
+reached the target (measured the same way), the report says so under the table: growing it then saves
+FLOPs trivially, and the saving is no evidence for the growth method; lengthen the large runs or
+shorten the small one.
 
 Accepted directories: a `pretrain` RUN_DIR, a `grow` RUN_DIR (fit/ + train/), or a `fit --steps 0` +
 `pretrain` pair laid out the same way. Nothing but their files is read, so runs from other machines mix.
