@@ -9,7 +9,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: test demo venv system-deps clean
+.PHONY: test lint demo venv system-deps clean
 
 venv: $(STAMP)
 
@@ -32,9 +32,14 @@ system-deps:
 	  else echo "warning: install $(SYSTEM_PACKAGES) for the mpirun and Slurm tests"; fi; \
 	fi
 
+# ruff's lint and format check (configured in pyproject.toml): seconds, so it runs first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # A real single-node Slurm runs for the duration of the tests and is stopped by PID afterwards, pass or
 # fail. Without root (it needs munge) the Slurm tests skip locally and fail under CI=true.
-test: $(STAMP) system-deps
+test: lint $(STAMP) system-deps
 	@if [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null 2>&1; then tests/slurm/cluster.sh start; fi
 	SLURM_CONF=$(CURDIR)/.slurm/slurm.conf $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ -f .slurm/slurmctld.pid ]; then tests/slurm/cluster.sh stop; fi; exit $$rc

@@ -18,12 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ligo_ds import distributed  # noqa: E402
-from ligo_ds.config import ModelConfig  # noqa: E402
 from ligo_ds.data import SampleOrder, TokenData, window_batch  # noqa: E402
+from ligo_ds.distributed import engine as ds_engine  # noqa: E402
+from ligo_ds.distributed import launch
+from ligo_ds.ds_config import ds_config_path, resolve_ds_config  # noqa: E402
+from ligo_ds.metrics import peak_memory_bytes  # noqa: E402
 from ligo_ds.model import lm_loss  # noqa: E402
-from ligo_ds.pretrain import param_groups  # noqa: E402
-from ligo_ds.train_config import ds_config_path, load_json, resolve_ds_config  # noqa: E402
+from ligo_ds.model_config import ModelConfig  # noqa: E402
+from ligo_ds.options import load_json  # noqa: E402
 
 
 def main() -> int:
@@ -42,19 +44,29 @@ def main() -> int:
     import transformers
 
     cfg = ModelConfig.from_file(args.model)
-    d = distributed.init()
+    d = launch.init()
     on_gpu = d.device.type == "cuda"
     bf16 = args.dtype == "bf16" or (args.dtype == "auto" and on_gpu)
-    ds = resolve_ds_config(load_json(ds_config_path(args.ds_config), "ds config"), where=args.ds_config,
-                           micro_batch=args.micro_batch, grad_accum=1, world_size=d.world_size, grad_clip=1.0,
-                           bf16=bf16, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), on_gpu=on_gpu)
+    ds = resolve_ds_config(
+        load_json(ds_config_path(args.ds_config), "ds config"),
+        where=args.ds_config,
+        micro_batch=args.micro_batch,
+        grad_accum=1,
+        world_size=d.world_size,
+        grad_clip=1.0,
+        bf16=bf16,
+        lr=3e-4,
+        weight_decay=0.1,
+        betas=(0.9, 0.95),
+        on_gpu=on_gpu,
+    )
     hf_config = transformers.AutoConfig.for_model(**{k: v for k, v in cfg.hf_config.items() if k != "dtype"})
     # Built whole, then partitioned by deepspeed.initialize under ZeRO-3: transformers 5 models cannot be
     # constructed inside a bare deepspeed.zero.Init (HF's route needs HfDeepSpeedConfig and accelerate),
     # and this is what most users of an HF model do on one node.
     model = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
     model = model.to(device=d.device, dtype=torch.bfloat16 if bf16 else torch.float32)
-    engine = distributed.make_engine(model, param_groups(model, 0.1), ds)
+    engine = ds_engine.make_engine(model, ds_engine.param_groups(model, 0.1), ds)
     tokens = TokenData(args.data).tokens("train")
     order = SampleOrder(len(tokens), args.seq_len, 0)
     b, T = args.micro_batch, args.seq_len
@@ -67,12 +79,11 @@ def main() -> int:
         engine.step()
         loss.item()  # one sync per step, as ligo_ds's own loop at a logging step
         times.append(time.perf_counter() - start)
-    per_step = statistics.median(times[max(1, len(times) // 4):])
-    result = {"tokens_per_s": b * T * d.world_size / per_step,
-              "peak_mem_gb": distributed.peak_memory_bytes(d.device) / 2**30}
+    per_step = statistics.median(times[max(1, len(times) // 4) :])
+    result = {"tokens_per_s": b * T * d.world_size / per_step, "peak_mem_gb": peak_memory_bytes(d.device) / 2**30}
     if d.is_main:
         Path(args.out).write_text(json.dumps(result))
-    distributed.barrier()
+    launch.barrier()
     return 0
 
 

@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from savings import JOB_RECORD, final_val, flag, ligo  # noqa: E402
-
 from ligo_ds.rundir import read_metrics  # noqa: E402
+
+from jobs import JOB_RECORD, final_val, flag, ligo  # noqa: E402
 
 # name -> flags that replace (or join) the study's LiGO command. "study" is that command unchanged.
 VARIANTS: dict[str, dict[str, str]] = {
@@ -40,7 +40,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "op_lr2e-3": {"--operator-lr": "0.002"},
     "op_warmup0": {"--operator-warmup": "0"},
     "fit15": {"--fit-steps": "15", "--operator-warmup": "1"},
-    "fit30": {"--fit-steps": "30", "--operator-warmup": "3"},  # the study's fit before item 23
+    "fit30": {"--fit-steps": "30", "--operator-warmup": "3"},  # the study's fit before 15 steps proved better
     "fit10_lr3e-3": {"--fit-steps": "10", "--operator-warmup": "1", "--operator-lr": "0.003"},
     "fit8": {"--fit-steps": "8", "--operator-warmup": "1"},
     "fit0": {"--fit-steps": "0"},  # LiGO's initialisation alone: what the fit adds over its random width mixes
@@ -53,10 +53,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fit_mb2": {"--fit-micro-batch": "2"},
     "fit_mb4": {"--fit-micro-batch": "4"},
     "official_fit_mb2": {"--order": "official", "--fit-micro-batch": "2"},
-    "paper_fit_mb4": {"--order": "paper", "--fit-micro-batch": "4"},  # the study's LiGO before item 18
+    "paper_fit_mb4": {"--order": "paper", "--fit-micro-batch": "4"},  # the study's LiGO before the official order
 }
 # name -> (a heuristic run of the study, flags changed in its command): a setting tried on LiGO is tried on
-# the heuristic too, so a lead that comes from the setting alone is not read as LiGO's (bench/README.md, item 20).
+# the heuristic too, so a lead that comes from the setting alone is not read as LiGO's.
 HEURISTIC_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "zero_noise0.03": ("net2net_zero", {"--init-noise": "0.03"}),
     "stack_noise0.03": ("net2net_stack", {"--init-noise": "0.03"}),
@@ -86,8 +86,10 @@ def recorded(run: Path, work: Path) -> list[str]:
     """The command that made a study run, with the study's work dir put back for $WORK."""
     record = run / JOB_RECORD
     if not record.is_file():
-        raise SystemExit(f"{str(run)!r}: no {JOB_RECORD}; expected a run made by bench/savings.py (rerun the study "
-                         "with its own command to write the records)")
+        raise SystemExit(
+            f"{str(run)!r}: no {JOB_RECORD}; expected a run made by bench/savings.py (rerun the study "
+            "with its own command to write the records)"
+        )
     return [a.replace("$WORK", str(work)) for a in json.loads(record.read_text())["args"]]
 
 
@@ -95,8 +97,10 @@ def study_runs(work: Path, family: str) -> tuple[Path, list[Path], Path]:
     """(best scratch run, heuristic runs, LiGO run) of a finished study's family."""
     runs = work / family / "runs"
     if not runs.is_dir():
-        raise SystemExit(f"{str(runs)!r} does not exist; expected --study to be a bench/savings.py work dir "
-                         f"(for example bench/runs/cpu) holding the family {family!r}")
+        raise SystemExit(
+            f"{str(runs)!r} does not exist; expected --study to be a bench/savings.py work dir "
+            f"(for example bench/runs/cpu) holding the family {family!r}"
+        )
     large = str(work / family / "large.json")
     scratch, heuristics, fitted = [], [], []
     for run in sorted(p for p in runs.iterdir() if (p / JOB_RECORD).is_file()):
@@ -106,8 +110,10 @@ def study_runs(work: Path, family: str) -> tuple[Path, list[Path], Path]:
         elif args[0] == "grow":
             (fitted if int(flag(args, "--fit-steps") or 0) > 0 else heuristics).append(run)
     if not scratch or len(fitted) != 1:
-        raise SystemExit(f"{str(runs)!r}: found {len(scratch)} scratch and {len(fitted)} LiGO runs with records; "
-                         "expected a finished study (at least one scratch run and exactly one fitted run)")
+        raise SystemExit(
+            f"{str(runs)!r}: found {len(scratch)} scratch and {len(fitted)} LiGO runs with records; "
+            "expected a finished study (at least one scratch run and exactly one fitted run)"
+        )
     return min(scratch)[1], heuristics, fitted[0]
 
 
@@ -123,11 +129,18 @@ def main() -> int:
     parser.add_argument("--family", default="gpt2")
     parser.add_argument("--variants", default="study", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, help="default: the study's seed")
-    parser.add_argument("--heuristics", help="comma-separated heuristic runs to compare (and, at another seed, "
-                        "to run again); default: all of the study's")
-    parser.add_argument("--flags", default="", help="flags changed in every job, the baselines included, which "
-                        "then run again even at the study's seed, e.g. '--eval-every 5 --log-every 5' to read the "
-                        "crossings more finely (default out: STUDY/variants_eval-every5_log-every5)")
+    parser.add_argument(
+        "--heuristics",
+        help="comma-separated heuristic runs to compare (and, at another seed, "
+        "to run again); default: all of the study's",
+    )
+    parser.add_argument(
+        "--flags",
+        default="",
+        help="flags changed in every job, the baselines included, which "
+        "then run again even at the study's seed, e.g. '--eval-every 5 --log-every 5' to read the "
+        "crossings more finely (default out: STUDY/variants_eval-every5_log-every5)",
+    )
     parser.add_argument("--out", help="default: STUDY/variants")
     parser.add_argument("--list", action="store_true", help="print the variants and their flags, and exit")
     args = parser.parse_args()
@@ -147,14 +160,17 @@ def main() -> int:
     by_name = {h.name: h for h in heuristics}  # every heuristic of the study, for HEURISTIC_VARIANTS' bases
     for name in args.variants.split(","):
         if name in HEURISTIC_VARIANTS and HEURISTIC_VARIANTS[name][0] not in by_name:
-            raise SystemExit(f"--variants {name}: the study has no {HEURISTIC_VARIANTS[name][0]!r} run; expected "
-                             f"one of {sorted(by_name)}")
+            raise SystemExit(
+                f"--variants {name}: the study has no {HEURISTIC_VARIANTS[name][0]!r} run; expected "
+                f"one of {sorted(by_name)}"
+            )
     if args.heuristics:
         names = args.heuristics.split(",")
         missing = sorted(set(names) - {h.name for h in heuristics})
         if missing:
-            raise SystemExit(f"--heuristics: {missing} not in the study; expected some of "
-                             f"{[h.name for h in heuristics]}")
+            raise SystemExit(
+                f"--heuristics: {missing} not in the study; expected some of {[h.name for h in heuristics]}"
+            )
         heuristics = [h for h in heuristics if h.name in names]
     study_seed = int(flag(recorded(study_ligo, work), "--seed"))
     seed = args.seed if args.seed is not None else study_seed
@@ -187,8 +203,10 @@ def main() -> int:
     report = out / "report"
     ligo("report", str(scratch), *map(str, heuristics), *map(str, runs), "--out", str(report), log=log)
     print((report / "report.md").read_text())
-    print(f"| {args.family}, seed {seed} | fit cost (of the scratch run) | final val | saving (FLOPs) |\n"
-          "|---|---|---|---|")
+    print(
+        f"| {args.family}, seed {seed} | fit cost (of the scratch run) | final val | saving (FLOPs) |\n"
+        "|---|---|---|---|"
+    )
     with open(report / "report.csv") as f:
         rows = list(csv.DictReader(f))
     scratch_flops = float(next(row["flops"] for row in rows if row["name"] == scratch.name))
@@ -200,8 +218,10 @@ def main() -> int:
         share = None if fit is None else fit / scratch_flops
         saving = f"{100 * float(row['saving']):.1f} %" if row["saving"] else "not reached"
         label = "study" if run_dir == study_ligo else row["name"]
-        print(f"| {label} | {f'{100 * share:.1f} %' if share is not None else '-'} | {float(row['final_val']):.4f} "
-              f"| {saving} |")
+        print(
+            f"| {label} | {f'{100 * share:.1f} %' if share is not None else '-'} | {float(row['final_val']):.4f} "
+            f"| {saving} |"
+        )
     return 0
 
 

@@ -23,18 +23,28 @@ sys.path.insert(0, str(ROOT))
 from throughput import free_port  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SHAPES = {
-    "tiny 1L/32 -> 2L/64": (dict(model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=8192),
-                            dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=8192)),
-    "mid 2L/128 -> 4L/256": (dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256,
-                                  vocab_size=8192),
-                             dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256,
-                                  vocab_size=8192)),
+    "tiny 1L/32 -> 2L/64": (
+        dict(model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=8192),
+        dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=8192),
+    ),
+    "mid 2L/128 -> 4L/256": (
+        dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192),
+        dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=8192),
+    ),
 }
 
 
 def job(nproc: int, args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-           "-m", "ligo_ds", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={free_port()}",
+        "-m",
+        "ligo_ds",
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -56,8 +66,12 @@ def main() -> int:
 
     data = Path(args.data)
     if not (data / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "ligo_ds", "prepare", "--out", str(data), "--force"], check=True,
-                       cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "ligo_ds", "prepare", "--out", str(data), "--force"],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     partition, steps = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -66,18 +80,64 @@ def main() -> int:
             (work / f"{key}_small.json").write_text(json.dumps(small))
             (work / f"{key}_large.json").write_text(json.dumps(large))
             save_model(load_model(work / f"{key}_small.json"), work / f"{key}_source")
-            common = ["--data", str(data), "--seq-len", "64", "--micro-batch", "4", "--log-every", "2",
-                      "--eval-every", "100", "--eval-samples", "2", "--save-every", "100"]
+            common = [
+                "--data",
+                str(data),
+                "--seq-len",
+                "64",
+                "--micro-batch",
+                "4",
+                "--log-every",
+                "2",
+                "--eval-every",
+                "100",
+                "--eval-samples",
+                "2",
+                "--save-every",
+                "100",
+            ]
             for n in map(int, args.ranks.split(",")):
                 out = work / f"{key}_fit_{n}"
-                job(n, ["fit", "--source", str(work / f"{key}_source"), "--target", str(work / f"{key}_large.json"),
-                        "--out", str(out), "--steps", "8", "--operator-warmup", "2", "--ds-config", "zero3", *common])
+                job(
+                    n,
+                    [
+                        "fit",
+                        "--source",
+                        str(work / f"{key}_source"),
+                        "--target",
+                        str(work / f"{key}_large.json"),
+                        "--out",
+                        str(out),
+                        "--steps",
+                        "8",
+                        "--operator-warmup",
+                        "2",
+                        "--ds-config",
+                        "zero3",
+                        *common,
+                    ],
+                )
                 for r in json.loads((out / "partition.json").read_text()):
                     partition.append({"shape": name, "ranks": n, **r})
                 if n == 1:
                     train = work / f"{key}_train"
-                    job(1, ["pretrain", "--model", str(work / f"{key}_large.json"), "--out", str(train),
-                            "--max-steps", "8", "--warmup-steps", "2", "--ds-config", "zero3", *common])
+                    job(
+                        1,
+                        [
+                            "pretrain",
+                            "--model",
+                            str(work / f"{key}_large.json"),
+                            "--out",
+                            str(train),
+                            "--max-steps",
+                            "8",
+                            "--warmup-steps",
+                            "2",
+                            "--ds-config",
+                            "zero3",
+                            *common,
+                        ],
+                    )
                     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
                     mem = max(r.get("peak_mem_gb", 0) for r in rows)
                     t_fit, t_train = step_seconds(out), step_seconds(train)
@@ -86,13 +146,17 @@ def main() -> int:
     print("| shape | ranks | rank | params held / full | trainable held | optimizer elements held |")
     print("|---|---|---|---|---|---|")
     for r in partition:
-        print(f"| {r['shape']} | {r['ranks']} | {r['rank']} | {r['params_local']:,} / {r['params_full']:,} "
-              f"({r['params_local'] / r['params_full']:.2f}) | {r['trainable_local']:,} | {r['optimizer_local']:,} |")
+        print(
+            f"| {r['shape']} | {r['ranks']} | {r['rank']} | {r['params_local']:,} / {r['params_full']:,} "
+            f"({r['params_local'] / r['params_full']:.2f}) | {r['trainable_local']:,} | {r['optimizer_local']:,} |"
+        )
     print("\n| shape | fit step (s) | large model's training step (s) | ratio | fit peak RSS per rank (GiB) |")
     print("|---|---|---|---|---|")
     for r in steps:
-        print(f"| {r['shape']} | {r['fit_step_s']:.3f} | {r['train_step_s']:.3f} | "
-              f"{r['fit_step_s'] / r['train_step_s']:.2f}x | {r['fit_peak_gb']:.2f} |")
+        print(
+            f"| {r['shape']} | {r['fit_step_s']:.3f} | {r['train_step_s']:.3f} | "
+            f"{r['fit_step_s'] / r['train_step_s']:.2f}x | {r['fit_peak_gb']:.2f} |"
+        )
     return 0
 
 

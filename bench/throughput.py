@@ -27,12 +27,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from ligo_ds.options import to_args  # noqa: E402
 
 GPT2_124M = dict(model_type="gpt2", n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50304)
 GPT2_350M = dict(model_type="gpt2", n_layer=24, n_embd=1024, n_head=16, n_positions=1024, vocab_size=50304)
-LLAMA_1B = dict(model_type="llama", num_hidden_layers=16, hidden_size=2048, num_attention_heads=32,
-                num_key_value_heads=8, intermediate_size=8192, max_position_embeddings=2048, vocab_size=50304,
-                tie_word_embeddings=True)
+LLAMA_1B = dict(
+    model_type="llama",
+    num_hidden_layers=16,
+    hidden_size=2048,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=8192,
+    max_position_embeddings=2048,
+    vocab_size=50304,
+    tie_word_embeddings=True,
+)
 CPU_SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192)
 CPU_LARGE = dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=8192)
 TINY_SMALL = dict(model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=8192)
@@ -40,13 +49,33 @@ TINY_LARGE = dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_positions
 
 # models: name -> (HF config, micro-batch); fit: (source config, target config, micro-batch)
 PRESETS = {
-    "gpu": dict(models={"gpt2-124M": (GPT2_124M, 32), "gpt2-350M": (GPT2_350M, 16), "llama-1B": (LLAMA_1B, 8)},
-                seq_len=1024, steps=40, stages=("zero1", "zero2", "zero3"), ranks=(1,),
-                fit=(GPT2_124M, GPT2_350M, 16), fit_steps=20),
-    "cpu": dict(models={"gpt2-4L/256": (CPU_LARGE, 8)}, seq_len=128, steps=30, stages=("zero1", "zero2", "zero3"),
-                ranks=(1, 2), fit=(CPU_SMALL, CPU_LARGE, 8), fit_steps=10),
-    "tiny": dict(models={"gpt2-2L/64": (TINY_LARGE, 2)}, seq_len=32, steps=6, stages=("zero2", "zero3"), ranks=(1,),
-                 fit=(TINY_SMALL, TINY_LARGE, 2), fit_steps=4),
+    "gpu": dict(
+        models={"gpt2-124M": (GPT2_124M, 32), "gpt2-350M": (GPT2_350M, 16), "llama-1B": (LLAMA_1B, 8)},
+        seq_len=1024,
+        steps=40,
+        stages=("zero1", "zero2", "zero3"),
+        ranks=(1,),
+        fit=(GPT2_124M, GPT2_350M, 16),
+        fit_steps=20,
+    ),
+    "cpu": dict(
+        models={"gpt2-4L/256": (CPU_LARGE, 8)},
+        seq_len=128,
+        steps=30,
+        stages=("zero1", "zero2", "zero3"),
+        ranks=(1, 2),
+        fit=(CPU_SMALL, CPU_LARGE, 8),
+        fit_steps=10,
+    ),
+    "tiny": dict(
+        models={"gpt2-2L/64": (TINY_LARGE, 2)},
+        seq_len=32,
+        steps=6,
+        stages=("zero2", "zero3"),
+        ranks=(1,),
+        fit=(TINY_SMALL, TINY_LARGE, 2),
+        fit_steps=4,
+    ),
 }
 
 
@@ -78,13 +107,20 @@ def measure_peak() -> tuple[float, str]:
 
 
 def torchrun(nproc: int, args: list[str], log: Path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-           *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={free_port()}",
+        *args,
+    ]
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ,
-                                                                                      "PYTHONUNBUFFERED": "1"})
+        result = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)} (see {log})")
 
@@ -96,10 +132,23 @@ def median_tokens_per_s(run: Path) -> tuple[float, float]:
 
 
 def pretrain_args(model: Path, data: Path, out: Path, stage: str, micro: int, seq: int, steps: int, peak: float):
-    return ["-m", "ligo_ds", "pretrain", "--model", str(model), "--data", str(data), "--out", str(out), "--ds-config",
-            stage, "--max-steps", str(steps), "--micro-batch", str(micro), "--seq-len", str(seq), "--log-every", "2",
-            "--eval-every", str(steps), "--eval-samples", "2", "--save-every", str(10 * steps), "--warmup-steps", "2",
-            "--peak-tflops", str(peak / 1e12)]
+    cadence = to_args(log_every=2, eval_every=steps, eval_samples=2, save_every=10 * steps, warmup_steps=2)
+    return [
+        "-m",
+        "ligo_ds",
+        "pretrain",
+        *to_args(
+            model=model,
+            data=data,
+            out=out,
+            ds_config=stage,
+            max_steps=steps,
+            micro_batch=micro,
+            seq_len=seq,
+            peak_tflops=peak / 1e12,
+        ),
+        *cadence,
+    ]
 
 
 def main() -> int:
@@ -110,9 +159,8 @@ def main() -> int:
     args = parser.parse_args()
     p = PRESETS[args.preset]
 
-    from ligo_ds.flops import train_flops_per_token
-
     from ligo_ds import ModelConfig, load_model, save_model
+    from ligo_ds.flops import train_flops_per_token
 
     peak, peak_what = measure_peak()
     rows, fit_rows = [], []
@@ -121,8 +169,12 @@ def main() -> int:
         log = work / "jobs.log"
         data = Path(args.data) if args.data else ROOT / "bench" / "runs" / "stdlib-data"
         if not (data / "meta.json").is_file():
-            subprocess.run([sys.executable, "-m", "ligo_ds", "prepare", "--out", str(data), "--force"], check=True,
-                           cwd=ROOT, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "ligo_ds", "prepare", "--out", str(data), "--force"],
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
         try:
             for name, (shape, micro) in p["models"].items():
                 model = work / f"{name.replace('/', '_')}.json"
@@ -131,60 +183,105 @@ def main() -> int:
                 for stage in p["stages"]:
                     for ranks in p["ranks"]:
                         out = work / f"{model.stem}_{stage}_{ranks}"
-                        torchrun(ranks, pretrain_args(model, data, out, stage, micro, p["seq_len"], p["steps"], peak),
-                                 log)
+                        torchrun(
+                            ranks, pretrain_args(model, data, out, stage, micro, p["seq_len"], p["steps"], peak), log
+                        )
                         ours, ours_mem = median_tokens_per_s(out)
                         hf_out = work / f"hf_{model.stem}_{stage}_{ranks}.json"
-                        torchrun(ranks, [str(ROOT / "bench" / "hf_deepspeed.py"), "--model", str(model), "--data",
-                                         str(data), "--ds-config", stage, "--micro-batch", str(micro), "--seq-len",
-                                         str(p["seq_len"]), "--steps", str(p["steps"]), "--out", str(hf_out)], log)
+                        hf_args = to_args(
+                            model=model,
+                            data=data,
+                            ds_config=stage,
+                            micro_batch=micro,
+                            seq_len=p["seq_len"],
+                            steps=p["steps"],
+                            out=hf_out,
+                        )
+                        torchrun(ranks, [str(ROOT / "bench" / "hf_deepspeed.py"), *hf_args], log)
                         hf = json.loads(hf_out.read_text())
-                        rows.append({"model": name, "stage": stage, "ranks": ranks, "micro_batch": micro,
-                                     "ligo_tokens_per_s": ours, "ligo_mfu": ours * fpt / (peak * ranks),
-                                     "ligo_peak_mem_gb": ours_mem, "hf_tokens_per_s": hf["tokens_per_s"],
-                                     "hf_mfu": hf["tokens_per_s"] * fpt / (peak * ranks),
-                                     "hf_peak_mem_gb": hf["peak_mem_gb"]})
-                        print(f"  {name} {stage} x{ranks}: ligo_ds {ours:,.0f} tok/s, HF {hf['tokens_per_s']:,.0f}",
-                              file=sys.stderr)
+                        rows.append(
+                            {
+                                "model": name,
+                                "stage": stage,
+                                "ranks": ranks,
+                                "micro_batch": micro,
+                                "ligo_tokens_per_s": ours,
+                                "ligo_mfu": ours * fpt / (peak * ranks),
+                                "ligo_peak_mem_gb": ours_mem,
+                                "hf_tokens_per_s": hf["tokens_per_s"],
+                                "hf_mfu": hf["tokens_per_s"] * fpt / (peak * ranks),
+                                "hf_peak_mem_gb": hf["peak_mem_gb"],
+                            }
+                        )
+                        print(
+                            f"  {name} {stage} x{ranks}: ligo_ds {ours:,.0f} tok/s, HF {hf['tokens_per_s']:,.0f}",
+                            file=sys.stderr,
+                        )
             src_shape, tgt_shape, micro = p["fit"]
             (work / "target.json").write_text(json.dumps(tgt_shape))
             save_model(load_model(_write(work / "source.json", src_shape)), work / "source")
             for stage in p["stages"]:
                 train = work / f"train_{stage}"
-                torchrun(1, pretrain_args(work / "target.json", data, train, stage, micro, p["seq_len"],
-                                          p["fit_steps"], peak), log)
+                torchrun(
+                    1,
+                    pretrain_args(work / "target.json", data, train, stage, micro, p["seq_len"], p["fit_steps"], peak),
+                    log,
+                )
                 fit = work / f"fit_{stage}"
-                torchrun(1, ["-m", "ligo_ds", "fit", "--source", str(work / "source"), "--target",
-                             str(work / "target.json"), "--data", str(data), "--out", str(fit), "--steps",
-                             str(p["fit_steps"]), "--ds-config", stage, "--micro-batch", str(micro), "--seq-len",
-                             str(p["seq_len"]), "--log-every", "2", "--eval-every", str(p["fit_steps"]),
-                             "--eval-samples", "2", "--operator-warmup", "2"], log)
+                fit_args = to_args(
+                    source=work / "source",
+                    target=work / "target.json",
+                    data=data,
+                    out=fit,
+                    steps=p["fit_steps"],
+                    ds_config=stage,
+                    micro_batch=micro,
+                    seq_len=p["seq_len"],
+                    log_every=2,
+                    eval_every=p["fit_steps"],
+                    eval_samples=2,
+                    operator_warmup=2,
+                )
+                torchrun(1, ["-m", "ligo_ds", "fit", *fit_args], log)
                 t_train, _ = median_tokens_per_s(train)
                 t_fit, _ = median_tokens_per_s(fit)
-                fit_rows.append({"stage": stage, "train_tokens_per_s": t_train, "fit_tokens_per_s": t_fit,
-                                 "fit_step_over_train_step": t_train / t_fit})
+                fit_rows.append(
+                    {
+                        "stage": stage,
+                        "train_tokens_per_s": t_train,
+                        "fit_tokens_per_s": t_fit,
+                        "fit_step_over_train_step": t_train / t_fit,
+                    }
+                )
         except SystemExit:
             print(log.read_text()[-5000:], file=sys.stderr)
             raise
 
     print(f"\npeak: {peak / 1e12:.2f} TFLOP/s measured on {peak_what}; sequence {p['seq_len']}, {p['steps']} steps")
-    print("| model | ZeRO | ranks | micro-batch | ligo_ds tokens/s | MFU | peak mem (GiB) | HF+DeepSpeed tokens/s "
-          "| MFU | peak mem (GiB) | speed-up |")
+    print(
+        "| model | ZeRO | ranks | micro-batch | ligo_ds tokens/s | MFU | peak mem (GiB) | HF+DeepSpeed tokens/s "
+        "| MFU | peak mem (GiB) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['stage']} | {r['ranks']} | {r['micro_batch']} | {r['ligo_tokens_per_s']:,.0f} | "
-              f"{100 * r['ligo_mfu']:.1f} % | {r['ligo_peak_mem_gb']:.2f} | {r['hf_tokens_per_s']:,.0f} | "
-              f"{100 * r['hf_mfu']:.1f} % | {r['hf_peak_mem_gb']:.2f} | "
-              f"{r['ligo_tokens_per_s'] / r['hf_tokens_per_s']:.2f}x |")
+        print(
+            f"| {r['model']} | {r['stage']} | {r['ranks']} | {r['micro_batch']} | {r['ligo_tokens_per_s']:,.0f} | "
+            f"{100 * r['ligo_mfu']:.1f} % | {r['ligo_peak_mem_gb']:.2f} | {r['hf_tokens_per_s']:,.0f} | "
+            f"{100 * r['hf_mfu']:.1f} % | {r['hf_peak_mem_gb']:.2f} | "
+            f"{r['ligo_tokens_per_s'] / r['hf_tokens_per_s']:.2f}x |"
+        )
     print("\nLiGO fit step against the target's training step, same batch, 1 rank:")
     print("| ZeRO | train tokens/s | fit tokens/s | fit step / train step |")
     print("|---|---|---|---|")
     for r in fit_rows:
-        print(f"| {r['stage']} | {r['train_tokens_per_s']:,.0f} | {r['fit_tokens_per_s']:,.0f} | "
-              f"{r['fit_step_over_train_step']:.2f}x |")
+        print(
+            f"| {r['stage']} | {r['train_tokens_per_s']:,.0f} | {r['fit_tokens_per_s']:,.0f} | "
+            f"{r['fit_step_over_train_step']:.2f}x |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"peak_flops": peak, "peak": peak_what, "rows": rows, "fit": fit_rows},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps({"peak_flops": peak, "peak": peak_what, "rows": rows, "fit": fit_rows}, indent=2)
+        )
     return 0
 
 

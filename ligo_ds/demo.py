@@ -17,15 +17,25 @@ import sys
 import time
 from pathlib import Path
 
+from .options import to_args
+
 # Demo model shapes (HF config.json contents); head_dim stays 32 so the operator can grow heads.
 SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192)
 LARGE = dict(model_type="gpt2", n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=8192)
 
 # Shared by every run: the same batch, sequence length, schedule shape and evaluation set.
 LR = "3e-3"
-TRAIN = ["--seq-len", "128", "--micro-batch", "16", "--lr", LR, "--warmup-steps", "25",
-         "--eval-every", "25", "--eval-samples", "64", "--log-every", "25", "--save-every", "100",
-         "--ds-config", "zero2"]
+TRAIN = to_args(
+    seq_len=128,
+    micro_batch=16,
+    lr=LR,
+    warmup_steps=25,
+    eval_every=25,
+    eval_samples=64,
+    log_every=25,
+    save_every=100,
+    ds_config="zero2",
+)
 
 
 def run(*args: str) -> None:
@@ -64,19 +74,28 @@ def main() -> int:
     run("inspect", "--model", str(out / "large.json"), "--data", str(data), "--seq-len", "128")
 
     runs = out / "runs"
-    # The small model holds its peak lr (no decay): an annealed model loses ground when the grown run
-    # warms back up to the peak, with or without growth (bench/README.md, "What was tried", 8-9).
-    run("pretrain", "--model", str(out / "small.json"), "--data", str(data), "--out", str(runs / "small"),
-        *TRAIN, "--min-lr", LR, "--max-steps", str(args.small_steps))
+    # The small model holds its peak lr (no decay), as a checkpoint meant for growth is taken before
+    # annealing: an annealed model loses ground when the grown run warms back up to the peak, and so does
+    # the small model itself, continued with no growth at all.
+    small = to_args(model=out / "small.json", data=data, out=runs / "small")
+    run("pretrain", *small, *TRAIN, *to_args(min_lr=LR, max_steps=args.small_steps))
     print_val_curve(runs / "small" / "metrics.jsonl", "small model")
-    run("pretrain", "--model", str(out / "large.json"), "--data", str(data), "--out", str(runs / "scratch"),
-        *TRAIN, "--max-steps", str(args.large_steps))
+    scratch = to_args(model=out / "large.json", data=data, out=runs / "scratch")
+    run("pretrain", *scratch, *TRAIN, *to_args(max_steps=args.large_steps))
     # LiGO from a function-preserving start (Net2Net width, zero-initialised new layers): the grown model
-    # begins at the small model's loss and the fit only has to improve on it (reference/ligo.md).
-    run("grow", "--source", str(runs / "small" / "hf"), "--target", str(out / "large.json"), "--data", str(data),
-        "--out", str(runs / "ligo"), "--fit-steps", str(args.fit_steps), "--width-init", "net2net",
-        "--depth-init", "zero", "--operator-lr", "1e-3", "--operator-warmup", "5", *TRAIN,
-        "--max-steps", str(args.large_steps))
+    # begins at the small model's loss and the fit only has to improve on it.
+    ligo = to_args(
+        source=runs / "small" / "hf",
+        target=out / "large.json",
+        data=data,
+        out=runs / "ligo",
+        fit_steps=args.fit_steps,
+        width_init="net2net",
+        depth_init="zero",
+        operator_lr="1e-3",
+        operator_warmup=5,
+    )
+    run("grow", *ligo, *TRAIN, *to_args(max_steps=args.large_steps))
     print_val_curve(runs / "ligo" / "train" / "metrics.jsonl", "grown model (FLOPs include the fit)")
     run("report", str(runs / "scratch"), str(runs / "ligo"), "--out", str(out / "report"))
     print(f"plot: {out / 'report' / 'loss_vs_flops.png'}")

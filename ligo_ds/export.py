@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .config import ModelConfig
+from .distributed import checkpoint
 from .errors import ConfigError
 from .hf_io import write_checkpoint
+from .model_config import ModelConfig
 from .rundir import RunDir
 
 
@@ -24,9 +24,9 @@ def export(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
         raise ConfigError(f"{str(run)!r} is not a ligo_ds run directory (no config.json)")
     record = json.loads(run_dir.config.read_text())
     model_cfg = ModelConfig.from_hf(record["model_config"])
-    tag = tag or distributed.latest_tag(run_dir.checkpoints)
+    tag = tag or checkpoint.latest_tag(run_dir.checkpoints)
     if tag is None:
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (no checkpoints/latest)")
-    distributed.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
-    state = distributed.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
+    checkpoint.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
+    state = checkpoint.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
     return write_checkpoint(model_cfg, state.items(), out, dtype=torch.float32)

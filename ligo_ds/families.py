@@ -9,8 +9,8 @@ not looked up: the loader walks our model's own state_dict.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,14 @@ GPT2 = Family(
         "norm.bias": ("transformer.ln_f.bias",),
         "lm_head.weight": ("lm_head.weight",),
     },
-    transposed=frozenset({
-        "blocks.{}.attn.qkv.weight", "blocks.{}.attn.out.weight",
-        "blocks.{}.mlp.up.weight", "blocks.{}.mlp.down.weight",
-    }),
+    transposed=frozenset(
+        {
+            "blocks.{}.attn.qkv.weight",
+            "blocks.{}.attn.out.weight",
+            "blocks.{}.mlp.up.weight",
+            "blocks.{}.mlp.down.weight",
+        }
+    ),
     buffer_suffixes=(".attn.bias", ".attn.masked_bias"),
 )
 

@@ -3,7 +3,7 @@
 Only the operator's coefficients train; the source weights are frozen parameters. Under ZeRO-3 both
 are partitioned across ranks (each rank holds about 1/N of them and of the optimizer state), and the
 large model's weights are produced block by block inside its forward, with activation checkpointing.
-The run directory, checkpoints, auto-resume and metrics are those of pretraining (pretrain.py); the
+The loop, run directory, checkpoints, auto-resume and metrics are the trainer's (trainer.py); the
 metrics add how far each operator group moved from its initialisation.
 
 `--steps 0` writes the initialisation alone: the classic heuristics (stacking, interpolation, Net2Net)
@@ -17,80 +17,28 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .config import ModelConfig
+from . import session
 from .data import TokenData
-from .errors import ConfigError
+from .distributed import engine as ds_engine
+from .distributed import launch, partition
 from .flops import operator_flops
-from .growth import GrowthSpec, GrownModel, LiGOOperator, write_grown
-from .growth.operator import iter_grown_state
+from .growth import GrownModel, LiGOOperator, iter_grown_state
 from .hf_io import load_model
-from .pretrain import (StopRequest, TrainState, export_dir_extras, fit, plan_resume, resume, start,
-                       write_hf_from_all_ranks)
-from .rundir import source_record, write_json_atomic
-from .train_config import PretrainConfig
+from .model_config import ModelConfig
+from .options import FitOptions, to_flat
+from .rundir import RunDir, source_record, versions, write_json_atomic
+from .trainer import StopRequest, Trainer, TrainState
 
 # Operator parameter groups reported in the metrics (prefix of the parameter name -> column).
 MOVEMENT_GROUPS = {"residual.": "moved_residual", "layer_widths.": "moved_layer_width", "depth.": "moved_depth"}
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    source: str  # the small model: an HF checkpoint directory
-    target: str  # the large model's shape: an HF config.json
-    data: str
-    out: str
-    steps: int = 100  # operator gradient steps; 0 writes the initialisation alone
-    width_init: str = "select"
-    depth_init: str = "stack"
-    # Exact copies (select / net2net without noise) get identical gradients and never diverge: measured, a
-    # grown GPT-2's copied units were still bit-identical after 400 steps, so it kept the small model's
-    # width. A little noise on the new units breaks the symmetry (Net2Net does the same); 0 gives exact copies.
-    init_noise: float = 0.01
-    tying: str | None = None
-    order: str = "paper"
-    operator_lr: float = 1e-3
-    operator_min_lr: float | None = None
-    operator_warmup: int = 10
-    operator_weight_decay: float = 0.0  # decay pulls new channels towards zero: off by default
-    ds_config: str = "zero3"
-    micro_batch: int = 8
-    grad_accum: int = 1
-    seq_len: int = 256
-    grad_clip: float = 1.0
-    eval_every: int = 25
-    eval_samples: int = 64
-    save_every: int = 50
-    log_every: int = 5
-    seed: int = 1337
-    dtype: str = "auto"
-    peak_tflops: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ConfigError(f"--steps {self.steps} must be >= 0 (0 writes the initialisation alone)")
-        self.spec()  # validates the growth options
-
-    def spec(self) -> GrowthSpec:
-        return GrowthSpec(width_init=self.width_init, depth_init=self.depth_init, noise=self.init_noise,
-                          tying=self.tying, order=self.order, seed=self.seed)
-
-    def loop(self) -> PretrainConfig:
-        """The training-loop options of the fit, in the shape the shared loop takes."""
-        return PretrainConfig(
-            model=self.target, data=self.data, out=self.out, ds_config=self.ds_config, max_steps=max(1, self.steps),
-            micro_batch=self.micro_batch, grad_accum=self.grad_accum, seq_len=self.seq_len, lr=self.operator_lr,
-            min_lr=self.operator_min_lr, warmup_steps=self.operator_warmup, weight_decay=self.operator_weight_decay,
-            grad_clip=self.grad_clip, eval_every=self.eval_every, eval_samples=self.eval_samples,
-            save_every=self.save_every, log_every=self.log_every, seed=self.seed, dtype=self.dtype,
-            peak_tflops=self.peak_tflops)
-
-
-def build_operator(cfg: FitConfig) -> tuple[LiGOOperator, dict]:
-    """The operator from the source checkpoint (built unpartitioned: used to count and for --steps 0)."""
-    source = load_model(cfg.source)
-    target = ModelConfig.from_file(cfg.target)
-    return LiGOOperator(source.state_dict(), source.cfg, target, cfg.spec()), source.state_dict()
+def build_operator(opts: FitOptions) -> tuple[LiGOOperator, dict]:
+    """The operator from the source checkpoint, unpartitioned (to count its FLOPs, and for --steps 0),
+    and the source's weights."""
+    source = load_model(opts.growth.source)
+    target = ModelConfig.from_file(opts.growth.target)
+    return LiGOOperator(source.state_dict(), source.cfg, target, opts.spec()), source.state_dict()
 
 
 def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: bool) -> dict[str, float]:
@@ -100,13 +48,15 @@ def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: b
         if name not in initial:
             continue
         k = next(i for i, prefix in enumerate(MOVEMENT_GROUPS) if name.startswith(prefix))
-        now, start = distributed.local_shard(p).double().cpu(), initial[name]
+        now, start = partition.local_shard(p).double().cpu(), initial[name]
         sums[2 * k] += (now - start).square().sum()
         sums[2 * k + 1] += start.square().sum()
     if partitioned:
-        sums = distributed.all_reduce_sum(sums.to(distributed.local_shard(next(model.parameters())).device)).cpu()
-    return {col: (sums[2 * k] / sums[2 * k + 1].clamp_min(1e-30)).sqrt().item()
-            for k, col in enumerate(MOVEMENT_GROUPS.values())}
+        sums = launch.all_reduce_sum(sums.to(partition.local_shard(next(model.parameters())).device)).cpu()
+    return {
+        col: (sums[2 * k] / sums[2 * k + 1].clamp_min(1e-30)).sqrt().item()
+        for k, col in enumerate(MOVEMENT_GROUPS.values())
+    }
 
 
 @dataclass
@@ -118,78 +68,104 @@ class FitResult:
     stopped: bool = False  # stopped early on request, after a checkpoint; nothing was written
 
 
-def run(cfg: FitConfig, *, hf_out: str | Path | None = None, keep_operator: bool = False,
-        stop_file: Path | None = None, micro_batch_flag: str = "--micro-batch") -> FitResult:
+def run(
+    opts: FitOptions,
+    *,
+    hf_out: str | Path | None = None,
+    keep_operator: bool = False,
+    stop_file: Path | None = None,
+    micro_batch_flag: str = "--micro-batch",
+) -> FitResult:
     """Fit (or resume fitting) the operator; write the grown model to `hf_out` (default RUN_DIR/hf).
 
-    `micro_batch_flag` names the flag cfg.micro_batch came from (grow's --fit-micro-batch, when given), for
-    errors about a DeepSpeed config that disagrees with it.
+    `micro_batch_flag` names the flag the fit's micro-batch came from (grow's --fit-micro-batch, when
+    given), for errors about a DeepSpeed config that disagrees with it.
     """
-    loop = cfg.loop()
-    data = TokenData(cfg.data)
-    target = ModelConfig.from_file(cfg.target)
-    spec = cfg.spec()
-    extra_identity = {"source": str(Path(cfg.source).resolve()), "growth": asdict(spec), "fit_steps": cfg.steps}
-    if cfg.steps == 0:
-        operator = _initialisation_only(cfg, target, data, extra_identity, hf_out)
-        return FitResult(Path(hf_out or Path(cfg.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
+    loop = opts.training_loop()
+    data = TokenData(opts.data.data)
+    target = ModelConfig.from_file(opts.growth.target)
+    spec = opts.spec()
+    extra_identity = {
+        "source": str(Path(opts.growth.source).resolve()),
+        "growth": asdict(spec),
+        "fit_steps": opts.fit.steps,
+    }
+    if opts.fit.steps == 0:
+        operator = _initialisation_only(opts, target, data, extra_identity, hf_out)
+        return FitResult(Path(hf_out or Path(opts.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
 
-    reference, source_state = build_operator(cfg)
-    # The loop's lr and decay come from --operator-lr / --operator-weight-decay: DS-config errors name those.
-    flags = {"lr": "--operator-lr", "weight_decay": "--operator-weight-decay", "micro_batch": micro_batch_flag}
-    s = start(loop, target, data, extra_identity=extra_identity, flags=flags,
-              extra_record={"fit": asdict(cfg), "operator_params": reference.param_counts(),
-                            **source_record(cfg.source)})
+    reference, source_state = build_operator(opts)
+    flags = {**opts.fit.FLAGS, "micro_batch": micro_batch_flag}
+    s = session.start(
+        loop,
+        target,
+        data,
+        extra_identity=extra_identity,
+        flags=flags,
+        extra_record={
+            "fit": to_flat(opts),
+            "operator_params": reference.param_counts(),
+            **source_record(opts.growth.source),
+        },
+    )
     d = s.d
-    prod_flops = distributed.broadcast_object(operator_flops(reference) if d.is_main else None)
+    prod_flops = launch.broadcast_object(operator_flops(reference) if d.is_main else None)
     del reference
-    src_cfg = ModelConfig.from_file(cfg.source)
-    model = distributed.build_model(lambda: GrownModel(LiGOOperator(source_state, src_cfg, target, spec)),
-                                    s.ds_config, s.dtype)
+    src_cfg = ModelConfig.from_file(opts.growth.source)
+    model = ds_engine.build_model(
+        lambda: GrownModel(LiGOOperator(source_state, src_cfg, target, spec)), s.ds_config, s.dtype
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    initial = {n: distributed.local_shard(p).detach().double().cpu().clone()
-               for n, p in model.operator.named_parameters() if p.requires_grad}
-    tag = plan_resume(s)
-    engine = distributed.make_engine(model, [{"params": trainable, "weight_decay": cfg.operator_weight_decay}],
-                                     s.ds_config)
-    report = distributed.partition_report(engine)  # collective: every rank takes part
+    initial = {
+        n: partition.local_shard(p).detach().double().cpu().clone()
+        for n, p in model.operator.named_parameters()
+        if p.requires_grad
+    }
+    tag = session.plan_resume(s)
+    engine = ds_engine.make_engine(
+        model, [{"params": trainable, "weight_decay": opts.fit.operator_weight_decay}], s.ds_config
+    )
+    report = ds_engine.partition_report(engine)  # collective: every rank takes part
     if d.is_main:
         write_json_atomic(s.run_dir.root / "partition.json", report)
-    state = resume(engine, s, tag) or TrainState()
-    partitioned = distributed.is_partitioned(trainable[0])
+    partitioned = partition.is_partitioned(trainable[0])
     # Every rank produces all the weights, and back-propagates into the operator, on every micro-batch.
-    extra = float(prod_flops * d.world_size * cfg.grad_accum)
+    extra = float(prod_flops * d.world_size * opts.loop.grad_accum)
+    trainer = Trainer(
+        engine,
+        s,
+        loop,
+        target,
+        data,
+        extra_flops_per_step=extra,
+        extra_metrics=lambda: movement(engine.module, initial, partitioned),
+    )
+    state = trainer.resume(tag, TrainState())
     stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), d.device)
-    state, stopped = fit(engine, loop, target, data, s.run_dir, d, state, extra_flops_per_step=extra,
-                         extra_metrics=lambda: movement(engine.module, initial, partitioned), stop=stop)
-    if stopped:
-        return FitResult(Path(hf_out or s.run_dir.hf), state.flops, state.train_seconds, None, stopped=True)
     hf = Path(hf_out or s.run_dir.hf)
+    if trainer.train(state, stop):
+        return FitResult(hf, state.flops, state.train_seconds, None, stopped=True)
     with torch.no_grad():
-        write_hf_from_all_ranks(target, iter_grown_state(engine.module.operator), hf, d, s.dtype)
-    if d.is_main:
-        export_dir_extras(data, hf)
-    distributed.barrier()
+        session.write_hf(target, iter_grown_state(engine.module.operator), hf, d, s.dtype, data)
     return FitResult(hf, state.flops, state.train_seconds, engine.module.operator if keep_operator else None)
 
 
-def _initialisation_only(cfg: FitConfig, target: ModelConfig, data: TokenData, extra_identity: dict,
-                         hf_out: str | Path | None) -> LiGOOperator:
+def _initialisation_only(
+    opts: FitOptions, target: ModelConfig, data: TokenData, extra_identity: dict, hf_out: str | Path | None
+) -> LiGOOperator:
     """--steps 0: no engine; rank 0 writes the initialised operator's model (the heuristics)."""
-    from .pretrain import on_rank0
-    from .rundir import RunDir, versions
-
-    d = distributed.init()
-    run_dir = RunDir(cfg.out)
-    operator, _ = build_operator(cfg)
-    identity = {"target": str(Path(cfg.target).resolve()), "data": str(data.dir.resolve()), **extra_identity}
-    record = {"fit": asdict(cfg), **source_record(cfg.source),
-              "model_config": target.to_hf(), "versions": versions(),
-              "operator_params": operator.param_counts()}
-    on_rank0(d, lambda: run_dir.claim(identity, record))
+    d = launch.init()
+    run_dir = RunDir(opts.out)
+    operator, _ = build_operator(opts)
+    identity = {"target": str(Path(opts.growth.target).resolve()), "data": str(data.dir.resolve()), **extra_identity}
+    record = {
+        "fit": to_flat(opts),
+        **source_record(opts.growth.source),
+        "model_config": target.to_hf(),
+        "versions": versions(),
+        "operator_params": operator.param_counts(),
+    }
+    launch.on_rank0(d, lambda: run_dir.claim(identity, record))
     hf = Path(hf_out or run_dir.hf)
-    if d.is_main:
-        write_grown(operator, hf)
-        export_dir_extras(data, hf)
-    distributed.barrier()
+    session.write_hf(target, iter_grown_state(operator), hf, d, torch.float32, data, collective=False)
     return operator

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 if TYPE_CHECKING:
     from .growth import LiGOOperator

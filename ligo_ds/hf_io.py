@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig
 from .errors import ConfigError
 from .families import ARCHITECTURES, FAMILIES, template
 from .model import Decoder
+from .model_config import ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -34,6 +34,7 @@ DEFAULT_SHARD_BYTES = 2 * 2**30
 
 
 # ---- reading --------------------------------------------------------------------------------------
+
 
 class CheckpointReader:
     """Lazy access to the tensors of an HF checkpoint directory, whatever its file layout."""
@@ -48,15 +49,19 @@ class CheckpointReader:
             self._files = {name: self.dir / f for name, f in weight_map.items()}
             missing = sorted({str(f) for f in self._files.values() if not f.is_file()})
             if missing:
-                raise ConfigError(f"checkpoint {str(self.dir)!r}: {index.name} lists shard files that do "
-                                  f"not exist: {', '.join(missing)}")
+                raise ConfigError(
+                    f"checkpoint {str(self.dir)!r}: {index.name} lists shard files that do "
+                    f"not exist: {', '.join(missing)}"
+                )
         elif (self.dir / SAFETENSORS).is_file():
             self._files = {name: self.dir / SAFETENSORS for name in self._safetensors_keys(self.dir / SAFETENSORS)}
         elif (self.dir / TORCH_BIN).is_file():
             self._files = {name: self.dir / TORCH_BIN for name in self._torch_file(self.dir / TORCH_BIN)}
         else:
-            raise ConfigError(f"no weights in {str(self.dir)!r}: expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                              f"{TORCH_BIN} or {TORCH_BIN_INDEX} (pass a config.json file for a random init)")
+            raise ConfigError(
+                f"no weights in {str(self.dir)!r}: expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                f"{TORCH_BIN} or {TORCH_BIN_INDEX} (pass a config.json file for a random init)"
+            )
 
     def keys(self) -> list[str]:
         return list(self._files)
@@ -87,8 +92,9 @@ class CheckpointReader:
             try:
                 self._loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:  # weights_only refuses pickled code with an UnpicklingError
-                raise ConfigError(f"refusing to load {str(path)!r}: not a plain tensor file "
-                                  f"(read with weights_only=True): {e}") from None
+                raise ConfigError(
+                    f"refusing to load {str(path)!r}: not a plain tensor file (read with weights_only=True): {e}"
+                ) from None
         return self._loaded[path]
 
 
@@ -114,8 +120,9 @@ def hf_to_ours(cfg: ModelConfig, ours: str, shape: torch.Size, get: Callable[[st
     for name, expected in zip(names, _expected_hf_shapes(cfg, ours, shape)):
         t = get(name)
         if tuple(t.shape) != expected:
-            raise ConfigError(f"checkpoint tensor {name!r} has shape {tuple(t.shape)}, but the config "
-                              f"expects {expected}")
+            raise ConfigError(
+                f"checkpoint tensor {name!r} has shape {tuple(t.shape)}, but the config expects {expected}"
+            )
         pieces.append(t)
     t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
     # Contiguous: a transposed view would stay strided in the model (slower, and ZeRO-3 refuses it).
@@ -147,8 +154,9 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
         cfg = ModelConfig.from_file(path)
         return Decoder(cfg).to(device=device, dtype=dtype)
     if not path.is_dir():
-        raise ConfigError(f"model path {str(path)!r} does not exist (expected an HF checkpoint directory "
-                          "or a config.json file)")
+        raise ConfigError(
+            f"model path {str(path)!r} does not exist (expected an HF checkpoint directory or a config.json file)"
+        )
     cfg = ModelConfig.from_file(path)
     reader = CheckpointReader(path)
     with torch.device("meta"):
@@ -167,12 +175,12 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
         if ours not in skip:
             state[ours] = hf_to_ours(cfg, ours, param.shape, get).to(dtype)
     buffers = FAMILIES[cfg.family].buffer_suffixes
-    extra = [k for k in reader.keys()
-             if k not in used and not k.endswith(buffers) and not (k == "lm_head.weight" and skip)]
+    extra = [
+        k for k in reader.keys() if k not in used and not k.endswith(buffers) and not (k == "lm_head.weight" and skip)
+    ]
     if extra:
         shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
-        raise ConfigError(f"checkpoint {str(path)!r} has {len(extra)} tensor(s) its config does not describe: "
-                          f"{shown}")
+        raise ConfigError(f"checkpoint {str(path)!r} has {len(extra)} tensor(s) its config does not describe: {shown}")
     model.load_state_dict({**state, **{k: state["tok_emb.weight"] for k in skip}}, assign=True)
     model.tie_weights()
     return model.to(device)
@@ -180,8 +188,15 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
 
 # ---- writing --------------------------------------------------------------------------------------
 
-def write_checkpoint(cfg: ModelConfig, named_tensors: Iterable[tuple[str, torch.Tensor]], out_dir: str | Path,
-                     *, dtype: torch.dtype = torch.float32, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+
+def write_checkpoint(
+    cfg: ModelConfig,
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    out_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> Path:
     """Write our tensors as an HF checkpoint directory that transformers loads.
 
     The directory is assembled beside `out_dir` and renamed into place, so a crash never leaves a
@@ -239,9 +254,11 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_model(model: Decoder, out_dir: str | Path, *, dtype: torch.dtype | None = None,
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+def save_model(
+    model: Decoder, out_dir: str | Path, *, dtype: torch.dtype | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES
+) -> Path:
     """Write `model` as an HF checkpoint directory (config.json + safetensors, sharded above a size)."""
     dtype = dtype or next(model.parameters()).dtype
-    return write_checkpoint(model.cfg, model.state_dict().items(), out_dir, dtype=dtype,
-                            max_shard_bytes=max_shard_bytes)
+    return write_checkpoint(
+        model.cfg, model.state_dict().items(), out_dir, dtype=dtype, max_shard_bytes=max_shard_bytes
+    )

@@ -1,9 +1,11 @@
-"""metrics.jsonl and TensorBoard, written by rank 0 only."""
+"""metrics.jsonl and TensorBoard, written by rank 0 only; and the device facts a row reports."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 
 class MetricsLog:
@@ -29,3 +31,15 @@ class MetricsLog:
         if self.enabled:
             self._file.close()
             self._tb.close()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 ACTIVATIONS = {
     "gelu_tanh": partial(F.gelu, approximate="tanh"),
@@ -114,8 +114,8 @@ class Attention(nn.Module):
         if cfg.sliding_window is not None and T > cfg.sliding_window:
             mask = sliding_window_mask(T, cfg.sliding_window, x_BTD.device)
         y_BHTE = F.scaled_dot_product_attention(
-            q_BHTE, k_BKTE, v_BKTE, attn_mask=mask, is_causal=mask is None,
-            enable_gqa=cfg.num_heads != cfg.num_kv_heads)
+            q_BHTE, k_BKTE, v_BKTE, attn_mask=mask, is_causal=mask is None, enable_gqa=cfg.num_heads != cfg.num_kv_heads
+        )
         return self.out(y_BHTE.transpose(1, 2).reshape(B, T, cfg.q_size))
 
 

@@ -83,11 +83,16 @@ def load_curve(run: str | Path) -> Curve:
         fit = fit_cfg.get("fit", {})
         # Recorded when the fit started (None for a source made elsewhere), so a run dir copied from
         # another machine keeps it.
-        return Curve(run.name, "grown", points, fit_cfg.get("source_pretraining_flops"),
-                     fit_cfg.get("source_final_val_loss"), fit_cfg.get("source_val_protocol"),
-                     val_protocol(_config(run / "train" / "config.json")),
-                     {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"),
-                      "depth_init": fit.get("depth_init")})
+        return Curve(
+            run.name,
+            "grown",
+            points,
+            fit_cfg.get("source_pretraining_flops"),
+            fit_cfg.get("source_final_val_loss"),
+            fit_cfg.get("source_val_protocol"),
+            val_protocol(_config(run / "train" / "config.json")),
+            {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"), "depth_init": fit.get("depth_init")},
+        )
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")
     config = _config(run / "config.json")
@@ -135,20 +140,30 @@ def compare(curves: list[Curve], scratch: str | None = None) -> tuple[Curve, lis
     else:
         candidates = [c for c in curves if c.kind == "scratch"]
         if not candidates:
-            raise ConfigError("no scratch run among the runs (a pretrain run started from a config.json); name "
-                              "one with --scratch")
+            raise ConfigError(
+                "no scratch run among the runs (a pretrain run started from a config.json); name one with --scratch"
+            )
         base = min(candidates, key=lambda c: c.final[2])
     target, total, total_s = base.final[2], base.final[0], base.final[1]
     rows = []
     for c in [base] + [c for c in curves if c is not base]:
         hit = first_crossing(c.points, target)
-        rows.append(Row(
-            name=c.name, kind="scratch (target)" if c is base else c.kind, final_val=c.final[2], flops=c.final[0],
-            flops_to_target=hit[0] if hit else None, seconds_to_target=hit[1] if hit else None,
-            saving=None if hit is None else 1 - hit[0] / total,
-            wall_saving=None if hit is None or not total_s else 1 - hit[1] / total_s,
-            loss_at_scratch_flops=loss_at(c.points, total), small_flops=c.small_flops, small_final_val=c.small_val,
-            small_reaches_target=small_reaches_target(c, base)))
+        rows.append(
+            Row(
+                name=c.name,
+                kind="scratch (target)" if c is base else c.kind,
+                final_val=c.final[2],
+                flops=c.final[0],
+                flops_to_target=hit[0] if hit else None,
+                seconds_to_target=hit[1] if hit else None,
+                saving=None if hit is None else 1 - hit[0] / total,
+                wall_saving=None if hit is None or not total_s else 1 - hit[1] / total_s,
+                loss_at_scratch_flops=loss_at(c.points, total),
+                small_flops=c.small_flops,
+                small_final_val=c.small_val,
+                small_reaches_target=small_reaches_target(c, base),
+            )
+        )
     return base, rows
 
 
@@ -157,11 +172,14 @@ def _fmt(value, spec: str, empty: str = "-") -> str:
 
 
 def markdown(base: Curve, rows: list[Row]) -> str:
-    lines = [f"Target: the scratch run `{base.name}`'s final validation loss {base.final[2]:.4f}, reached with "
-             f"{base.final[0]:.3e} FLOPs.", "",
-             "| run | kind | final val loss | FLOPs to target | saving (FLOPs) | time to target (s) | saving (time) | "
-             "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Target: the scratch run `{base.name}`'s final validation loss {base.final[2]:.4f}, reached with "
+        f"{base.final[0]:.3e} FLOPs.",
+        "",
+        "| run | kind | final val loss | FLOPs to target | saving (FLOPs) | time to target (s) | saving (time) | "
+        "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.kind} | {r.final_val:.4f} | {_fmt(r.flops_to_target, '.3e', 'not reached')} | "
@@ -169,17 +187,24 @@ def markdown(base: Curve, rows: list[Row]) -> str:
             f"{_fmt(r.seconds_to_target, '.1f')} | "
             f"{_fmt(None if r.wall_saving is None else 100 * r.wall_saving, '.1f')}"
             f"{' %' if r.wall_saving is not None else ''} | {_fmt(r.loss_at_scratch_flops, '.4f')} | "
-            f"{_fmt(r.small_flops, '.3e')} | {_fmt(r.small_final_val, '.4f')} |")
+            f"{_fmt(r.small_flops, '.3e')} | {_fmt(r.small_final_val, '.4f')} |"
+        )
     trivial = [r.name for r in rows if r.small_reaches_target]
     if trivial:
-        lines += ["", f"**Trivial saving:** the small model alone already reaches the target "
-                  f"({min(r.small_final_val for r in rows if r.small_reaches_target):.4f} <= {base.final[2]:.4f}) "
-                  f"for {', '.join(trivial)}. Growing it saves FLOPs whatever the method, so these savings are no "
-                  "evidence for growth: train the large runs longer or the small model less."]
+        lines += [
+            "",
+            f"**Trivial saving:** the small model alone already reaches the target "
+            f"({min(r.small_final_val for r in rows if r.small_reaches_target):.4f} <= {base.final[2]:.4f}) "
+            f"for {', '.join(trivial)}. Growing it saves FLOPs whatever the method, so these savings are no "
+            "evidence for growth: train the large runs longer or the small model less.",
+        ]
     unknown = [r.name for r in rows if r.small_final_val is not None and r.small_reaches_target is None]
     if unknown:
-        lines += ["", f"The small model's final loss for {', '.join(unknown)} was measured on other validation "
-                  "data, length or windows than the target, so it is not compared with it."]
+        lines += [
+            "",
+            f"The small model's final loss for {', '.join(unknown)} was measured on other validation "
+            "data, length or windows than the target, so it is not compared with it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -195,8 +220,9 @@ def plot(curves: list[Curve], base: Curve, path: Path) -> None:
     floor = min(positive) / 2 if positive else 1.0
     for c in curves:
         xs = [max(p[0], floor) for p in c.points]
-        ax.plot(xs, [p[2] for p in c.points], marker=".", label=f"{c.name} ({c.kind})",
-                linewidth=2.5 if c is base else 1.5)
+        ax.plot(
+            xs, [p[2] for p in c.points], marker=".", label=f"{c.name} ({c.kind})", linewidth=2.5 if c is base else 1.5
+        )
     ax.axhline(base.final[2], color="black", linestyle="--", linewidth=1, label="target (scratch final)")
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (operator fit included)")

@@ -1,11 +1,11 @@
 """The run directory: one layout, owned here.
 
-    RUN_DIR/config.json      resolved options, model and data identity, versions, git sha
-    RUN_DIR/ds_config.json   exactly what DeepSpeed received
-    RUN_DIR/checkpoints/     DeepSpeed checkpoints by tag, and `latest` (written last, see distributed.py)
-    RUN_DIR/metrics.jsonl    one row per logging step
-    RUN_DIR/tb/              TensorBoard events
-    RUN_DIR/hf/              the final weights as an HF checkpoint
+RUN_DIR/config.json      resolved options, model and data identity, versions, git sha
+RUN_DIR/ds_config.json   exactly what DeepSpeed received
+RUN_DIR/checkpoints/     DeepSpeed checkpoints by tag, and `latest` (written last: distributed/checkpoint.py)
+RUN_DIR/metrics.jsonl    one row per logging step
+RUN_DIR/tb/              TensorBoard events
+RUN_DIR/hf/              the final weights as an HF checkpoint
 """
 
 from __future__ import annotations
@@ -22,21 +22,28 @@ from .errors import ConfigError
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
 
 
 def versions() -> dict[str, Any]:
-    import deepspeed
-    import torch
+    """What made a run, for its config.json; read from the installed packages' metadata, so that recording
+    it imports nothing (deepspeed among them)."""
+    from importlib.metadata import version
 
     import ligo_ds
 
-    return {"ligo_ds": ligo_ds.__version__, "git_sha": _git_sha(), "torch": torch.__version__,
-            "deepspeed": deepspeed.__version__, "python": platform.python_version()}
+    return {
+        "ligo_ds": ligo_ds.__version__,
+        "git_sha": _git_sha(),
+        "torch": version("torch"),
+        "deepspeed": version("deepspeed"),
+        "python": platform.python_version(),
+    }
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -65,11 +72,16 @@ class RunDir:
             previous = json.loads(self.config.read_text()).get("identity")
             if previous is None:
                 raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another --out")
-            diffs = [f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
-                     for k in sorted(set(previous) | set(identity)) if previous.get(k) != identity.get(k)]
+            diffs = [
+                f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
+                for k in sorted(set(previous) | set(identity))
+                if previous.get(k) != identity.get(k)
+            ]
             if diffs:
-                raise ConfigError(f"--out {str(self.root)!r} belongs to a different run; refusing to resume it. "
-                                  f"Differences: {'; '.join(diffs)}")
+                raise ConfigError(
+                    f"--out {str(self.root)!r} belongs to a different run; refusing to resume it. "
+                    f"Differences: {'; '.join(diffs)}"
+                )
             return True
         if self.root.exists() and any(self.root.iterdir()):
             raise ConfigError(f"--out {str(self.root)!r} exists, is not empty and holds no ligo_ds run")
@@ -150,6 +162,8 @@ def source_record(hf_dir: str | Path) -> dict[str, Any]:
     run = Path(hf_dir).parent
     rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
     config = json.loads((run / "config.json").read_text()) if rows and (run / "config.json").is_file() else {}
-    return {"source_pretraining_flops": rows[-1]["flops"] if rows else None,
-            "source_final_val_loss": last_val_loss(rows),
-            "source_val_protocol": val_protocol(config)}
+    return {
+        "source_pretraining_flops": rows[-1]["flops"] if rows else None,
+        "source_final_val_loss": last_val_loss(rows),
+        "source_val_protocol": val_protocol(config),
+    }

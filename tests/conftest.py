@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny Hugging Face models of every supported family, made here with random weights."""
+"""Shared fixtures and helpers: tiny Hugging Face models of every supported family made here with random
+weights, tiny run inputs, and the growth tests' sources and targets. Longer than a module should be: the
+session-scoped fixtures live here so that the multi-process test files build their inputs once."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -15,24 +18,75 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # sliding window. Shapes are tiny so every test runs in milliseconds.
 HF_CASES: dict[str, dict] = {
     "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, vocab_size=96, n_positions=64),
-    "gpt2_untied_gelu": dict(model_type="gpt2", n_embd=48, n_layer=3, n_head=3, n_inner=80, vocab_size=96,
-                             n_positions=64, activation_function="gelu", tie_word_embeddings=False),
-    "llama": dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, vocab_size=96, max_position_embeddings=64),
-    "llama_gqa_tied": dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, vocab_size=96, max_position_embeddings=64,
-                           tie_word_embeddings=True,
-                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
-    "llama_bias": dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=1, vocab_size=96, max_position_embeddings=64,
-                       attention_bias=True, mlp_bias=True,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1000.0}),
-    "qwen2_gqa": dict(model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, vocab_size=96, max_position_embeddings=64,
-                      tie_word_embeddings=True),
-    "mistral_window_headdim": dict(model_type="mistral", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=96,
-                                   max_position_embeddings=64, sliding_window=8),
+    "gpt2_untied_gelu": dict(
+        model_type="gpt2",
+        n_embd=48,
+        n_layer=3,
+        n_head=3,
+        n_inner=80,
+        vocab_size=96,
+        n_positions=64,
+        activation_function="gelu",
+        tie_word_embeddings=False,
+    ),
+    "llama": dict(
+        model_type="llama",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=96,
+        max_position_embeddings=64,
+    ),
+    "llama_gqa_tied": dict(
+        model_type="llama",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=96,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    ),
+    "llama_bias": dict(
+        model_type="llama",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab_size=96,
+        max_position_embeddings=64,
+        attention_bias=True,
+        mlp_bias=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+    ),
+    "qwen2_gqa": dict(
+        model_type="qwen2",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=96,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    ),
+    "mistral_window_headdim": dict(
+        model_type="mistral",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=96,
+        max_position_embeddings=64,
+        sliding_window=8,
+    ),
 }
 
 
@@ -50,13 +104,22 @@ def make_hf_model(case: str | dict, seed: int = 0, std: float = 0.2):
     return model.eval()
 
 
-def make_inputs(root, line: str, *, docs: int = 60, repeat: int = 6, small: dict | None = None,
-                large: dict | None = None, seed: int = 3):
+def make_inputs(
+    root,
+    line: str,
+    *,
+    docs: int = 60,
+    repeat: int = 6,
+    small: dict | None = None,
+    large: dict | None = None,
+    seed: int = 3,
+):
     """A run's inputs under `root`: a corpus of `docs` files (`line` formatted with the index, repeated),
     its prepared DATA_DIR (vocabulary 320), and optionally a random small HF model and a large config."""
     import json
 
-    from ligo_ds.data import PrepareOptions, prepare
+    from ligo_ds.options import PrepareOptions
+    from ligo_ds.prepare import prepare
 
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
@@ -90,3 +153,180 @@ def _restore_torch_state():
     yield
     torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)
+
+
+# ---- growth: random sources and doubled targets ------------------------------------------------------
+
+
+def doubled(case: str, layers: int = 2) -> dict:
+    """The case's HF config with hidden size, heads, kv heads and MLP width x2, layers x `layers`."""
+    h = dict(HF_CASES[case])
+    if h["model_type"] == "gpt2":
+        h.update(
+            n_embd=2 * h["n_embd"],
+            n_head=2 * h["n_head"],
+            n_layer=layers * h["n_layer"],
+            n_inner=2 * (h.get("n_inner") or 4 * h["n_embd"]),
+        )
+    else:
+        h.update(
+            hidden_size=2 * h["hidden_size"],
+            num_attention_heads=2 * h["num_attention_heads"],
+            num_key_value_heads=2 * h["num_key_value_heads"],
+            intermediate_size=2 * h["intermediate_size"],
+            num_hidden_layers=layers * h["num_hidden_layers"],
+        )
+        if "head_dim" in h:
+            h["head_dim"] = HF_CASES[case]["head_dim"]
+    return h
+
+
+def random_source(case: str, seed: int = 0):
+    """Our decoder of the case's shape with random weights, norms and biases included."""
+    from ligo_ds import ModelConfig
+    from ligo_ds.model import Decoder
+
+    torch.manual_seed(seed)
+    model = Decoder(ModelConfig.from_hf(HF_CASES[case])).eval()
+    with torch.no_grad():  # random norms and biases too, so they are tested
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def ids_for(cfg, T: int = 20) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab_size, (2, T), generator=torch.Generator().manual_seed(5))
+
+
+def perturb(module: torch.nn.Module, scale: float = 0.05) -> None:
+    """Move every learned parameter away from its initialisation (and from any special case)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn_like(p))
+
+
+# ---- a tiny pretraining setup, shared by the multi-process test files ---------------------------------
+
+TINY = dict(
+    model_type="llama",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=320,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+)
+
+
+@pytest.fixture(scope="session")
+def pretrain_setup(tmp_path_factory):
+    """A prepared corpus (vocabulary 320) and the TINY model's config.json."""
+    import json
+
+    from ligo_ds.options import PrepareOptions
+    from ligo_ds.prepare import prepare
+
+    root = tmp_path_factory.mktemp("pretrain")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(80):
+        (corpus / f"{i:03d}.txt").write_text(f"def function_{i}(a, b):\n    return a * {i} - b ** {i % 5}\n" * 6)
+    prepare(PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1))
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    return root
+
+
+def cli(command: str, *args, **flags) -> list[str]:
+    """A `ligo-ds` command line: cli("fit", seq_len=32) -> ["fit", "--seq-len", "32"]; positional `args`
+    (strings or paths) follow the flags."""
+    from ligo_ds.options import to_args
+
+    return [command, *to_args(**flags), *map(str, args)]
+
+
+def train_args(setup, out, *extra):
+    """`ligo-ds pretrain` of the TINY model on the shared setup's data."""
+    common = dict(seq_len=32, lr="3e-3", warmup_steps=2, log_every=1, eval_every=3, eval_samples=6, seed=7)
+    return [*cli("pretrain", model=setup / "tiny.json", data=setup / "data", out=out, **common), *extra]
+
+
+@pytest.fixture(scope="session")
+def pretrain_reference(pretrain_setup):
+    """One process, ZeRO-2, micro-batch 4: the global batch the 2-rank runs reproduce with 2 x 2."""
+    from procs import ligo
+
+    out = pretrain_setup / "ref"
+    ligo("single", 1, train_args(pretrain_setup, out, "--max-steps", "6", "--micro-batch", "4", "--ds-config", "zero2"))
+    return out
+
+
+def losses(run_dir):
+    """(training losses, validation losses, steps) of a run's metrics rows, None where a row has none."""
+    from ligo_ds.rundir import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return [r.get("loss") for r in rows], [r.get("val_loss") for r in rows], [r["step"] for r in rows]
+
+
+# ---- a tiny growth setup: a Llama pair with GQA, shared by the fit, grow, reliability and Slurm tests ----
+
+SMALL_LLAMA = dict(
+    model_type="llama",
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=320,
+    max_position_embeddings=64,
+    tie_word_embeddings=True,
+)
+LARGE_LLAMA = {
+    **SMALL_LLAMA,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def growth_setup(tmp_path_factory):
+    """A prepared corpus, a random small SMALL_LLAMA checkpoint (`small/`) and LARGE_LLAMA (`large.json`)."""
+    return make_inputs(
+        tmp_path_factory.mktemp("fit"),
+        "class K{i}:\n    def m(self, x):\n        return x + {i}\n",
+        docs=80,
+        repeat=5,
+        small=SMALL_LLAMA,
+        large=LARGE_LLAMA,
+    )
+
+
+def series(run_dir, key):
+    """One metrics column of a run, over the rows that have it."""
+    from ligo_ds.rundir import read_metrics
+
+    return [r[key] for r in read_metrics(run_dir / "metrics.jsonl") if key in r]
+
+
+# ---- a small mixed corpus (txt in folders, jsonl) for prepare and the reader --------------------------
+
+DOCS = [f"def f{i}(x):\n    return x * {i} + {'y' * (i % 7)}\n# doc {i} ünïcode\n" for i in range(60)]
+
+
+@pytest.fixture
+def text_folder(tmp_path):
+    """40 .txt documents in two folders and 20 more in a .jsonl file."""
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    for i, doc in enumerate(DOCS[:40]):
+        (folder / ("sub" if i % 2 else "") / f"{i:03d}.txt").write_text(doc)
+    with open(folder / "more.jsonl", "w") as f:
+        for doc in DOCS[40:]:
+            f.write(json.dumps({"text": doc, "id": 1}) + "\n")
+    return folder

@@ -21,11 +21,20 @@ def free_port() -> int:
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LIGO_DS_LAUNCHER")
-           and not k.startswith(("SLURM_", "OMPI_", "PMIX_"))}
-    env.update(DS_ACCELERATOR="cpu", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               TORCH_EXTENSIONS_DIR=str(ROOT / ".torch_extensions"), OMP_NUM_THREADS="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LIGO_DS_LAUNCHER")
+        and not k.startswith(("SLURM_", "OMPI_", "PMIX_"))
+    }
+    env.update(
+        DS_ACCELERATOR="cpu",
+        GLOO_SOCKET_IFNAME="lo",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        TORCH_EXTENSIONS_DIR=str(ROOT / ".torch_extensions"),
+        OMP_NUM_THREADS="1",
+    )
     env.update(extra)
     return env
 
@@ -40,11 +49,21 @@ def command(launcher: str, nproc: int, args: list[str]) -> list[str]:
     if launcher == "torchrun":
         return [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={port}", *module]
     if launcher == "deepspeed":
-        return [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port, "--module", "ligo_ds",
-                *args]
+        return [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port, "--module", "ligo_ds", *args]
     if launcher == "mpirun":
-        return ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), "--bind-to", "none",
-                "-x", f"MASTER_PORT={port}", sys.executable, *module]
+        return [
+            "mpirun",
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            str(nproc),
+            "--bind-to",
+            "none",
+            "-x",
+            f"MASTER_PORT={port}",
+            sys.executable,
+            *module,
+        ]
     raise ValueError(launcher)
 
 
@@ -67,8 +86,15 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def run(argv: list[str], timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env or job_env(), cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or job_env(),
+        cwd=ROOT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -89,8 +115,14 @@ def kill_when(launcher: str, nproc: int, args: list[str], ready, timeout: float 
     """Start a job, SIGKILL its whole tree as soon as `ready()` is true, and insist it was still running."""
     import time
 
-    proc = subprocess.Popen(command(launcher, nproc, args), env=job_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        command(launcher, nproc, args),
+        env=job_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + timeout
     try:
         while not ready():

@@ -1,5 +1,6 @@
 """The bad-input matrix: each row a real `ligo-ds` invocation, the error it must print, and the files
-it must leave untouched. Every error is one line on stderr with exit status 2."""
+it must leave untouched. Every error is one line on stderr with exit status 2. Its length is the
+matrix: one small function per row, read as a table."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HF_CASES, make_hf_model, make_inputs
 
+from conftest import HF_CASES, cli, make_hf_model, make_inputs
 
 pytestmark = pytest.mark.multiproc  # several rows start DeepSpeed
 
@@ -25,8 +26,13 @@ def world(tmp_path_factory):
     root = make_inputs(tmp_path_factory.mktemp("bad"), "x{i} = {i} * y\n", docs=40, repeat=8)
     make_hf_model(TINY, seed=1).save_pretrained(root / "small")
     (root / "tiny.json").write_text(json.dumps(TINY))
-    run = subprocess.run([sys.executable, "-m", "ligo_ds", *pretrain(root, root / "run")], capture_output=True,
-                         text=True, timeout=300, env=env())
+    run = subprocess.run(
+        [sys.executable, "-m", "ligo_ds", *pretrain(root, root / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return root
 
@@ -36,14 +42,21 @@ def env() -> dict:
 
 
 def pretrain(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["pretrain", "--model", str(root / "tiny.json"), "--data", str(root / "data"), "--out", str(out),
-            "--seq-len", "16", "--micro-batch", "2", "--max-steps", "4", "--save-every", "2", "--eval-every", "2",
-            "--eval-samples", "2", "--warmup-steps", "1", "--ds-config", "zero2", *extra]
+    common = dict(
+        seq_len=16,
+        micro_batch=2,
+        max_steps=4,
+        save_every=2,
+        eval_every=2,
+        eval_samples=2,
+        warmup_steps=1,
+        ds_config="zero2",
+    )
+    return [*cli("pretrain", model=root / "tiny.json", data=root / "data", out=out, **common), *extra]
 
 
 def fit(root: Path, target: Path, out: Path) -> list[str]:
-    return ["fit", "--source", str(root / "small"), "--target", str(target), "--data", str(root / "data"),
-            "--out", str(out), "--steps", "0"]
+    return cli("fit", source=root / "small", target=target, data=root / "data", out=out, steps=0)
 
 
 def write_json(path: Path, value) -> Path:
@@ -62,6 +75,7 @@ def mount_tmpfs(path: Path, options: str) -> None:
 
 
 # ---- rows: (name, setup(world, tmp) -> (argv, paths that must stay byte-identical), expected stderr) -------
+
 
 def corrupt_safetensors(w, tmp):
     bad = tmp / "corrupt"
@@ -115,16 +129,33 @@ def missing_ds_config(w, tmp):
 def ds_config_against_fit_flags(w, tmp):
     """A DS config that fixes the micro-batch and lr, against grow's fit-phase flags: the error names the flag
     the fit's value came from (--fit-micro-batch, --operator-lr), not the training phase's."""
-    ds = write_json(tmp / "ds.json", {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2},
-                                      "optimizer": {"type": "AdamW", "params": {"lr": 0.002}}})
+    ds = write_json(
+        tmp / "ds.json",
+        {
+            "train_micro_batch_size_per_gpu": 2,
+            "zero_optimization": {"stage": 2},
+            "optimizer": {"type": "AdamW", "params": {"lr": 0.002}},
+        },
+    )
     return grow_with_fit_batch(w, tmp, ds, fit_micro_batch=1), [ds]
 
 
 def grow_with_fit_batch(w, tmp, ds: Path, fit_micro_batch: int) -> list[str]:
     deeper = write_json(tmp / "t.json", {**TINY, "num_hidden_layers": 3})
-    return ["grow", "--source", str(w / "small"), "--target", str(deeper), "--data", str(w / "data"), "--out",
-            str(tmp / "g"), "--fit-steps", "2", "--max-steps", "2", "--seq-len", "16", "--micro-batch", "2",
-            "--fit-micro-batch", str(fit_micro_batch), "--lr", "0.002", "--ds-config", str(ds)]
+    return cli(
+        "grow",
+        source=w / "small",
+        target=deeper,
+        data=w / "data",
+        out=tmp / "g",
+        fit_steps=2,
+        max_steps=2,
+        seq_len=16,
+        micro_batch=2,
+        fit_micro_batch=fit_micro_batch,
+        lr="0.002",
+        ds_config=ds,
+    )
 
 
 def existing_run_other_config(w, tmp):
@@ -165,20 +196,32 @@ def pickle_checkpoint(w, tmp):
 
 ROWS = [
     ("corrupt or truncated safetensors", corrupt_safetensors, "is not a readable safetensors file"),
-    ("checkpoint missing a rank file (export)", missing_rank_file,
-     "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt"),
-    ("checkpoint missing a rank file (resume)", missing_rank_file_on_resume,
-     "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt"),
+    (
+        "checkpoint missing a rank file (export)",
+        missing_rank_file,
+        "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ),
+    (
+        "checkpoint missing a rank file (resume)",
+        missing_rank_file_on_resume,
+        "checkpoint .*step4' is incomplete: missing zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ),
     ("typo'd key in our config", typo_key, "unknown key 'warmup_step' \\(did you mean 'warmup_steps'\\?\\)"),
     ("target smaller than the source", smaller_target, "the target is smaller than the source: num_layers 1 < 2"),
     ("different vocabulary", other_vocab, "vocabularies differ: source vocab_size 320, target 512"),
     ("empty corpus", empty_corpus, "is empty \\(no non-empty documents\\)"),
     ("non-UTF-8 text", not_utf8, "latin1.txt' is not UTF-8 text \\(invalid byte at offset 3\\)"),
     ("missing ds config", missing_ds_config, "ds config .*nothere.json' does not exist"),
-    ("ds config against the fit's flags", ds_config_against_fit_flags,
-     "sets train_micro_batch_size_per_gpu=2 but --fit-micro-batch gives 1"),
-    ("--out is a run with another config", existing_run_other_config,
-     "belongs to a different run; refusing to resume it. Differences: seq_len: 16 in the run, 8 now"),
+    (
+        "ds config against the fit's flags",
+        ds_config_against_fit_flags,
+        "sets train_micro_batch_size_per_gpu=2 but --fit-micro-batch gives 1",
+    ),
+    (
+        "--out is a run with another config",
+        existing_run_other_config,
+        "belongs to a different run; refusing to resume it. Differences: seq_len: 16 in the run, 8 now",
+    ),
     ("read-only output directory", read_only_out, "Read-only file system"),
     ("disk full", disk_full, "No space left on device"),
     ("pickled checkpoint", pickle_checkpoint, "refusing to load .*pytorch_model.bin'"),
@@ -200,8 +243,9 @@ def test_bad_input(world, tmp_path, name, setup, message):
     try:
         argv, keep = setup(world, tmp_path)
         before = digest(keep)
-        result = subprocess.run([sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True,
-                                timeout=300, env=env())
+        result = subprocess.run(
+            [sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True, timeout=300, env=env()
+        )
         assert result.returncode == 2, result.stderr[-3000:]
         errors = [line for line in result.stderr.splitlines() if ": error: " in line]
         assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-3000:]
@@ -219,8 +263,9 @@ def test_grow_checks_the_training_phases_ds_config_before_fitting(world, tmp_pat
     # spends anything, not after it.
     ds = write_json(tmp_path / "ds.json", {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
     argv = grow_with_fit_batch(world, tmp_path, ds, fit_micro_batch=1)
-    result = subprocess.run([sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True, timeout=300,
-                            env=env())
+    result = subprocess.run(
+        [sys.executable, "-m", "ligo_ds", *argv], capture_output=True, text=True, timeout=300, env=env()
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "sets train_micro_batch_size_per_gpu=1 but --micro-batch gives 2" in result.stderr
     assert not (tmp_path / "g" / "fit" / "metrics.jsonl").exists()

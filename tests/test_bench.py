@@ -1,5 +1,6 @@
 """The benchmarks run end to end at a tiny size, so CI exercises what GPU sessions and the savings
-study run at full size."""
+study run at full size. One file for every script of bench/, which share their job runner (bench/jobs.py)
+and their tiny corpus; hence its length."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from procs import ROOT, job_env
 
-from ligo_ds.data import PrepareOptions, prepare
+from ligo_ds.options import PrepareOptions, to_args
+from ligo_ds.prepare import prepare
 from ligo_ds.report import compare, load_curve
 from ligo_ds.rundir import read_metrics
+
+from conftest import cli
+from procs import ROOT, job_env
 
 pytestmark = pytest.mark.multiproc
 
@@ -28,9 +32,15 @@ def corpus(tmp_path_factory):
 
 def test_throughput_tiny(corpus, tmp_path):
     prepare(PrepareOptions(source=str(corpus / "corpus"), out=str(tmp_path / "data"), vocab_size=320))
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--preset", "tiny", "--data",
-                          str(tmp_path / "data"), "--json", str(tmp_path / "t.json")], capture_output=True, text=True,
-                         timeout=900, env=job_env(), cwd=ROOT)
+    script = [sys.executable, ROOT / "bench" / "throughput.py"]
+    out = subprocess.run(
+        [*map(str, script), *to_args(preset="tiny", data=tmp_path / "data", json=tmp_path / "t.json")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=job_env(),
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "t.json").read_text())
     assert result["peak_flops"] > 0 and len(result["rows"]) == 2 and len(result["fit"]) == 2
@@ -40,14 +50,22 @@ def test_throughput_tiny(corpus, tmp_path):
 
 def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     # Two jobs at once: the sweeps, then the grown runs, share the machine; the reruns below run one at a time.
-    study = [sys.executable, str(ROOT / "bench" / "savings.py"), "--preset", "tiny", "--families", "gpt2", "--source",
-             str(corpus / "corpus"), "--out", str(tmp_path)]
+    study = [
+        sys.executable,
+        str(ROOT / "bench" / "savings.py"),
+        *to_args(preset="tiny", families="gpt2", source=corpus / "corpus", out=tmp_path),
+    ]
     out = subprocess.run([*study, "--jobs", "2"], capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-4000:]
-    assert sorted(_jobs_run(out.stderr)) == sorted(["prepare data", "pretrain gpt2/runs/small_lr0.003",
-                                                    "pretrain gpt2/runs/scratch_lr0.003", "report gpt2/report",
-                                                    *(f"grow gpt2/runs/{g}" for g in ("net2net_stack", "net2net_zero",
-                                                                                      "net2net_interpolate", "ligo"))])
+    assert sorted(_jobs_run(out.stderr)) == sorted(
+        [
+            "prepare data",
+            "pretrain gpt2/runs/small_lr0.003",
+            "pretrain gpt2/runs/scratch_lr0.003",
+            "report gpt2/report",
+            *(f"grow gpt2/runs/{g}" for g in ("net2net_stack", "net2net_zero", "net2net_interpolate", "ligo")),
+        ]
+    )
     # Each job's output lands in jobs.log in one piece, never interleaved with another's.
     job_log = (tmp_path / "tiny" / "jobs.log").read_text()
     logs = sorted((tmp_path / "tiny" / "logs").iterdir())
@@ -99,7 +117,7 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
 
 def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "bench"))
-    from savings import Jobs
+    from jobs import Jobs
 
     for key, value in job_env().items():
         monkeypatch.setenv(key, value)
@@ -112,12 +130,21 @@ def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, mon
     # Four jobs on two slots, one per device: the first two start together, one on each device, and every
     # later job takes the device a finished one gave back.
     jobs = Jobs(2, ["3", "5"], log)
-    prepares = [jobs.submit("prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / f"d{i}"),
-                            "--vocab-size", "300") for i in range(4)]
+    prepares = [
+        jobs.submit(
+            "prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / f"d{i}"), "--vocab-size", "300"
+        )
+        for i in range(4)
+    ]
     assert all(f.result() > 0 for f in prepares)
-    headers = [next(line for line in (tmp_path / "logs" / f"d{i}.log").read_text().splitlines()
-                    if line.startswith("# on device"))
-               for i in range(4)]
+    headers = [
+        next(
+            line
+            for line in (tmp_path / "logs" / f"d{i}.log").read_text().splitlines()
+            if line.startswith("# on device")
+        )
+        for i in range(4)
+    ]
     assert {headers[0], headers[1]} == {"# on device 3", "# on device 5"}
     assert set(headers[2:]) <= {"# on device 3", "# on device 5"}
     jobs.close()
@@ -153,7 +180,9 @@ def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):
     half, _ = write_corpus(tmp_path / "half", share=0.5, root=src)
     again, _ = write_corpus(tmp_path / "again", share=0.5, root=src)
     assert 60 < half < 120 and half == again
-    assert sorted(p.name for p in (tmp_path / "half").iterdir()) == sorted(p.name for p in (tmp_path / "again").iterdir())
+    assert sorted(p.name for p in (tmp_path / "half").iterdir()) == sorted(
+        p.name for p in (tmp_path / "again").iterdir()
+    )
     with pytest.raises(SystemExit, match=r"--share 0.0: expected a fraction"):
         write_corpus(tmp_path / "none", share=0.0, root=src)
 
@@ -176,13 +205,14 @@ def test_best_of_picks_the_lowest_loss_and_warns_at_a_sweep_edge(capsys):
 
 def test_final_val_of_a_run_without_evaluation_names_the_run(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
-    from savings import final_val
+    from jobs import final_val
 
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "loss": 3.0}) + "\n")
     with pytest.raises(SystemExit, match=rf"{tmp_path}'?: its metrics.jsonl holds no validation loss"):
         final_val(tmp_path)
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": v}) + "\n"
-                                                    for s, v in ((0, 9.0), (4, 5.0), (8, 4.5))))
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "val_loss": v}) + "\n" for s, v in ((0, 9.0), (4, 5.0), (8, 4.5)))
+    )
     assert final_val(tmp_path) == 4.5
 
 
@@ -191,21 +221,36 @@ def test_every_variant_is_a_grow_command_the_cli_accepts():
     here each one is applied to a LiGO command, parsed by `ligo-ds grow` itself, and may change only the
     options it names."""
     sys.path.insert(0, str(ROOT / "bench"))
+    from ligo_ds.cli import build_parser
+    from ligo_ds.options import GrowOptions, from_args, to_flat
+
     from ligo_variants import HEURISTIC_VARIANTS, VARIANTS, with_flags
 
-    from ligo_ds.cli import build_parser
-
-    base = ["grow", "--source", "s", "--target", "t.json", "--data", "d", "--out", "o", "--fit-steps", "12",
-            "--width-init", "random", "--depth-init", "stack", "--operator-warmup", "2"]
+    base = cli(
+        "grow",
+        source="s",
+        target="t.json",
+        data="d",
+        out="o",
+        fit_steps=12,
+        width_init="random",
+        depth_init="stack",
+        operator_warmup=2,
+        max_steps=10,
+    )
     parser = build_parser()
-    before = vars(parser.parse_args(base))
+
+    def parsed(argv: list[str]) -> dict:
+        return to_flat(from_args(GrowOptions, parser.parse_args(argv)))
+
+    before = parsed(base)
     for name, flags in [*VARIANTS.items(), *((n, f) for n, (_, f) in HEURISTIC_VARIANTS.items())]:
-        after = vars(parser.parse_args(with_flags(base, flags)))
+        after = parsed(with_flags(base, flags))
         named = {option: option.lstrip("-").replace("-", "_") for option in flags}
         assert {k for k in after if after[k] != before[k]} <= set(named.values()), name
         for option, value in flags.items():  # each named value arrives as grow itself parses it
-            assert after[named[option]] == vars(parser.parse_args([*base, option, value]))[named[option]], name
-    fit0 = vars(parser.parse_args(with_flags(base, VARIANTS["fit0"])))
+            assert after[named[option]] == parsed([*base, option, value])[named[option]], name
+    fit0 = parsed(with_flags(base, VARIANTS["fit0"]))
     assert (fit0["fit_steps"], fit0["width_init"], fit0["depth_init"]) == (0, "random", "stack")
 
 
@@ -218,12 +263,18 @@ def _check_ligo_variants(study, runs):
     """bench/ligo_variants.py on a finished tiny study: a variant is the study's LiGO command with only its
     flags changed; at the study's seed the study's baselines are reused, at another seed they run again."""
     sys.path.insert(0, str(ROOT / "bench"))
+    from jobs import flag
     from ligo_variants import recorded
-    from savings import flag
 
     script = [sys.executable, str(ROOT / "bench" / "ligo_variants.py"), "--study", str(study), "--family", "gpt2"]
-    same = subprocess.run([*script, "--variants", "study,noise0.03,zero_noise0.03"], capture_output=True, text=True,
-                          timeout=900, env=job_env(), cwd=ROOT)
+    same = subprocess.run(
+        [*script, "--variants", "study,noise0.03,zero_noise0.03"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=job_env(),
+        cwd=ROOT,
+    )
     assert same.returncode == 0, same.stderr[-4000:]
     assert _jobs_run(same.stderr) == ["grow noise0.03", "grow zero_noise0.03", "report report"]
     variants = study / "variants" / "gpt2" / "seed1234"
@@ -236,8 +287,14 @@ def _check_ligo_variants(study, runs):
     assert {a for a in zero_variant if a not in zero} == {"--init-noise", "0.03", str(variants / "zero_noise0.03")}
     assert flag(zero_variant, "--fit-steps") == "0" and "| zero_noise0.03 | - |" in same.stdout
     assert "| study | " in same.stdout and "| noise0.03 | " in same.stdout and "| net2net_zero | - |" in same.stdout
-    other = subprocess.run([*script, "--variants", "study", "--seed", "77", "--heuristics", "net2net_zero"],
-                           capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    other = subprocess.run(
+        [*script, "--variants", "study", "--seed", "77", "--heuristics", "net2net_zero"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=job_env(),
+        cwd=ROOT,
+    )
     assert other.returncode == 0, other.stderr[-4000:]
     assert _jobs_run(other.stderr) == ["pretrain scratch_lr0.003", "grow net2net_zero", "grow study", "report report"]
     assert "| net2net_stack |" not in other.stdout
@@ -246,18 +303,27 @@ def _check_ligo_variants(study, runs):
     assert "| scratch_lr0.003 | scratch (target) |" in other.stdout
     # --flags changes every job, so the baselines run again even at the study's seed. A denser evaluation
     # changes no run's training: the final losses equal the study's, and only the curves have more points.
-    dense = subprocess.run([*script, "--variants", "study", "--heuristics", "net2net_zero",
-                            "--flags=--eval-every 2 --log-every 2"], capture_output=True, text=True, timeout=900,
-                           env=job_env(), cwd=ROOT)
+    dense = subprocess.run(
+        [*script, "--variants", "study", "--heuristics", "net2net_zero", "--flags=--eval-every 2 --log-every 2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=job_env(),
+        cwd=ROOT,
+    )
     assert dense.returncode == 0, dense.stderr[-4000:]
     assert _jobs_run(dense.stderr) == ["pretrain scratch_lr0.003", "grow net2net_zero", "grow study", "report report"]
     finer = study / "variants_eval-every2_log-every2" / "gpt2" / "seed1234"
-    for new, old in ((finer / "scratch_lr0.003", runs / "scratch_lr0.003"),
-                     (finer / "net2net_zero" / "train", runs / "net2net_zero" / "train"),
-                     (finer / "study" / "train", runs / "ligo" / "train")):
-        new_val, old_val = ([r["val_loss"] for r in read_metrics(d / "metrics.jsonl") if "val_loss" in r]
-                            for d in (new, old))
+    for new, old in (
+        (finer / "scratch_lr0.003", runs / "scratch_lr0.003"),
+        (finer / "net2net_zero" / "train", runs / "net2net_zero" / "train"),
+        (finer / "study" / "train", runs / "ligo" / "train"),
+    ):
+        new_val, old_val = (
+            [r["val_loss"] for r in read_metrics(d / "metrics.jsonl") if "val_loss" in r] for d in (new, old)
+        )
         assert new_val[-1] == old_val[-1] and len(new_val) > len(old_val)
-    unknown = subprocess.run([*script, "--variants", "study,nope"], capture_output=True, text=True, timeout=120,
-                             env=job_env(), cwd=ROOT)
+    unknown = subprocess.run(
+        [*script, "--variants", "study,nope"], capture_output=True, text=True, timeout=120, env=job_env(), cwd=ROOT
+    )
     assert unknown.returncode != 0 and "--variants: unknown ['nope']" in unknown.stderr

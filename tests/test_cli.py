@@ -11,8 +11,13 @@ from conftest import HF_CASES
 
 
 def ligo(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ligo_ds", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "ligo_ds", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_help_lists_every_subcommand():
@@ -41,5 +46,6 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     config.write_text(json.dumps({**HF_CASES["llama"], "model_type": "t5"}))
     out = ligo("inspect", "--model", str(config))
     assert out.returncode == 2
-    assert out.stderr.strip() == ("ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, "
-                                  "mistral, qwen2")
+    assert out.stderr.strip() == (
+        "ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2"
+    )

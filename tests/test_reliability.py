@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from procs import ROOT, command, job_env, kill_tree, ligo
-from test_fit import LARGE, SMALL
 
-from ligo_ds import distributed
+from ligo_ds.distributed import checkpoint
 from ligo_ds.rundir import read_metrics
+
+from conftest import LARGE_LLAMA, SMALL_LLAMA, cli
+from procs import ROOT, command, job_env, kill_tree, ligo
 
 pytestmark = pytest.mark.multiproc
 
@@ -25,34 +26,57 @@ pytestmark = pytest.mark.multiproc
 def inputs(tmp_path_factory):
     from conftest import make_inputs
 
-    root = make_inputs(tmp_path_factory.mktemp("rel"), "while n > {i}:\n    n = n // 2 + {m}\n", docs=70,
-                       small=SMALL, large=LARGE, seed=4)
-    (root / "tiny.json").write_text(json.dumps({**SMALL, "tie_word_embeddings": False}))
+    root = make_inputs(
+        tmp_path_factory.mktemp("rel"),
+        "while n > {i}:\n    n = n // 2 + {m}\n",
+        docs=70,
+        small=SMALL_LLAMA,
+        large=LARGE_LLAMA,
+        seed=4,
+    )
+    (root / "tiny.json").write_text(json.dumps({**SMALL_LLAMA, "tie_word_embeddings": False}))
     return root
 
 
 def grow_args(inputs, out):
-    return ["grow", "--source", str(inputs / "small"), "--target", str(inputs / "large.json"), "--data",
-            str(inputs / "data"), "--out", str(out), "--seq-len", "32", "--micro-batch", "2", "--log-every", "1",
-            "--eval-every", "3", "--eval-samples", "4", "--warmup-steps", "2", "--operator-warmup", "2",
-            "--save-every", "3", "--fit-steps", "12", "--max-steps", "12", "--seed", "21"]
+    common = dict(
+        seq_len=32,
+        micro_batch=2,
+        log_every=1,
+        eval_every=3,
+        eval_samples=4,
+        warmup_steps=2,
+        operator_warmup=2,
+        save_every=3,
+        fit_steps=12,
+        max_steps=12,
+        seed=21,
+    )
+    return cli("grow", source=inputs / "small", target=inputs / "large.json", data=inputs / "data", out=out, **common)
 
 
 def start(launcher, nproc, args, **env):
-    return subprocess.Popen(command(launcher, nproc, args), env=job_env(**env), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command(launcher, nproc, args),
+        env=job_env(**env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def committed_checkpoints_are_complete(run: Path) -> None:
     """`latest` never names a half-written checkpoint: its manifest checks out, file by file."""
     for phase in ("fit", "train"):
-        tag = distributed.latest_tag(run / phase / "checkpoints")
+        tag = checkpoint.latest_tag(run / phase / "checkpoints")
         if tag is not None:
-            distributed.read_manifest(run / phase / "checkpoints", tag)
+            checkpoint.read_manifest(run / phase / "checkpoints", tag)
 
 
 def _latest_step(run: Path, phase: str) -> int:
-    tag = distributed.latest_tag(run / phase / "checkpoints")
+    tag = checkpoint.latest_tag(run / phase / "checkpoints")
     return -1 if tag is None else int(tag.removeprefix("step").removesuffix("_universal"))
 
 
@@ -76,8 +100,11 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_result(inputs, tmp_pat
         if (run / "train" / "hf" / "config.json").is_file() or len(points) >= 12:
             break
         fit_done = _latest_step(run, "fit") == 12
-        spec = "handoff:1" if fit_done and _latest_step(run, "train") < 0 and "handoff:1" not in points \
+        spec = (
+            "handoff:1"
+            if fit_done and _latest_step(run, "train") < 0 and "handoff:1" not in points
             else cycle[attempt % len(cycle)]
+        )
         before = rows()
         proc = start("torchrun", 2, grow_args(inputs, run), **({} if spec == "random" else {"LIGO_DS_CRASH_AT": spec}))
         if spec == "random":  # SIGKILL the whole job once it has logged 1-3 more rows: a random point mid-run
@@ -95,15 +122,25 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_result(inputs, tmp_pat
     for part in ("grown/model.safetensors", "train/hf/model.safetensors"):
         assert (run / part).read_bytes() == (straight / part).read_bytes(), part
     for phase in ("fit", "train"):
-        assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(run / phase / "metrics.jsonl")] \
-            == [(r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(straight / phase / "metrics.jsonl")]
+        assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(run / phase / "metrics.jsonl")] == [
+            (r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(straight / phase / "metrics.jsonl")
+        ]
 
 
-def pretrain_args(inputs, out, micro):
-    return ["pretrain", "--model", str(inputs / "tiny.json"), "--data", str(inputs / "data"), "--out", str(out),
-            "--seq-len", "32", "--micro-batch", str(micro), "--log-every", "2", "--eval-every", "4",
-            "--eval-samples", "4", "--warmup-steps", "2", "--save-every", "100", "--max-steps", "10",
-            "--ds-config", "zero3", "--seed", "3"]
+def pretrain_args(inputs, out, micro, max_steps=10):
+    common = dict(
+        seq_len=32,
+        micro_batch=micro,
+        log_every=2,
+        eval_every=4,
+        eval_samples=4,
+        warmup_steps=2,
+        save_every=100,
+        max_steps=max_steps,
+        ds_config="zero3",
+        seed=3,
+    )
+    return cli("pretrain", model=inputs / "tiny.json", data=inputs / "data", out=out, **common)
 
 
 def consumed(prefix: Path) -> list[int]:
@@ -130,7 +167,7 @@ def test_resume_on_another_world_size(inputs, tmp_path, new_world):
     (run / "STOP").touch()  # what a Slurm trap writes: stop at the next logging step, checkpointed
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped on request at step" in out
-    stopped_at = int(distributed.latest_tag(run / "checkpoints").removeprefix("step"))
+    stopped_at = int(checkpoint.latest_tag(run / "checkpoints").removeprefix("step"))
     assert 0 < stopped_at < 10
     # Same global batch (4 sequences) on another number of ranks.
     result = ligo("torchrun", new_world, pretrain_args(inputs, run, 4 // new_world), LIGO_DS_SAMPLE_LOG=str(trace))
@@ -146,23 +183,25 @@ def test_resume_on_another_world_size(inputs, tmp_path, new_world):
 @pytest.mark.parametrize("launcher, sig", [("single", signal.SIGTERM), ("torchrun", signal.SIGUSR1)])
 def test_signal_stops_gracefully_and_the_rerun_continues(inputs, tmp_path, launcher, sig):
     nproc, micro = (1, 4) if launcher == "single" else (2, 2)
-    args = pretrain_args(inputs, tmp_path / "run", micro)
-    args[args.index("--max-steps") + 1] = "400"
+    args = pretrain_args(inputs, tmp_path / "run", micro, max_steps=400)
     proc = start(launcher, nproc, args)
     deadline = time.time() + 120
     metrics = tmp_path / "run" / "metrics.jsonl"
     while not metrics.is_file() or len(read_metrics(metrics)) < 3:
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.05)
-    ranks = [p for p in [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-             if "ligo_ds" in " ".join(p.cmdline()) and "torchrun" not in " ".join(p.cmdline())]
+    ranks = [
+        p
+        for p in [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+        if "ligo_ds" in " ".join(p.cmdline()) and "torchrun" not in " ".join(p.cmdline())
+    ]
     assert len(ranks) == nproc
     for p in ranks:  # the signal reaches the ranks, as a scheduler's would
         p.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "stopped on request at step" in out and "rerun the same command to continue" in out
-    tag = distributed.latest_tag(tmp_path / "run" / "checkpoints")
+    tag = checkpoint.latest_tag(tmp_path / "run" / "checkpoints")
     step = int(tag.removeprefix("step"))
     assert 0 < step < 400 and not (tmp_path / "run" / "hf").exists()
     resumed = start(launcher, nproc, args)

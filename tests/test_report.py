@@ -13,8 +13,10 @@ from ligo_ds import ConfigError
 from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
 from ligo_ds.rundir import data_identity, source_record
 
+DATA = data_identity("/x/data", "abc123")
 
-def run_config(model="config.json", data=data_identity("/x/data", "abc123"), eval_samples=64):
+
+def run_config(model="config.json", data=DATA, eval_samples=64):
     """The parts of a pretrain config.json that report reads."""
     return {"options": {"model": model, "eval_samples": eval_samples}, "identity": {"data": data, "seq_len": 128}}
 
@@ -28,8 +30,9 @@ def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, 
     if grow:  # the record `fit` writes when it starts
         (run / "fit").mkdir()
         (run / "fit" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit_rows or []))
-        (run / "fit" / "config.json").write_text(json.dumps({"fit": {"source": source, "steps": 10},
-                                                            **source_record(source)}))
+        (run / "fit" / "config.json").write_text(
+            json.dumps({"fit": {"source": source, "steps": 10}, **source_record(source)})
+        )
     return run
 
 
@@ -59,8 +62,14 @@ def test_known_savings(tmp_path):
     scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(500, 4.0), val(1000, 3.0)])
     # the grown run: fit costs 100 FLOPs, then reaches 3.0 halfway between 300 (3.5) and 500 (2.5) -> 400
     small = write_small(tmp_path, final_val=3.4)
-    grown = write_run(tmp_path, "ligo", [val(100, 4.5), val(300, 3.5), val(500, 2.5), val(1100, 2.0)], grow=True,
-                      fit_rows=[val(0, 6.0), val(100, 4.5)], source=str(small))
+    grown = write_run(
+        tmp_path,
+        "ligo",
+        [val(100, 4.5), val(300, 3.5), val(500, 2.5), val(1100, 2.0)],
+        grow=True,
+        fit_rows=[val(0, 6.0), val(100, 4.5)],
+        source=str(small),
+    )
     never = write_run(tmp_path, "slow", [val(0, 9.0), val(1000, 3.5)], model="some/hf_dir")
     rows = report([scratch, grown, never], tmp_path / "out")
     by = {r.name: r for r in rows}
@@ -141,7 +150,11 @@ def test_report_errors(tmp_path):
 
 def test_cli_prints_the_table(tmp_path):
     s = write_run(tmp_path, "scratch", [val(0, 9.0), val(10, 3.0)])
-    out = subprocess.run([sys.executable, "-m", "ligo_ds", "report", str(s), "--out", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "ligo_ds", "report", str(s), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "| scratch | scratch (target) | 3.0000 |" in out.stdout

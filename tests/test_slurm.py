@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import ROOT, job_env
-from test_fit import LARGE, SMALL  # the same tiny Llama pair as the fit tests
 
 from ligo_ds.rundir import read_metrics
+
+from conftest import LARGE_LLAMA, SMALL_LLAMA  # the same tiny Llama pair as the fit tests
+from procs import ROOT, job_env
 
 pytestmark = pytest.mark.slurm
 
@@ -22,8 +23,14 @@ pytestmark = pytest.mark.slurm
 @pytest.fixture(scope="module")
 def slurm_env():
     conf = os.environ.get("SLURM_CONF") or str(ROOT / ".slurm" / "slurm.conf")
-    ok = Path(conf).is_file() and shutil.which("sinfo") and subprocess.run(
-        ["sinfo", "-h"], env={**os.environ, "SLURM_CONF": conf}, capture_output=True, timeout=30).returncode == 0
+    ok = (
+        Path(conf).is_file()
+        and shutil.which("sinfo")
+        and subprocess.run(
+            ["sinfo", "-h"], env={**os.environ, "SLURM_CONF": conf}, capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
     if not ok:
         message = f"no running Slurm (SLURM_CONF={conf}); `make test` starts one with tests/slurm/cluster.sh"
         if os.environ.get("CI"):
@@ -36,28 +43,57 @@ def slurm_env():
 def inputs(tmp_path_factory):
     from conftest import make_inputs
 
-    return make_inputs(tmp_path_factory.mktemp("slurm"), "for i in range({i}):\n    print(i * {i})\n", repeat=5,
-                       small=SMALL, large=LARGE)
+    return make_inputs(
+        tmp_path_factory.mktemp("slurm"),
+        "for i in range({i}):\n    print(i * {i})\n",
+        repeat=5,
+        small=SMALL_LLAMA,
+        large=LARGE_LLAMA,
+    )
 
 
 def submit(slurm_env, inputs, run_dir: Path, launcher: str, *, steps: int = 4) -> str:
-    env = job_env(**slurm_env, SOURCE=str(inputs / "small"), TARGET=str(inputs / "large.json"),
-                  DATA=str(inputs / "data"), RUN_DIR=str(run_dir), FIT_STEPS=str(steps), MAX_STEPS=str(steps),
-                  LAUNCHER=launcher, GPUS_PER_NODE="2", PYTHON=str(Path(os.sys.executable)),
-                  EXTRA_ARGS="--seq-len 32 --micro-batch 2 --eval-samples 4 --eval-every 4 --log-every 1 "
-                             "--save-every 4 --operator-warmup 2 --warmup-steps 2 --seed 9")
+    env = job_env(
+        **slurm_env,
+        SOURCE=str(inputs / "small"),
+        TARGET=str(inputs / "large.json"),
+        DATA=str(inputs / "data"),
+        RUN_DIR=str(run_dir),
+        FIT_STEPS=str(steps),
+        MAX_STEPS=str(steps),
+        LAUNCHER=launcher,
+        GPUS_PER_NODE="2",
+        PYTHON=str(Path(os.sys.executable)),
+        EXTRA_ARGS="--seq-len 32 --micro-batch 2 --eval-samples 4 --eval-every 4 --log-every 1 "
+        "--save-every 4 --operator-warmup 2 --warmup-steps 2 --seed 9",
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     tasks = "2" if launcher == "srun" else "1"
-    out = subprocess.run(["sbatch", "--parsable", "--nodes=1", f"--ntasks-per-node={tasks}", "--cpus-per-task=1",
-                          "--gpus-per-node=0", f"--output={run_dir}/slurm-%j.out", str(ROOT / "slurm" / "grow_gpt.sh")],
-                         env=env, capture_output=True, text=True, timeout=60, cwd=run_dir)
+    out = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--nodes=1",
+            f"--ntasks-per-node={tasks}",
+            "--cpus-per-task=1",
+            "--gpus-per-node=0",
+            f"--output={run_dir}/slurm-%j.out",
+            str(ROOT / "slurm" / "grow_gpt.sh"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=run_dir,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().split(";")[0]
 
 
 def job_state(slurm_env, job: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job], env={**os.environ, **slurm_env}, capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        ["scontrol", "show", "job", job], env={**os.environ, **slurm_env}, capture_output=True, text=True, timeout=30
+    )
     return next((w.split("=", 1)[1] for w in out.stdout.split() if w.startswith("JobState=")), "GONE")
 
 
@@ -106,8 +142,9 @@ def test_preemption_checkpoints_requeues_and_finishes_the_same(slurm_env, inputs
     latest = run_dir / phase / "checkpoints" / "latest"
     deadline = time.time() + 240
     while not (latest.is_file() and latest.read_text() == "step4"):
-        assert time.time() < deadline and job_state(slurm_env, job) in ("PENDING", "RUNNING", "CONFIGURING"), \
-            log_of(run_dir)[-3000:]
+        assert time.time() < deadline and job_state(slurm_env, job) in ("PENDING", "RUNNING", "CONFIGURING"), log_of(
+            run_dir
+        )[-3000:]
         time.sleep(0.05)
     subprocess.run(["scancel", "--batch", "--signal=USR1", job], env={**os.environ, **slurm_env}, check=True)
     # Slurm holds a requeued job for a couple of minutes before it may start again; on a cluster that is
@@ -116,8 +153,12 @@ def test_preemption_checkpoints_requeues_and_finishes_the_same(slurm_env, inputs
     while "requeueing" not in log_of(run_dir) or job_state(slurm_env, job) != "PENDING":
         assert time.time() < deadline, log_of(run_dir)[-3000:]
         time.sleep(0.2)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env={**os.environ, **slurm_env},
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job}", "StartTime=now"],
+        env={**os.environ, **slurm_env},
+        check=True,
+        capture_output=True,
+    )
     assert wait(slurm_env, job, timeout=300) == "COMPLETED", log_of(run_dir)[-4000:]
     log = log_of(run_dir)
     assert "signal received" in log and f"requeueing job {job}" in log and "(restart 1)" in log

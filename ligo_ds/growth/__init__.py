@@ -1,7 +1,18 @@
-"""LiGO growth: the pure math (functional.py), initialisations (init.py), what may grow into what
-(spec.py), and the operator with its grown forward and materialisation (operator.py)."""
+"""LiGO growth: the pure math (functional.py), the initialisations (init.py: registries), what may grow
+into what and how (spec.py), which expansion acts where (layout.py), the operator's modules
+(operator.py), and the grown model's forward and materialisation (grown.py)."""
 
-from .operator import GrownModel, LiGOOperator, grow, materialise, write_grown
+from .grown import GrownModel, iter_grown_state, materialise, write_grown
+from .operator import LiGOOperator, grow
 from .spec import GrowthSpec, check_growable
 
-__all__ = ["GrowthSpec", "GrownModel", "LiGOOperator", "check_growable", "grow", "materialise", "write_grown"]
+__all__ = [
+    "GrowthSpec",
+    "GrownModel",
+    "LiGOOperator",
+    "check_growable",
+    "grow",
+    "iter_grown_state",
+    "materialise",
+    "write_grown",
+]

@@ -1,4 +1,5 @@
-"""Our decoder against transformers: same logits in, same logits out, for every supported layout."""
+"""hf_io.py (and model.py through it): HF checkpoints in and out. Our decoder against transformers, same
+logits in, same logits out, for every supported layout; and checkpoints that do not fit their config."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pickle
 import pytest
 import torch
 import transformers
-from conftest import HF_CASES
 
 from ligo_ds import ConfigError, ModelConfig, load_model, save_model
 from ligo_ds.hf_io import SAFETENSORS_INDEX
+
+from conftest import HF_CASES
 
 ATOL = 1e-4  # float32 end to end; observed differences are ~1e-6
 
@@ -109,3 +111,51 @@ def test_random_init_from_config_file(tmp_path):
     model = load_model(path)
     assert model.lm_head.weight is model.tok_emb.weight
     assert model(_ids(96)).shape == (2, 24, 96)
+
+
+# ---- checkpoints that do not fit their config ---------------------------------------------------------
+
+
+def test_checkpoint_shape_mismatch_names_tensor_and_shapes(hf_checkpoint):
+    _, directory = hf_checkpoint("llama")
+    config = json.loads((directory / "config.json").read_text())
+    config["intermediate_size"] = 128
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ConfigError,
+        match=r"'model.layers.0.mlp.gate_proj.weight' has shape \(96, 64\), "
+        r"but the config expects \(128, 64\)",
+    ):
+        load_model(directory)
+
+
+def test_checkpoint_with_more_layers_than_config(hf_checkpoint):
+    _, directory = hf_checkpoint("gpt2")
+    config = json.loads((directory / "config.json").read_text())
+    config["n_layer"] = 1
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"tensor\(s\) its config does not describe: transformer.h.1"):
+        load_model(directory)
+
+
+def test_checkpoint_missing_tensor(hf_checkpoint):
+    _, directory = hf_checkpoint("gpt2")
+    config = json.loads((directory / "config.json").read_text())
+    config["n_layer"] = 3
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="lacks tensor 'transformer.h.2.ln_1.weight'"):
+        load_model(directory)
+
+
+def test_truncated_safetensors(hf_checkpoint):
+    _, directory = hf_checkpoint("gpt2")
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="model.safetensors"):
+        load_model(directory)
+
+
+def test_directory_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(HF_CASES["gpt2"]))
+    with pytest.raises(ConfigError, match="no weights in .*pass a config.json file for a random init"):
+        load_model(tmp_path)

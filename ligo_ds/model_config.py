@@ -11,9 +11,10 @@ a model is, except through `family`, a key into the tables in `families.py`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError
 
@@ -59,15 +60,24 @@ class ModelConfig:
     hf_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                     "head_dim", "intermediate_size", "max_positions"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "intermediate_size",
+            "max_positions",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{self.model_type} config: {name}={value!r}, expected a positive integer")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"{self.model_type} config: num_attention_heads ({self.num_heads}) is not divisible by "
-                f"num_key_value_heads ({self.num_kv_heads})")
+                f"num_key_value_heads ({self.num_kv_heads})"
+            )
         if self.positions == "rope" and self.head_dim % 2:
             raise ConfigError(f"{self.model_type} config: RoPE needs an even head_dim, got {self.head_dim}")
 
@@ -96,22 +106,23 @@ class ModelConfig:
 
     # ---- HF round trip -------------------------------------------------------------------------
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "ModelConfig":
+    def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
         model_type = hf.get("model_type")
         if model_type not in _PARSERS:
-            raise ConfigError(
-                f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(_PARSERS))}")
+            raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(_PARSERS))}")
         return _PARSERS[model_type](hf)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ModelConfig":
+    def from_file(cls, path: str | Path) -> ModelConfig:
         """Read a config.json, or the config.json inside a checkpoint directory."""
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise ConfigError(f"model config {str(path)!r} does not exist (expected an HF config.json "
-                              "or a checkpoint directory containing one)")
+            raise ConfigError(
+                f"model config {str(path)!r} does not exist (expected an HF config.json "
+                "or a checkpoint directory containing one)"
+            )
         try:
             hf = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -128,7 +139,6 @@ class ModelConfig:
         return out
 
 
-
 def _require(hf: dict, key: str, default: Any = ...) -> Any:
     if key in hf and hf[key] is not None:
         return hf[key]
@@ -140,8 +150,9 @@ def _require(hf: dict, key: str, default: Any = ...) -> Any:
 def _activation(hf: dict, key: str, default: str) -> str:
     name = _require(hf, key, default)
     if name not in _ACTIVATIONS:
-        raise ConfigError(f"{hf['model_type']} config: {key}={name!r} is not supported; "
-                          f"supported: {', '.join(sorted(_ACTIVATIONS))}")
+        raise ConfigError(
+            f"{hf['model_type']} config: {key}={name!r} is not supported; supported: {', '.join(sorted(_ACTIVATIONS))}"
+        )
     return _ACTIVATIONS[name]
 
 
@@ -149,29 +160,44 @@ def _head_dim(model_type: str, hidden: int, heads: int, explicit: int | None = N
     if explicit is not None:  # Llama-family configs may decouple head_dim from hidden / heads
         return explicit
     if not isinstance(heads, int) or heads <= 0 or hidden % heads:
-        raise ConfigError(f"{model_type} config: hidden size {hidden} is not divisible by "
-                          f"the number of attention heads {heads}")
+        raise ConfigError(
+            f"{model_type} config: hidden size {hidden} is not divisible by the number of attention heads {heads}"
+        )
     return hidden // heads
 
 
 def _gpt2(hf: dict) -> ModelConfig:
-    for key, bad in (("scale_attn_by_inverse_layer_idx", True), ("scale_attn_weights", False),
-                     ("add_cross_attention", True)):
+    for key, bad in (
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("scale_attn_weights", False),
+        ("add_cross_attention", True),
+    ):
         if hf.get(key, not bad) == bad:
             raise ConfigError(f"gpt2 config: {key}={bad} is not supported (expected {not bad})")
     d, h = _require(hf, "n_embd", 768), _require(hf, "n_head", 12)
     return ModelConfig(
-        family="gpt2", model_type="gpt2",
-        vocab_size=_require(hf, "vocab_size", 50257), hidden_size=d,
-        num_layers=_require(hf, "n_layer", 12), num_heads=h, num_kv_heads=h,
+        family="gpt2",
+        model_type="gpt2",
+        vocab_size=_require(hf, "vocab_size", 50257),
+        hidden_size=d,
+        num_layers=_require(hf, "n_layer", 12),
+        num_heads=h,
+        num_kv_heads=h,
         head_dim=_head_dim("gpt2", d, h),
         intermediate_size=_require(hf, "n_inner", 4 * d),
         max_positions=_require(hf, "n_positions", 1024),
-        norm="layernorm", norm_eps=float(_require(hf, "layer_norm_epsilon", 1e-5)),
-        activation=_activation(hf, "activation_function", "gelu_new"), gated_mlp=False,
-        positions="learned", rope_theta=0.0,
-        qkv_bias=True, out_bias=True, mlp_bias=True, norm_bias=True,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)), sliding_window=None,
+        norm="layernorm",
+        norm_eps=float(_require(hf, "layer_norm_epsilon", 1e-5)),
+        activation=_activation(hf, "activation_function", "gelu_new"),
+        gated_mlp=False,
+        positions="learned",
+        rope_theta=0.0,
+        qkv_bias=True,
+        out_bias=True,
+        mlp_bias=True,
+        norm_bias=True,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        sliding_window=None,
         initializer_range=float(_require(hf, "initializer_range", 0.02)),
         hf_config=dict(hf),
     )
@@ -183,26 +209,38 @@ def _rope_theta(hf: dict) -> float:
     scaling = hf.get("rope_scaling") or {}
     rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
     if rope_type != "default":
-        raise ConfigError(f"{hf['model_type']} config: rope type {rope_type!r} is not supported "
-                          "(supported: 'default', plain RoPE with rope_theta)")
+        raise ConfigError(
+            f"{hf['model_type']} config: rope type {rope_type!r} is not supported "
+            "(supported: 'default', plain RoPE with rope_theta)"
+        )
     return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
 def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int | None) -> ModelConfig:
     d, h = _require(hf, "hidden_size", 4096), _require(hf, "num_attention_heads", 32)
     return ModelConfig(
-        family="llama", model_type=hf["model_type"],
-        vocab_size=_require(hf, "vocab_size", 32000), hidden_size=d,
-        num_layers=_require(hf, "num_hidden_layers", 32), num_heads=h,
+        family="llama",
+        model_type=hf["model_type"],
+        vocab_size=_require(hf, "vocab_size", 32000),
+        hidden_size=d,
+        num_layers=_require(hf, "num_hidden_layers", 32),
+        num_heads=h,
         num_kv_heads=_require(hf, "num_key_value_heads", h),
         head_dim=_head_dim(hf["model_type"], d, h, hf.get("head_dim")),
         intermediate_size=_require(hf, "intermediate_size", 11008),
         max_positions=_require(hf, "max_position_embeddings", 2048),
-        norm="rmsnorm", norm_eps=float(_require(hf, "rms_norm_eps", 1e-6)),
-        activation=_activation(hf, "hidden_act", "silu"), gated_mlp=True,
-        positions="rope", rope_theta=_rope_theta(hf),
-        qkv_bias=qkv_bias, out_bias=out_bias, mlp_bias=bool(hf.get("mlp_bias", False)), norm_bias=False,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), sliding_window=sliding_window,
+        norm="rmsnorm",
+        norm_eps=float(_require(hf, "rms_norm_eps", 1e-6)),
+        activation=_activation(hf, "hidden_act", "silu"),
+        gated_mlp=True,
+        positions="rope",
+        rope_theta=_rope_theta(hf),
+        qkv_bias=qkv_bias,
+        out_bias=out_bias,
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        norm_bias=False,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        sliding_window=sliding_window,
         initializer_range=float(_require(hf, "initializer_range", 0.02)),
         hf_config=dict(hf),
     )
@@ -219,8 +257,7 @@ def _mistral(hf: dict) -> ModelConfig:
 
 def _qwen2(hf: dict) -> ModelConfig:
     if hf.get("use_sliding_window", False):
-        raise ConfigError("qwen2 config: use_sliding_window=true is not supported (per-layer windows); "
-                          "expected false")
+        raise ConfigError("qwen2 config: use_sliding_window=true is not supported (per-layer windows); expected false")
     return _llama_like(hf, qkv_bias=True, out_bias=False, sliding_window=None)
 
 
@@ -232,4 +269,3 @@ _PARSERS: dict[str, Callable[[dict], ModelConfig]] = {
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(_PARSERS))
-

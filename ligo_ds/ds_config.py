@@ -1,0 +1,128 @@
+"""The DeepSpeed config a run trains with: the user's JSON (a file, or a preset shipped in the package)
+plus the values ligo_ds owns, with every conflict refused. No deepspeed import: this is plain data.
+
+Batch sizes, the optimizer, the learning-rate schedule and clipping are ligo_ds options (options/); a
+DeepSpeed JSON that also sets one of them must agree with it, or it is refused with both values named.
+DeepSpeed silently drops unknown keys and keeps defaults we do not want (clipping at 1.0), so every value
+of ours is written explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+
+# The presets live in the top-level ds_configs/ folder, which the package build maps to ligo_ds.ds_configs
+# (pyproject.toml): a wheel or an editable install finds them the same way.
+PRESETS = "ligo_ds.ds_configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in resources.files(PRESETS).iterdir() if p.name.endswith(".json"))
+
+
+def ds_config_path(name_or_path: str) -> Path:
+    """A preset name (zero1, zero2, zero3, zero3_offload) or a path to a DeepSpeed JSON."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return path
+    preset = resources.files(PRESETS) / f"{name_or_path}.json"
+    if not preset.is_file():
+        raise ConfigError(
+            f"--ds-config {name_or_path!r} is neither a file nor a preset; presets: {', '.join(preset_names())}"
+        )
+    return Path(str(preset))
+
+
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+_OURS = "set it on the ligo_ds command line instead"
+
+
+# The command-line flag behind each value the DeepSpeed config must agree with, as `pretrain` spells it.
+# A phase that takes the value from another flag (the fit's lr is --operator-lr) passes its own names.
+PRETRAIN_FLAGS = {
+    "micro_batch": "--micro-batch",
+    "grad_accum": "--grad-accum",
+    "grad_clip": "--grad-clip",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "betas": "--beta1/--beta2",
+}
+
+
+def resolve_ds_config(
+    user: dict,
+    *,
+    where: str,
+    micro_batch: int,
+    grad_accum: int,
+    world_size: int,
+    grad_clip: float,
+    bf16: bool,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    on_gpu: bool,
+    flags: dict[str, str] | None = None,
+) -> dict:
+    """The exact dict DeepSpeed receives: the user's knobs plus ours, with every conflict refused, naming
+    the flag that set ours (`flags` overrides PRETRAIN_FLAGS' names)."""
+    flag = {**PRETRAIN_FLAGS, **(flags or {})}
+    derived = {
+        "train_micro_batch_size_per_gpu": (micro_batch, flag["micro_batch"]),
+        "gradient_accumulation_steps": (grad_accum, flag["grad_accum"]),
+        "train_batch_size": (
+            micro_batch * grad_accum * world_size,
+            f"{flag['micro_batch']} x {flag['grad_accum']} x world size",
+        ),
+        # DeepSpeed 0.19.8 defaults to clipping at 1.0 when this is absent: always set it explicitly.
+        "gradient_clipping": (grad_clip, flag["grad_clip"]),
+    }
+    for key, (ours, name) in derived.items():
+        if key in user and user[key] != ours:
+            raise ConfigError(f"ds config {where} sets {key}={user[key]!r} but {name} gives {ours!r}; {_OURS}")
+    if "scheduler" in user:
+        raise ConfigError(
+            f"ds config {where} sets a scheduler ({user['scheduler'].get('type')!r}); ligo_ds "
+            "schedules the learning rate itself (--lr, --min-lr, --warmup-steps): remove it"
+        )
+    if user.get("fp16", {}).get("enabled"):
+        raise ConfigError(f"ds config {where} enables fp16; ligo_ds trains in bf16 or fp32 (--dtype)")
+    if "enabled" in user.get("bf16", {}) and bool(user["bf16"]["enabled"]) != bf16:
+        raise ConfigError(
+            f"ds config {where} sets bf16.enabled={user['bf16']['enabled']} but --dtype gives "
+            f"{'bf16' if bf16 else 'fp32'}"
+        )
+    ours_opt = {"lr": lr, "weight_decay": weight_decay, "betas": list(betas)}
+    if "optimizer" in user:
+        opt = user["optimizer"]
+        if opt.get("type", "").lower() not in ("adam", "adamw"):
+            raise ConfigError(
+                f"ds config {where} sets optimizer type {opt.get('type')!r}; ligo_ds trains with "
+                "AdamW: remove the optimizer section"
+            )
+        for key, value in opt.get("params", {}).items():
+            if key in ours_opt and value != ours_opt[key]:
+                raise ConfigError(
+                    f"ds config {where} sets optimizer {key}={value!r} but {flag[key]} gives {ours_opt[key]!r}; {_OURS}"
+                )
+    out = copy.deepcopy(user)
+    out.update({key: ours for key, (ours, _) in derived.items()})
+    out["bf16"] = {**user.get("bf16", {}), "enabled": bf16}
+    offload = out.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
+    params = {**ours_opt, "eps": 1e-8}
+    if not on_gpu:
+        # On the CPU: torch's AdamW instead of DeepSpeed's JIT-built kernels (a ~45 s compile per machine).
+        params["torch_adam"] = True
+        if offload:
+            out["zero_force_ds_cpu_optimizer"] = False
+    out["optimizer"] = {"type": "AdamW", "params": params}
+    out.setdefault("steps_per_print", 2**31 - 1)  # we log ourselves
+    out.setdefault("wall_clock_breakdown", False)
+    return out

@@ -1,0 +1,94 @@
+"""The grown model without building it: the target architecture run on weights the operator produces
+block by block (the fit's forward), and the same weights streamed out (materialisation, HF export).
+
+Only about one large block's weights are alive at a time: a block's weights are produced inside that
+block's (checkpointed) forward, and the streams yield one block at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
+
+from ..hf_io import write_checkpoint
+from ..model import Block, Decoder, lm_loss, make_norm, rope_tables
+from .operator import LiGOOperator
+
+
+class GrownModel(nn.Module):
+    """The target architecture run on weights the operator produces, block by block.
+
+    `model(ids)` gives logits, `model(ids, targets)` the mean loss, exactly as Decoder. Gradients reach
+    only the operator's coefficients. With `checkpoint_blocks`, a block's weights are recomputed in the
+    backward pass instead of being kept, so about one block's weights are alive at a time.
+    """
+
+    def __init__(self, operator: LiGOOperator, checkpoint_blocks: bool = True):
+        super().__init__()
+        self.operator = operator
+        self.checkpoint_blocks = checkpoint_blocks
+        self._skeleton: list = []  # meta-device modules for functional_call; built lazily, outside zero.Init
+
+    def _skel(self) -> tuple[nn.Module, nn.Module]:
+        if not self._skeleton:
+            with torch.device("meta"):
+                self._skeleton.extend([Block(self.operator.tgt), make_norm(self.operator.tgt)])
+        return self._skeleton[0], self._skeleton[1]
+
+    def _block_forward(self, i: int, x: torch.Tensor, depth: dict, rope) -> torch.Tensor:
+        block, _ = self._skel()
+        return functional_call(block, self.operator.block(i, depth), (x, rope))
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.operator.tgt
+        g = self.operator.global_weights()
+        T = ids.shape[1]
+        x = F.embedding(ids, g["tok_emb.weight"])
+        if "pos_emb.weight" in g:
+            x = x + g["pos_emb.weight"][:T]
+        rope = rope_tables(T, cfg.head_dim, cfg.rope_theta, ids.device) if cfg.positions == "rope" else None
+        depth = self.operator.depth()
+        for i in range(cfg.num_layers):
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x = checkpoint(self._block_forward, i, x, depth, rope, use_reentrant=False)
+            else:
+                x = self._block_forward(i, x, depth, rope)
+        _, norm = self._skel()
+        x = functional_call(norm, {k[len("norm.") :]: v for k, v in g.items() if k.startswith("norm.")}, (x,))
+        head = g["tok_emb.weight"] if cfg.tie_embeddings else g["lm_head.weight"]
+        logits = F.linear(x, head)
+        return logits if targets is None else lm_loss(logits, targets)
+
+
+@torch.no_grad()
+def iter_grown_state(operator: LiGOOperator) -> Iterator[tuple[str, torch.Tensor]]:
+    """(our name, tensor) of the grown model, one block at a time."""
+    yield from operator.global_weights().items()
+    depth = operator.depth()
+    for i in range(operator.tgt.num_layers):
+        for name, t in operator.block(i, depth).items():
+            yield f"blocks.{i}.{name}", t
+
+
+@torch.no_grad()
+def materialise(operator: LiGOOperator) -> Decoder:
+    """An ordinary Decoder of the target shape; blocks are filled one at a time (one copy of the target)."""
+    with torch.device("meta"):
+        model = Decoder(operator.tgt)
+    state = dict(iter_grown_state(operator))
+    if operator.tgt.tie_embeddings:
+        state["lm_head.weight"] = state["tok_emb.weight"]
+    model.load_state_dict(state, assign=True)
+    model.tie_weights()
+    return model
+
+
+def write_grown(operator: LiGOOperator, out_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Stream the grown model to an HF checkpoint directory without building it."""
+    return write_checkpoint(operator.tgt, iter_grown_state(operator), out_dir, dtype=dtype)

@@ -1,0 +1,39 @@
+"""Every option of every command, declared once (declare.py: the machinery; blocks.py: what pretrain,
+fit and grow share; commands.py: each command's options)."""
+
+from .blocks import Cadence, Data, DeepSpeed, Growth, Loop, OperatorFit, Optimizer, Schedule
+from .commands import (
+    ExportOptions,
+    FitOptions,
+    GrowOptions,
+    InspectOptions,
+    PrepareOptions,
+    PretrainOptions,
+    ReportOptions,
+)
+from .declare import add_arguments, flat_options, from_args, from_values, load_json, to_args, to_flat
+
+__all__ = [
+    "Cadence",
+    "Data",
+    "DeepSpeed",
+    "ExportOptions",
+    "FitOptions",
+    "GrowOptions",
+    "Growth",
+    "InspectOptions",
+    "Loop",
+    "OperatorFit",
+    "Optimizer",
+    "PrepareOptions",
+    "PretrainOptions",
+    "ReportOptions",
+    "Schedule",
+    "add_arguments",
+    "flat_options",
+    "from_args",
+    "from_values",
+    "load_json",
+    "to_args",
+    "to_flat",
+]

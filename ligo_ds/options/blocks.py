@@ -1,0 +1,192 @@
+"""The option blocks pretrain, fit and grow share, each option declared once: type, default, help, check.
+
+Batch sizes, the optimizer, the learning-rate schedule and clipping have one home, here. DeepSpeed JSON
+files hold only DeepSpeed knobs (ds_config.py refuses one that also sets ours and disagrees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..growth.init import DEPTH_INITS, WIDTH_INITS
+from ..growth.spec import ORDERS, TYINGS, GrowthSpec
+from .declare import above, at_least, option
+
+Flag = Callable[[str], str]  # a block field's name -> the flag that sets it in the current command
+
+
+@dataclass(frozen=True, kw_only=True)
+class Data:
+    """Tokens: where they are, and how long a training sequence is."""
+
+    data: str = option(help="DATA_DIR written by `ligo-ds prepare`", metavar="DATA_DIR")
+    seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loop:
+    """The training loop: batch, clipping and the seed of the data order and initialisation."""
+
+    micro_batch: int = option(8, "sequences per rank per forward", check=at_least(1))
+    grad_accum: int = option(
+        1, "micro-batches per optimizer step; global batch = micro x accum x ranks", check=at_least(1)
+    )
+    grad_clip: float = option(1.0, "max global gradient norm, 0 disables", check=at_least(0))
+    seed: int = option(1337, "data order and init seed")
+
+    def global_batch(self, world_size: int) -> int:
+        return self.micro_batch * self.grad_accum * world_size
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """How long to train, and the learning rate over that time (linear warmup, cosine decay)."""
+
+    max_steps: int | None = option(None, "optimizer steps (or give --max-tokens)", check=at_least(1))
+    max_tokens: int | None = option(None, "training tokens, rounded up to whole steps", check=at_least(1))
+    lr: float = option(6e-4, "peak learning rate", check=above(0))
+    min_lr: float | None = option(None, "cosine floor", shown_default="lr / 10", check=at_least(0))
+    warmup_steps: int = option(100, "linear warmup steps", check=at_least(0))
+
+    def check(self, flag: Flag) -> None:
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise ConfigError(
+                f"give exactly one of {flag('max_steps')} ({self.max_steps}) and {flag('max_tokens')} "
+                f"({self.max_tokens})"
+            )
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ConfigError(
+                f"learning rates must satisfy 0 <= {flag('min_lr')} ({self.min_lr}) <= {flag('lr')} ({self.lr})"
+            )
+
+    @property
+    def floor_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    def total_steps(self, sequences_per_step: int, seq_len: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return -(-self.max_tokens // (sequences_per_step * seq_len))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optimizer:
+    """AdamW's settings besides the learning rate."""
+
+    weight_decay: float = option(0.1, "AdamW decay on matrices, never on norms or biases", check=at_least(0))
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cadence:
+    """How often a run evaluates, checkpoints and logs."""
+
+    eval_every: int = option(100, "steps between validation passes", check=at_least(1))
+    eval_samples: int = option(64, "validation windows per pass, the same set at every pass", check=at_least(1))
+    save_every: int = option(500, "steps between checkpoints (one is always written at the end)", check=at_least(1))
+    log_every: int = option(10, "steps between metrics rows", check=at_least(1))
+
+
+DTYPES = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepSpeed:
+    """The DeepSpeed side of a run: its JSON knobs, the training dtype, and the device's peak for MFU."""
+
+    ds_config: str = option(
+        "zero2", "DeepSpeed JSON, or a preset: zero1, zero2, zero3, zero3_offload", metavar="JSON_OR_PRESET"
+    )
+    dtype: str = option("auto", "training dtype; auto is bf16 on GPU, fp32 on CPU", choices=DTYPES)
+    peak_tflops: float | None = option(None, "device peak for MFU when it is not in the built-in table", check=above(0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Growth:
+    """What grows into what, and the operator's initialisation (growth/init.py, growth/spec.py)."""
+
+    source: str = option(help="the small model: an HF checkpoint directory", metavar="HF_DIR")
+    target: str = option(
+        help="the large model's shape: an HF config.json of the same family, at least as large everywhere",
+        metavar="CONFIG",
+    )
+    width_init: str = option(
+        "select",
+        "new width units: select (copies), random (convex mixes), net2net (copies, function preserving)",
+        choices=WIDTH_INITS,
+    )
+    depth_init: str = option(
+        "stack", "new layers: stack, interpolate, random, zero (new layers add nothing at first)", choices=DEPTH_INITS
+    )
+    # Exact copies (select / net2net without noise) get identical gradients and never diverge: a grown
+    # GPT-2's copied units were still bit-identical after 400 training steps, so it kept the small model's
+    # width. A little noise on the new units breaks the symmetry (Net2Net does the same).
+    init_noise: float = option(
+        0.01,
+        "noise on new width units and depth rows; 0 gives exact copies, which never diverge in training",
+        check=at_least(0),
+    )
+    tying: str | None = option(
+        None,
+        "consumers' input sides: paper (= the producer's output side) or inverse (its left inverse)",
+        choices=TYINGS,
+        shown_default="the width init's, else paper",
+    )
+    order: str = option(
+        "paper", "paper (widen, then mix over depth) or official (mix, then widen per target layer)", choices=ORDERS
+    )
+
+    def check(self, flag: Flag) -> None:
+        self.spec(seed=0)  # the combination rules live with GrowthSpec
+
+    def spec(self, seed: int) -> GrowthSpec:
+        return GrowthSpec(
+            width_init=self.width_init,
+            depth_init=self.depth_init,
+            noise=self.init_noise,
+            tying=self.tying,
+            order=self.order,
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorFit:
+    """Fitting the operator: only its coefficients train, with their own schedule and decay."""
+
+    steps: int = option(
+        100, "operator gradient steps; 0 writes the initialisation alone (the heuristics)", check=at_least(0)
+    )
+    operator_lr: float = option(1e-3, "operator peak learning rate", check=above(0))
+    operator_min_lr: float | None = option(
+        None, "operator cosine floor", shown_default="operator-lr / 10", check=at_least(0)
+    )
+    operator_warmup: int = option(10, "operator warmup steps", check=at_least(0))
+    operator_weight_decay: float = option(
+        0.0, "AdamW decay on the operator (decay pulls new channels towards zero)", check=at_least(0)
+    )
+
+    def check(self, flag: Flag) -> None:
+        if self.operator_min_lr is not None and self.operator_min_lr > self.operator_lr:
+            raise ConfigError(
+                f"learning rates must satisfy 0 <= {flag('operator_min_lr')} ({self.operator_min_lr}) "
+                f"<= {flag('operator_lr')} ({self.operator_lr})"
+            )
+
+    def schedule(self) -> Schedule:
+        """The fit's schedule in the shape the trainer takes (a fit of 0 steps runs no loop)."""
+        return Schedule(
+            max_steps=max(1, self.steps),
+            lr=self.operator_lr,
+            min_lr=self.operator_min_lr,
+            warmup_steps=self.operator_warmup,
+        )
+
+    def optimizer(self) -> Optimizer:
+        return Optimizer(weight_decay=self.operator_weight_decay)
+
+    # The flags behind the fit loop's lr and decay, for errors about a DeepSpeed config that disagrees.
+    FLAGS = {"lr": "--operator-lr", "weight_decay": "--operator-weight-decay"}

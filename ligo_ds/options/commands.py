@@ -1,0 +1,170 @@
+"""Each command's options: a few of its own plus the shared blocks (blocks.py), with its own defaults.
+
+The CLI (cli.py) generates every subcommand's flags from these classes; `from_values` builds one from
+flat name -> value pairs, checking it; `to_flat` gives those pairs back for the run record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..growth.spec import GrowthSpec
+from .blocks import Cadence, Data, DeepSpeed, Growth, Loop, OperatorFit, Optimizer, Schedule
+from .declare import Command, at_least, between, block, option
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareOptions(Command):
+    source: str = option("stdlib", "stdlib | PATH[,PATH...] | hub:NAME[:CONFIG]", metavar="SRC")
+    out: str = option(help="output directory", metavar="DATA_DIR")
+    tokenizer: str | None = option(None, "use DIR/tokenizer.json instead of training one", metavar="DIR")
+    vocab_size: int = option(
+        8192, "BPE vocabulary when training one (256 bytes + end-of-text at least)", check=at_least(257)
+    )
+    val_fraction: float = option(0.02, "share of tokens held out", check=between(0.0, 1.0))
+    text_field: str = option("text", "column holding the text in json/parquet/hub data")
+    num_proc: int = option(2, "tokenizing processes", check=at_least(1))
+    force: bool = option(False, "replace an existing non-empty DATA_DIR")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectOptions(Command):
+    model: str = option(help="HF config.json or checkpoint directory", metavar="CONFIG_OR_DIR")
+    data: Data = block(Data, data=None, seq_len=128)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainOptions(Command):
+    """A training run: also what the fit's loop runs with (FitOptions.training_loop)."""
+
+    model: str = option(
+        help="HF config.json (train from scratch) or HF checkpoint directory (continue pretraining it)",
+        metavar="CONFIG_OR_DIR",
+    )
+    out: str = option(
+        help="RUN_DIR; rerunning the same command on it resumes from its latest checkpoint", metavar="RUN_DIR"
+    )
+    data: Data = block(Data)
+    loop: Loop = block(Loop)
+    schedule: Schedule = block(Schedule)
+    optimizer: Optimizer = block(Optimizer)
+    cadence: Cadence = block(Cadence)
+    deepspeed: DeepSpeed = block(DeepSpeed)
+
+    def total_steps(self, world_size: int) -> int:
+        return self.schedule.total_steps(self.loop.global_batch(world_size), self.data.seq_len)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitOptions(Command):
+    growth: Growth = block(Growth)
+    out: str = option(help="RUN_DIR; rerunning the same command resumes the fit", metavar="RUN_DIR")
+    fit: OperatorFit = block(OperatorFit)
+    data: Data = block(Data)
+    loop: Loop = block(Loop)
+    cadence: Cadence = block(Cadence, eval_every=25, save_every=50, log_every=5)
+    deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+
+    def spec(self) -> GrowthSpec:
+        """The operator's specification; its random draws follow the run's seed."""
+        return self.growth.spec(seed=self.loop.seed)
+
+    def training_loop(self) -> PretrainOptions:
+        """The fit's loop in the shape the trainer takes: the target's shape, the operator's schedule."""
+        return PretrainOptions(
+            model=self.growth.target,
+            out=self.out,
+            data=self.data,
+            loop=self.loop,
+            schedule=self.fit.schedule(),
+            optimizer=self.fit.optimizer(),
+            cadence=self.cadence,
+            deepspeed=self.deepspeed,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrowOptions(Command):
+    growth: Growth = block(Growth)
+    out: str = option(
+        help="RUN_DIR: fit/, grown/, train/; rerunning the same command resumes in whichever phase it stopped",
+        metavar="RUN_DIR",
+    )
+    fit: OperatorFit = block(OperatorFit, names={"steps": "fit_steps"})
+    # A smaller fit batch makes the fit cheaper; the operator still produces every weight on every step, so
+    # its own cost does not shrink.
+    fit_micro_batch: int | None = option(
+        None, "sequences per rank per fit step", shown_default="--micro-batch", check=at_least(1)
+    )
+    data: Data = block(Data)
+    loop: Loop = block(Loop)
+    schedule: Schedule = block(Schedule)
+    optimizer: Optimizer = block(Optimizer)
+    cadence: Cadence = block(Cadence)
+    deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+
+    def fit_phase(self) -> FitOptions:
+        """RUN_DIR/fit. Its cadence is capped at its length, so a short fit still logs, evaluates and saves."""
+        steps = max(1, self.fit.steps)
+        micro = self.loop.micro_batch if self.fit_micro_batch is None else self.fit_micro_batch
+        cadence = dataclasses.replace(
+            self.cadence,
+            eval_every=min(self.cadence.eval_every, steps),
+            save_every=min(self.cadence.save_every, steps),
+            log_every=min(self.cadence.log_every, steps),
+        )
+        return FitOptions(
+            growth=self.growth,
+            out=str(Path(self.out) / "fit"),
+            fit=self.fit,
+            data=self.data,
+            loop=dataclasses.replace(self.loop, micro_batch=micro),
+            cadence=cadence,
+            deepspeed=self.deepspeed,
+        )
+
+    def train_phase(self) -> PretrainOptions:
+        """RUN_DIR/train: pretraining of the grown model in RUN_DIR/grown."""
+        return PretrainOptions(
+            model=str(Path(self.out) / "grown"),
+            out=str(Path(self.out) / "train"),
+            data=self.data,
+            loop=self.loop,
+            schedule=self.schedule,
+            optimizer=self.optimizer,
+            cadence=self.cadence,
+            deepspeed=self.deepspeed,
+        )
+
+    def fit_micro_batch_flag(self) -> str:
+        """The flag the fit's micro-batch came from, for errors about a DeepSpeed config."""
+        return "--micro-batch" if self.fit_micro_batch is None else "--fit-micro-batch"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(Command):
+    run: str = option(help="a pretrain or fit RUN_DIR", metavar="RUN_DIR", positional=True)
+    tag: str | None = option(None, "checkpoint tag", shown_default="the latest")
+    out: str = option(help="the HF checkpoint directory to write", metavar="DIR")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions(Command):
+    runs: list[str] = option(help="pretrain and grow run directories", metavar="RUN_DIR", positional=True)
+    out: str = option(help="directory for report.md, report.csv and loss_vs_flops.png", metavar="DIR")
+    scratch: str | None = option(
+        None, "the baseline run's directory name", shown_default="the best scratch run", metavar="NAME"
+    )
+
+
+__all__ = [
+    "ExportOptions",
+    "FitOptions",
+    "GrowOptions",
+    "InspectOptions",
+    "PrepareOptions",
+    "PretrainOptions",
+    "ReportOptions",
+]

@@ -1,0 +1,180 @@
+"""A run's set-up and its end, shared by pretraining and the fit: join the process group, resolve the
+DeepSpeed config, claim the run directory (or confirm that this is a resume of the same run), find the
+checkpoint to resume from, and write the final weights as an HF checkpoint from every rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import TokenData
+from .distributed import checkpoint, launch
+from .distributed.launch import Dist
+from .ds_config import ds_config_path, resolve_ds_config, zero_stage
+from .errors import ConfigError
+from .hf_io import write_checkpoint
+from .metrics import device_name
+from .model_config import ModelConfig
+from .options import PretrainOptions, load_json, to_flat
+from .rundir import RunDir, data_identity, versions, write_json_atomic
+
+
+@dataclass
+class Session:
+    """A process group joined, the DeepSpeed config resolved and the run directory claimed."""
+
+    d: Dist
+    ds_config: dict
+    dtype: torch.dtype
+    run_dir: RunDir
+    resuming: bool
+
+
+def _sha(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_identity(
+    opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData, world: int, stage: int, dtype: str
+) -> dict:
+    """What must not change when a run resumes (logging cadence and the device's peak may)."""
+    hf = {k: v for k, v in model_cfg.hf_config.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
+    s, o = opts.schedule, opts.optimizer
+    return {
+        "model": f"{Path(opts.model).resolve()} (config sha {_sha(hf)})",
+        "data": data_identity(data.dir, _sha(data.meta)),
+        "seq_len": opts.data.seq_len,
+        "global_batch": opts.loop.global_batch(world),
+        "total_steps": opts.total_steps(world),
+        "lr": s.lr,
+        "min_lr": s.min_lr,
+        "warmup_steps": s.warmup_steps,
+        "weight_decay": o.weight_decay,
+        "beta1": o.beta1,
+        "beta2": o.beta2,
+        "grad_clip": opts.loop.grad_clip,
+        "seed": opts.loop.seed,
+        "zero_stage": stage,
+        "dtype": dtype,
+    }
+
+
+def check_inputs(opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData) -> None:
+    data.check_model(model_cfg.vocab_size)
+    if opts.data.seq_len > model_cfg.max_positions:
+        raise ConfigError(f"--seq-len {opts.data.seq_len} exceeds the model's {model_cfg.max_positions} positions")
+
+
+def ds_config_for(opts: PretrainOptions, d: Dist, flags: dict[str, str] | None = None) -> tuple[dict, str]:
+    """(the DeepSpeed config this run trains with, its dtype name), or a ConfigError naming the conflict.
+
+    `flags`: the command-line names of the values where they differ from pretrain's (the fit's lr is
+    --operator-lr), so a conflict with the user's DeepSpeed config names the flag the user typed.
+    """
+    user_ds_path = ds_config_path(opts.deepspeed.ds_config)
+    user_ds = load_json(user_ds_path, "ds config")
+    on_gpu = d.device.type == "cuda"
+    dtype = opts.deepspeed.dtype
+    dtype_name = dtype if dtype != "auto" else ("bf16" if on_gpu else "fp32")
+    ds_config = resolve_ds_config(
+        user_ds,
+        where=str(user_ds_path),
+        micro_batch=opts.loop.micro_batch,
+        grad_accum=opts.loop.grad_accum,
+        world_size=d.world_size,
+        grad_clip=opts.loop.grad_clip,
+        bf16=dtype_name == "bf16",
+        lr=opts.schedule.lr,
+        weight_decay=opts.optimizer.weight_decay,
+        betas=(opts.optimizer.beta1, opts.optimizer.beta2),
+        on_gpu=on_gpu,
+        flags=flags,
+    )
+    return ds_config, dtype_name
+
+
+def start(
+    opts: PretrainOptions,
+    model_cfg: ModelConfig,
+    data: TokenData,
+    *,
+    extra_identity: dict | None = None,
+    extra_record: dict | None = None,
+    flags: dict[str, str] | None = None,
+) -> Session:
+    """Check the inputs, join the process group and claim opts.out; `flags`: see ds_config_for."""
+    check_inputs(opts, model_cfg, data)
+    d = launch.init()
+    ds_config, dtype_name = ds_config_for(opts, d, flags)
+    identity = {
+        **run_identity(opts, model_cfg, data, d.world_size, zero_stage(ds_config), dtype_name),
+        **(extra_identity or {}),
+    }
+    run_dir = RunDir(opts.out)
+    record = {
+        "options": to_flat(opts),
+        "model_config": model_cfg.to_hf(),
+        "versions": versions(),
+        "launcher": d.launcher,
+        "world_size": d.world_size,
+        "device": device_name(d.device),
+        **(extra_record or {}),
+    }
+    resuming = launch.on_rank0(d, lambda: run_dir.claim(identity, record))
+    if d.is_main:
+        write_json_atomic(run_dir.ds_config, ds_config)
+    return Session(d, ds_config, torch.bfloat16 if dtype_name == "bf16" else torch.float32, run_dir, resuming)
+
+
+def plan_resume(s: Session) -> str | None:
+    """The checkpoint tag to resume from, checked complete; None for a fresh start. Call before building
+    the engine: a checkpoint written by another number of ranks is converted to DeepSpeed's universal
+    layout and the engine is told to load that (the data position is a global sample count, so it
+    carries over as long as the global batch is the same, which the run identity enforces)."""
+    tag = checkpoint.latest_tag(s.run_dir.checkpoints) if s.resuming else None
+    if tag is None:
+        return None
+    manifest = checkpoint.read_manifest(s.run_dir.checkpoints, tag)
+    if manifest["world_size"] == s.d.world_size:
+        return tag
+    if s.d.is_main:
+        print(
+            f"checkpoint {tag} was written by {manifest['world_size']} ranks, resuming on {s.d.world_size}: "
+            "converting it to a universal checkpoint",
+            file=sys.stderr,
+        )
+    s.ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    return checkpoint.to_universal(s.run_dir.checkpoints, tag, s.d.rank)
+
+
+def write_hf(
+    model_cfg: ModelConfig,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    out: Path,
+    d: Dist,
+    dtype: torch.dtype,
+    data: TokenData,
+    *,
+    collective: bool = True,
+) -> Path:
+    """Write an HF checkpoint directory with the tokenizer the run trained with, from rank 0.
+
+    `collective`: the other ranks drive the same iterator (ZeRO-3 gathers one module at a time, which every
+    rank must take part in); otherwise only rank 0 reads it. Every rank returns once the files are there.
+    """
+    if d.is_main:
+        write_checkpoint(model_cfg, tensors, out, dtype=dtype)
+        shutil.copy(data.dir / data.meta["tokenizer"], out / "tokenizer.json")
+    elif collective:
+        for _ in tensors:
+            pass
+    launch.barrier()
+    return out

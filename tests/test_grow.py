@@ -1,0 +1,75 @@
+"""grow.py, for real: fit -> hand-off -> pretraining in one job, killed in either phase and resumed to
+the same model, and the in-memory hand-off equal to loading the exported grown model."""
+
+from __future__ import annotations
+
+import pytest
+
+from ligo_ds.rundir import read_metrics
+
+from conftest import cli, series
+from procs import kill_when, ligo
+
+pytestmark = pytest.mark.multiproc
+
+# Shared by the grow runs and the pretraining of their export, which must train alike.
+COMMON = dict(
+    seq_len=32, micro_batch=2, log_every=1, eval_every=5, eval_samples=4, warmup_steps=2, save_every=4, seed=5
+)
+
+
+def grow_args(growth_setup, out, *extra):
+    s = growth_setup
+    return [
+        *cli(
+            "grow", source=s / "small", target=s / "large.json", data=s / "data", out=out, **COMMON, operator_warmup=2
+        ),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def grown_straight(growth_setup):
+    out = growth_setup / "grow_straight"
+    ligo("torchrun", 2, grow_args(growth_setup, out, "--fit-steps", "12", "--max-steps", "12"))
+    return out
+
+
+@pytest.mark.parametrize("phase", ["fit", "train"])
+def test_grow_killed_in_each_phase_resumes_to_the_same_model(growth_setup, grown_straight, phase):
+    out = growth_setup / f"grow_killed_{phase}"
+    latest = out / phase / "checkpoints" / "latest"
+    kill_when(
+        "torchrun",
+        2,
+        grow_args(growth_setup, out, "--fit-steps", "12", "--max-steps", "12"),
+        lambda: latest.is_file() and latest.read_text() == "step8",
+    )
+    assert not (out / "train" / "hf").exists(), "killed before the end"
+    ligo("torchrun", 2, grow_args(growth_setup, out, "--fit-steps", "12", "--max-steps", "12"))
+    for part in ("grown/model.safetensors", "train/hf/model.safetensors"):
+        assert (out / part).read_bytes() == (grown_straight / part).read_bytes(), part
+    assert series(out / "train", "loss") == series(grown_straight / "train", "loss")
+
+
+def test_handoff_equals_the_hf_export(growth_setup, grown_straight):
+    """The grown model handed over in memory (each rank its own partition) trains exactly like the same
+    model loaded from RUN_DIR/grown: same first validation loss and same first-step loss."""
+    train = read_metrics(grown_straight / "train" / "metrics.jsonl")
+    fit_end = read_metrics(grown_straight / "fit" / "metrics.jsonl")[-1]
+    assert train[0]["flops"] == fit_end["flops"] > 0, "FLOPs of the grown run start with the fit's"
+    assert train[0]["train_seconds"] == fit_end["train_seconds"] > 0, "and so does its time"
+    out = growth_setup / "from_export"
+    args = cli(
+        "pretrain",
+        model=grown_straight / "grown",
+        data=growth_setup / "data",
+        out=out,
+        **COMMON,
+        max_steps=12,
+        ds_config="zero3",
+    )
+    ligo("torchrun", 2, args)
+    again = read_metrics(out / "metrics.jsonl")
+    assert again[0]["val_loss"] == pytest.approx(train[0]["val_loss"], rel=1e-6)
+    assert again[1]["loss"] == pytest.approx(train[1]["loss"], rel=1e-6)

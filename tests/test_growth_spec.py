@@ -1,0 +1,44 @@
+"""growth/spec.py: what the operator may be asked to do, and which source/target pairs it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from ligo_ds import ConfigError, ModelConfig
+from ligo_ds.growth import GrowthSpec, grow
+
+from conftest import HF_CASES, random_source
+
+
+@pytest.mark.parametrize(
+    "case, change, message",
+    [
+        ("llama", dict(num_hidden_layers=1), "target is smaller than the source: num_layers 1 < 2"),
+        ("llama", dict(intermediate_size=64), "intermediate_size 64 < 96"),
+        ("llama", dict(vocab_size=128), "vocabularies differ: source vocab_size 96, target 128"),
+        ("llama", dict(hidden_size=128, num_attention_heads=4), "head_dim changes from 16 to 32: RoPE rotates"),
+        ("gpt2", dict(n_embd=128), "head_dim changes from 16 to 32: the operator grows attention by whole heads"),
+        ("llama", dict(tie_word_embeddings=True), "tie_embeddings: source False, target True"),
+        ("gpt2", dict(n_positions=128), "learned position tables differ in length"),
+    ],
+)
+def test_refused_pairs(case, change, message):
+    src = random_source(case)
+    with pytest.raises(ConfigError, match=message):
+        grow(src, ModelConfig.from_hf({**HF_CASES[case], **change}), GrowthSpec())
+
+
+def test_family_mismatch_and_bad_target():
+    with pytest.raises(ConfigError, match="source is a gpt2 model \\(gpt2 family\\), target a llama model"):
+        grow(random_source("gpt2"), ModelConfig.from_hf({**HF_CASES["llama"], "vocab_size": 96}), GrowthSpec())
+    with pytest.raises(ConfigError, match="hidden size 130 is not divisible by the number of attention heads 8"):
+        ModelConfig.from_hf({**HF_CASES["llama"], "hidden_size": 130, "num_attention_heads": 8})
+
+
+def test_spec_validation():
+    with pytest.raises(ConfigError, match="net2net .* cannot be combined with --tying paper"):
+        GrowthSpec(width_init="net2net", tying="paper")
+    with pytest.raises(ConfigError, match="--depth-init 'copy': expected one of stack, interpolate, random, zero"):
+        GrowthSpec(depth_init="copy")
+    assert GrowthSpec(width_init="net2net").resolved_tying == "inverse"
+    assert GrowthSpec().resolved_tying == "paper"

@@ -1,0 +1,69 @@
+"""model_config.py: ModelConfig parsing for every family, old and new config.json spellings, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ligo_ds import ConfigError, ModelConfig
+from ligo_ds.model_config import SUPPORTED_MODEL_TYPES
+
+from conftest import HF_CASES
+
+
+def test_gpt2_fields():
+    cfg = ModelConfig.from_hf(HF_CASES["gpt2"])
+    assert (cfg.family, cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.head_dim) == ("gpt2", 2, 64, 4, 16)
+    assert cfg.intermediate_size == 256 and cfg.tie_embeddings and cfg.positions == "learned"
+    assert cfg.activation == "gelu_tanh"
+
+
+def test_rope_theta_old_and_new_spelling():
+    base = dict(HF_CASES["llama"])
+    assert ModelConfig.from_hf({**base, "rope_theta": 5e5}).rope_theta == 5e5
+    assert (
+        ModelConfig.from_hf({**base, "rope_parameters": {"rope_type": "default", "rope_theta": 3e4}}).rope_theta == 3e4
+    )
+    assert ModelConfig.from_hf(base).rope_theta == 10000.0
+
+
+def test_qwen2_has_qkv_bias_only():
+    cfg = ModelConfig.from_hf(HF_CASES["qwen2_gqa"])
+    assert cfg.qkv_bias and not cfg.out_bias and not cfg.mlp_bias and cfg.num_kv_heads == 2
+
+
+def test_explicit_head_dim_is_honoured():
+    cfg = ModelConfig.from_hf(HF_CASES["mistral_window_headdim"])
+    assert cfg.head_dim == 32 and cfg.q_size == 128 and cfg.sliding_window == 8
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"model_type": "bert"}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, qwen2"),
+        ({"hidden_size": 66}, "hidden size 66 is not divisible by the number of attention heads 4"),
+        ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) is not divisible by num_key_value_heads \(3\)"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn' is not supported"),
+        ({"hidden_act": "mish"}, "hidden_act='mish' is not supported"),
+        ({"num_hidden_layers": 0}, "num_layers=0, expected a positive integer"),
+    ],
+)
+def test_bad_llama_config(update, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_hf({**HF_CASES["llama"], **update})
+
+
+def test_bad_gpt2_heads():
+    with pytest.raises(ConfigError, match="hidden size 64 is not divisible by the number of attention heads 5"):
+        ModelConfig.from_hf({**HF_CASES["gpt2"], "n_head": 5})
+
+
+def test_supported_list_is_the_table():
+    assert SUPPORTED_MODEL_TYPES == ("gpt2", "llama", "mistral", "qwen2")
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        ModelConfig.from_file(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        ModelConfig.from_file(tmp_path / "bad.json")

@@ -1,0 +1,184 @@
+"""options/: each option declared once, and everything generated from it: --help, --config FILE, the
+checks with each command's flag names, the flat record, and the phases grow derives."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ligo_ds import ConfigError
+from ligo_ds.cli import COMMANDS
+from ligo_ds.options import FitOptions, GrowOptions, PrepareOptions, PretrainOptions, flat_options, from_values, to_flat
+from ligo_ds.options.declare import MISSING, shown
+
+# The required options of each command, with throwaway values.
+REQUIRED = {
+    "prepare": dict(out="d"),
+    "inspect": dict(model="m.json"),
+    "pretrain": dict(model="m.json", data="d", out="o", max_steps=10),
+    "fit": dict(source="s", target="t.json", data="d", out="o"),
+    "grow": dict(source="s", target="t.json", data="d", out="o", max_steps=10),
+    "export": dict(run="r", out="o"),
+    "report": dict(runs=["a"], out="o"),
+}
+PRETRAIN = REQUIRED["pretrain"]
+GROW = REQUIRED["grow"]
+
+
+def help_defaults(command: str) -> dict[str, str]:
+    """flag -> the default its `ligo-ds COMMAND --help` line prints, from the real command line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ligo_ds", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "1000"},
+    )
+    assert out.returncode == 0, out.stderr
+    options = out.stdout.split("\noptions:\n", 1)[1]
+    found = {}
+    # One entry per option: its flags, then its help, which may begin on the next line.
+    for entry in re.split(r"\n(?=  \S)", options):
+        flag = entry.split()[0].rstrip(",")
+        default = re.search(r"\(default ([^)]*(?:\)[^)]*)?)\)\s*$", " ".join(entry.split()))
+        if default:
+            found[flag] = default.group(1)
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_help_default_is_the_real_default(command):
+    """The value --help prints equals the value the command runs with when the flag is left out."""
+    cls = COMMANDS[command][1]
+    real = to_flat(from_values(cls, REQUIRED[command]))
+    printed = help_defaults(command)
+    for o in flat_options(cls):
+        if o.default is MISSING or o.positional or o.name in REQUIRED[command]:
+            continue
+        if o.shown_default is not None:  # a described default: the value is None, the help says what it means
+            assert real[o.name] is None and printed[o.flag] == o.shown_default, o.name
+        elif shown(o) is None:
+            assert o.flag not in printed and real[o.name] in (None, False), o.name
+        else:
+            value = real[o.name]
+            assert type(value)(printed[o.flag]) == value, (
+                f"{command} {o.flag}: help {printed[o.flag]!r}, runs {value!r}"
+            )
+    # Commands differ where they say so: the fit evaluates more often and defaults to ZeRO-3.
+    if command == "fit":
+        assert (real["eval_every"], real["save_every"], real["log_every"], real["ds_config"]) == (25, 50, 5, "zero3")
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(ConfigError, match=r"run.json: unknown key 'learning_rate'.*valid keys: model, out, data"):
+        from_values(PretrainOptions, {**PRETRAIN, "learning_rate": 1e-3}, "run.json")
+    with pytest.raises(ConfigError, match=r"unknown key 'micro_bach' \(did you mean 'micro_batch'\?\)"):
+        from_values(PretrainOptions, {**PRETRAIN, "micro_bach": 2}, "run.json")
+
+
+@pytest.mark.parametrize(
+    "cls, base, over, message",
+    [
+        (PretrainOptions, PRETRAIN, {"max_steps": None}, r"give exactly one of --max-steps \(None\) and --max-tokens"),
+        (PretrainOptions, PRETRAIN, {"max_tokens": 100}, "exactly one of --max-steps"),
+        (PretrainOptions, PRETRAIN, {"micro_batch": 0}, "--micro-batch 0: expected at least 1"),
+        (PretrainOptions, PRETRAIN, {"lr": 0.0}, "--lr 0.0: expected more than 0"),
+        (PretrainOptions, PRETRAIN, {"min_lr": 1.0}, r"0 <= --min-lr \(1.0\) <= --lr \(0.0006\)"),
+        (PretrainOptions, PRETRAIN, {"dtype": "fp16"}, "--dtype 'fp16': expected one of auto, bf16, fp32"),
+        (PretrainOptions, PRETRAIN, {"grad_clip": -1.0}, "--grad-clip -1.0: expected at least 0"),
+        (FitOptions, REQUIRED["fit"], {"steps": -1}, "--steps -1: expected at least 0"),
+        (
+            FitOptions,
+            REQUIRED["fit"],
+            {"operator_min_lr": 0.1},
+            r"--operator-min-lr \(0.1\) <= --operator-lr \(0.001\)",
+        ),
+        (
+            FitOptions,
+            REQUIRED["fit"],
+            {"depth_init": "copy"},
+            "--depth-init 'copy': expected one of stack, interpolate",
+        ),
+        # grow names the fit's length --fit-steps: the same option, the command's own flag in the message
+        (GrowOptions, GROW, {"fit_steps": -1}, "--fit-steps -1: expected at least 0"),
+        (GrowOptions, GROW, {"fit_micro_batch": 0}, "--fit-micro-batch 0: expected at least 1"),
+        (GrowOptions, GROW, {"width_init": "net2net", "tying": "paper"}, "net2net needs --tying inverse"),
+        (
+            PrepareOptions,
+            {"out": "d"},
+            {"val_fraction": 1.5},
+            "--val-fraction 1.5: expected strictly between 0.0 and 1.0",
+        ),
+        (PrepareOptions, {"out": "d"}, {"vocab_size": 100}, "--vocab-size 100: expected at least 257"),
+    ],
+)
+def test_checks_name_the_commands_own_flag(cls, base, over, message):
+    with pytest.raises(ConfigError, match=message):
+        from_values(cls, {**base, **over})
+
+
+def test_values_from_a_file_are_type_checked():
+    with pytest.raises(ConfigError, match=r"run.json: max_steps='10', expected an integer"):
+        from_values(PretrainOptions, {**PRETRAIN, "max_steps": "10"}, "run.json")
+    with pytest.raises(ConfigError, match=r"run.json: seq_len=True, expected an integer"):
+        from_values(PretrainOptions, {**PRETRAIN, "seq_len": True}, "run.json")
+    with pytest.raises(ConfigError, match=r"--data is required: DATA_DIR written by `ligo-ds prepare`"):
+        from_values(PretrainOptions, {k: v for k, v in PRETRAIN.items() if k != "data"})
+    # JSON numbers: an int where a float is expected, an integral float where an int is (1e9 in a file)
+    opts = from_values(PretrainOptions, {**PRETRAIN, "lr": 1, "max_steps": None, "max_tokens": 1e9})
+    assert opts.schedule.lr == 1.0 and isinstance(opts.schedule.lr, float) and opts.schedule.max_tokens == 10**9
+
+
+def test_record_round_trip():
+    opts = from_values(GrowOptions, {**GROW, "fit_steps": 7, "lr": 2e-3, "tying": "inverse", "fit_micro_batch": 2})
+    assert from_values(GrowOptions, to_flat(opts)) == opts
+    assert to_flat(opts)["fit_steps"] == 7 and opts.fit.steps == 7
+
+
+def test_total_steps_from_tokens():
+    opts = from_values(
+        PretrainOptions, {**PRETRAIN, "max_steps": None, "max_tokens": 10_001, "micro_batch": 2, "seq_len": 100}
+    )
+    assert opts.total_steps(world_size=2) == 26  # 400 tokens per step, rounded up
+
+
+def test_grow_phases():
+    opts = from_values(
+        GrowOptions,
+        {**GROW, "micro_batch": 16, "fit_micro_batch": 4, "fit_steps": 3, "eval_every": 25, "operator_lr": 2e-3},
+    )
+    fit, train = opts.fit_phase(), opts.train_phase()
+    assert (fit.loop.micro_batch, train.loop.micro_batch) == (4, 16), "--fit-micro-batch applies to the fit only"
+    assert (fit.cadence.eval_every, fit.cadence.save_every, fit.cadence.log_every) == (3, 3, 3), "capped at the fit"
+    assert (fit.out, train.out, train.model) == ("o/fit", "o/train", "o/grown")
+    assert from_values(GrowOptions, GROW).fit_phase().loop.micro_batch == 8
+    # The fit's loop trains with the operator's schedule and decay, on the target's shape.
+    loop = fit.training_loop()
+    assert (loop.model, loop.schedule.lr, loop.schedule.max_steps, loop.optimizer.weight_decay) == (
+        "t.json",
+        2e-3,
+        3,
+        0.0,
+    )
+    assert (opts.fit_micro_batch_flag(), from_values(GrowOptions, GROW).fit_micro_batch_flag()) == (
+        "--fit-micro-batch",
+        "--micro-batch",
+    )
+
+
+def test_config_file_and_flags(tmp_path):
+    """Flags override the file; a bool option has --flag and --no-flag."""
+    from ligo_ds.cli import build_parser
+    from ligo_ds.options import from_args
+
+    (tmp_path / "p.json").write_text(json.dumps({"out": "from-file", "vocab_size": 300, "force": True}))
+    args = build_parser().parse_args(["prepare", "--config", str(tmp_path / "p.json"), "--vocab-size", "400"])
+    opts = from_args(PrepareOptions, args)
+    assert (opts.out, opts.vocab_size, opts.force) == ("from-file", 400, True)
+    args = build_parser().parse_args(["prepare", "--config", str(tmp_path / "p.json"), "--no-force"])
+    assert from_args(PrepareOptions, args).force is False
