@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import hub
 from .errors import ConfigError
 from .options import (
+    EvalOptions,
     ExportOptions,
     FitOptions,
     GrowOptions,
@@ -27,6 +29,7 @@ from .options import (
     ReportOptions,
     add_arguments,
     from_args,
+    resolve_paths,
 )
 
 
@@ -141,7 +144,25 @@ def cmd_export(opts: ExportOptions) -> int:
     """Write any saved checkpoint of a run (default: the latest) as an HF checkpoint directory."""
     from .export import export
 
-    print(f"wrote {export(opts.run, opts.out, opts.tag)}")
+    print(f"wrote {export(opts.run, opts.out, opts.tag, opts.dtype)}")
+    return 0
+
+
+def cmd_eval(opts: EvalOptions) -> int:
+    """Validation loss and perplexity of a model on DATA_DIR's validation windows, as training evaluates.
+
+    MODEL is an HF directory, a Hub id, or a run directory: then its final model, evaluated by default on
+    the run's own data, sequence length and number of windows, which gives the run's last val_loss.
+    Under torchrun, srun or mpirun each rank evaluates its share of the windows.
+    """
+    from .evaluate import run
+
+    result = run(opts)
+    if _is_rank0():
+        print(
+            f"val_loss {result['val_loss']:.6f}, perplexity {result['perplexity']:.4f} over {result['windows']} "
+            f"windows of {result['seq_len']} tokens ({result['model']} on {result['data']})"
+        )
     return 0
 
 
@@ -165,6 +186,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], int], type, bool]] = {
     "fit": (cmd_fit, FitOptions, True),
     "grow": (cmd_grow, GrowOptions, True),
     "export": (cmd_export, ExportOptions, False),
+    "eval": (cmd_eval, EvalOptions, False),
     "report": (cmd_report, ReportOptions, False),
 }
 
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     fn, options, _ = COMMANDS[args.command]
     try:
-        return fn(from_args(options, args))
+        return fn(resolve_paths(from_args(options, args), hub.resolve))
     except ConfigError as e:
         print(f"ligo-ds {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,32 +1,80 @@
-"""`ligo-ds export`: any saved checkpoint of a run -> an HF checkpoint directory.
+"""`ligo-ds export`: any saved checkpoint of a run -> an HF checkpoint directory, tokenizer included.
 
 Reads the ZeRO shards from disk and assembles full fp32 weights in CPU memory (no GPU, no process
-group), then streams them to safetensors shards.
+group), then streams them to safetensors shards. A pretrain run's checkpoint holds the model's weights;
+a fit run's holds the operator's, so the grown model is produced from them and the source model, block
+by block. The tokenizer (with its eos, and a generation_config.json) comes from the run's DATA_DIR.
+
+The default dtype is fp32: the weights a checkpoint holds, unrounded; bf16 halves the files for
+evaluation and serving.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from . import tokenizer
+from .data import TokenData
 from .distributed import checkpoint
 from .errors import ConfigError
-from .hf_io import write_checkpoint
+from .hf_io import DTYPES, write_checkpoint
 from .model_config import ModelConfig
 from .rundir import RunDir
 
+EXPORT_DTYPES = {"fp32": DTYPES["float32"], "bf16": DTYPES["bfloat16"]}
 
-def export(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
+
+def _grown_state(record: dict, state: dict[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
+    """The grown model's tensors from a fit checkpoint's operator coefficients and the source model."""
+    from .fit import build_operator
+    from .growth import iter_grown_state
+    from .options import FitOptions, from_values
+
+    operator, _ = build_operator(from_values(FitOptions, record["fit"], "the fit run's record"))
+    prefix = "operator."
+    coefficients = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    trainable = {n for n, p in operator.named_parameters() if p.requires_grad}
+    missing = sorted(trainable - set(coefficients))
+    if missing:
+        raise ConfigError(f"the fit checkpoint lacks operator coefficients {', '.join(missing[:4])}")
+    operator.load_state_dict(coefficients, strict=False)
+    return iter_grown_state(operator)
+
+
+def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str = "fp32") -> Path:
     run_dir = RunDir(run)
     if not run_dir.config.is_file():
-        raise ConfigError(f"{str(run)!r} is not a ligo_ds run directory (no config.json)")
+        hint = [p for p in ("train", "fit") if (Path(run) / p / "config.json").is_file()]
+        where = f" (a grow run: export {str(Path(run) / hint[0])!r})" if hint else ""
+        raise ConfigError(f"{str(run)!r} is not a ligo_ds run directory (no config.json){where}")
     record = json.loads(run_dir.config.read_text())
+    is_fit = "fit" in record
+    if is_fit and "options" not in record:  # fit --steps 0: written straight to RUN_DIR/hf, no checkpoint
+        raise ConfigError(
+            f"{str(run)!r} is a fit with --steps 0, which keeps no checkpoint: its grown model is {str(run_dir.hf)!r}"
+        )
     model_cfg = ModelConfig.from_hf(record["model_config"])
     tag = tag or checkpoint.latest_tag(run_dir.checkpoints)
     if tag is None:
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (no checkpoints/latest)")
     checkpoint.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
+    data_dir = Path(record["options"]["data"])
+    if not (data_dir / "meta.json").is_file():
+        raise ConfigError(
+            f"the run's DATA_DIR {str(data_dir)!r} is gone: the export's tokenizer comes from it (restore it, or "
+            "export from where it is mounted)"
+        )
+    data = TokenData(data_dir)
     state = checkpoint.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
-    return write_checkpoint(model_cfg, state.items(), out, dtype=torch.float32)
+    tensors = _grown_state(record, state) if is_fit else state.items()
+    return write_checkpoint(
+        model_cfg,
+        tensors,
+        out,
+        dtype=EXPORT_DTYPES[dtype],
+        extra=tokenizer.export_files(data.dir, data.eos_id),
+    )

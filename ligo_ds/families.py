@@ -20,7 +20,8 @@ class Family:
     split: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # GPT-2 stores its projections as Conv1D with weights laid out (in, out); ours are (out, in).
     transposed: frozenset[str] = frozenset()
-    # HF keys that are buffers, not weights (older checkpoints saved them); skipped on load.
+    # Buffers that older transformers versions saved beside the weights, and today's classes no longer
+    # list among the keys they ignore (hf_io also honours each class's own list); skipped on load.
     buffer_suffixes: tuple[str, ...] = ()
 
 
@@ -52,7 +53,7 @@ GPT2 = Family(
             "blocks.{}.mlp.down.weight",
         }
     ),
-    buffer_suffixes=(".attn.bias", ".attn.masked_bias"),
+    buffer_suffixes=(".attn.masked_bias",),
 )
 
 _L = "model.layers.{}."

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import session
+from . import session, tokenizer
 from .data import TokenData
 from .distributed import engine as ds_engine
 from .distributed import launch, partition
@@ -85,6 +85,8 @@ def run(
     data = TokenData(opts.data.data)
     target = ModelConfig.from_file(opts.growth.target)
     spec = opts.spec()
+    # The source's weights were trained on its tokenizer's ids (the target, a config, checks at session.start)
+    tokenizer.check_matches(data.dir, data.meta, opts.growth.source, "--source", opts.data.allow_tokenizer_mismatch)
     extra_identity = {
         "source": str(Path(opts.growth.source).resolve()),
         "growth": asdict(spec),
@@ -95,7 +97,7 @@ def run(
         return FitResult(Path(hf_out or Path(opts.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
 
     reference, source_state = build_operator(opts)
-    flags = {**opts.fit.FLAGS, "micro_batch": micro_batch_flag}
+    flags = {**opts.fit.FLAGS, "micro_batch": micro_batch_flag, "model": "--target"}
     s = session.start(
         loop,
         target,
@@ -164,6 +166,7 @@ def _initialisation_only(
         "model_config": target.to_hf(),
         "versions": versions(),
         "operator_params": operator.param_counts(),
+        **session.hub_record(),
     }
     launch.on_rank0(d, lambda: run_dir.claim(identity, record))
     hf = Path(hf_out or run_dir.hf)

@@ -25,8 +25,9 @@ from .faults import crash_point
 from .options import GrowOptions, to_flat
 from .rundir import read_metrics
 
-# What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves.
-_CADENCE = ("eval_every", "eval_samples", "save_every", "log_every", "peak_tflops")
+# What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
+# and a waiver that checks nothing about the weights.
+_CADENCE = ("eval_every", "eval_samples", "save_every", "log_every", "peak_tflops", "allow_tokenizer_mismatch")
 
 
 def _grown_weights(operator):

@@ -1,8 +1,9 @@
 """Hugging Face checkpoints in and out: `load_model` and `save_model`.
 
 A checkpoint directory holds config.json and weights as safetensors (one file, or shards with a
-`model.safetensors.index.json`), or as `pytorch_model.bin` (read with weights_only=True: user files
-are never unpickled). Names and layouts are translated by the tables in families.py.
+`model.safetensors.index.json`), or as `pytorch_model.bin` (one file or shards with its index; read with
+weights_only=True: user files are never unpickled). Tensor names may carry the causal-LM class's prefix
+or not (`_Layout`); names and layouts are translated by the tables in families.py.
 
 Writing streams: `write_checkpoint` takes an iterator of (our name, tensor) and closes a shard as soon
 as it is full, so a caller can produce a large model block by block without holding all of it.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -147,6 +150,39 @@ def tied_names(cfg: ModelConfig) -> set[str]:
     return {"lm_head.weight"} if cfg.tie_embeddings else set()
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a checkpoint's tensor names relate to the full model class's names.
+
+    Hub files come in two layouts: the causal-LM class's own (`transformer.h.0...`, `model.layers.0...`)
+    and the base model's, saved without its prefix and without a head (`h.0...`, `wte.weight`: the
+    original GPT-2 checkpoints). Which one a file is, and what it may carry besides weights, is taken
+    from the transformers class (its base_model_prefix and the keys it ignores on load).
+    """
+
+    prefix: str  # "transformer." to strip from our HF names, or "" for the class's own layout
+    ignore: tuple[str, ...]  # regexes of tensors that are not weights
+
+    def name(self, hf_name: str) -> str:
+        return hf_name[len(self.prefix) :] if self.prefix and hf_name.startswith(self.prefix) else hf_name
+
+    def ignored(self, name: str) -> bool:
+        return any(re.search(pattern, name) for pattern in self.ignore)
+
+
+def _layout(cfg: ModelConfig, keys: list[str]) -> _Layout:
+    import transformers  # the class's own knowledge of its files; only loading a checkpoint needs it
+
+    cls = getattr(transformers, ARCHITECTURES[cfg.model_type])
+    prefix = f"{cls.base_model_prefix}."
+    # transformers searches its patterns anywhere in a name; anchored to whole name parts here, so that
+    # "attn.bias" (GPT-2's mask buffer) cannot excuse an unused "h.5.attn.c_attn.bias" (a weight).
+    ignore = tuple(rf"(^|\.){p}$" for p in cls._keys_to_ignore_on_load_unexpected or ())
+    ignore += tuple(re.escape(suffix) + "$" for suffix in FAMILIES[cfg.family].buffer_suffixes)
+    base_only = not any(k.startswith(prefix) for k in keys)
+    return _Layout(prefix=prefix if base_only else "", ignore=ignore)
+
+
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
     """An HF checkpoint directory -> our Decoder with its weights; a config.json file -> random init."""
     path = Path(path)
@@ -159,24 +195,26 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
         )
     cfg = ModelConfig.from_file(path)
     reader = CheckpointReader(path)
+    layout = _layout(cfg, reader.keys())
     with torch.device("meta"):
         model = Decoder(cfg)
     state = {}
     skip = tied_names(cfg)
     used: set[str] = set()
 
-    def get(name: str) -> torch.Tensor:
+    def get(hf_name: str) -> torch.Tensor:
+        name = layout.name(hf_name)
         if name not in reader:
-            raise ConfigError(f"checkpoint {str(path)!r} lacks tensor {name!r} that its config requires")
+            where = f" (a base-model checkpoint: names without {layout.prefix!r})" if layout.prefix else ""
+            raise ConfigError(f"checkpoint {str(path)!r}{where} lacks tensor {name!r} that its config requires")
         used.add(name)
         return reader.get(name)
 
     for ours, param in model.state_dict().items():
         if ours not in skip:
             state[ours] = hf_to_ours(cfg, ours, param.shape, get).to(dtype)
-    buffers = FAMILIES[cfg.family].buffer_suffixes
     extra = [
-        k for k in reader.keys() if k not in used and not k.endswith(buffers) and not (k == "lm_head.weight" and skip)
+        k for k in reader.keys() if k not in used and not layout.ignored(k) and not (k == "lm_head.weight" and skip)
     ]
     if extra:
         shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
@@ -196,11 +234,13 @@ def write_checkpoint(
     *,
     dtype: torch.dtype = torch.float32,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    extra: Callable[[Path], dict] | None = None,
 ) -> Path:
     """Write our tensors as an HF checkpoint directory that transformers loads.
 
     The directory is assembled beside `out_dir` and renamed into place, so a crash never leaves a
-    half-written checkpoint where a previous good one was.
+    half-written checkpoint where a previous good one was. `extra` writes more files into it (the
+    tokenizer) and returns the config.json entries they imply (its special token ids).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +281,8 @@ def write_checkpoint(
         (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
     hf = cfg.to_hf(DTYPE_NAMES[dtype])
     hf["architectures"] = [ARCHITECTURES[cfg.model_type]]
+    if extra is not None:
+        hf.update(extra(tmp))
     (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     _replace_dir(tmp, out_dir)
     return out_dir

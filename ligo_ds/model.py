@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model_config import ModelConfig
+from .rope import apply_rope, rope_tables
 
 ACTIVATIONS = {
     "gelu_tanh": partial(F.gelu, approximate="tanh"),
@@ -66,24 +67,6 @@ NORMS = {
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
     return NORMS[cfg.norm](cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
-
-
-def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, E) in float32, in the "rotate half" layout HF Llama uses.
-
-    Computed per forward rather than stored as buffers: DeepSpeed casts floating buffers to bf16,
-    which would round the angles of late positions.
-    """
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.int64).float() / head_dim)
-    angles_TE = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
-    angles_TE = torch.cat([angles_TE, angles_TE], dim=-1)
-    return angles_TE.cos(), angles_TE.sin()
-
-
-def apply_rope(x_BHTE: torch.Tensor, cos_TE: torch.Tensor, sin_TE: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x_BHTE.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x_BHTE * cos_TE.to(x_BHTE.dtype) + rotated * sin_TE.to(x_BHTE.dtype)
 
 
 def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
@@ -185,7 +168,7 @@ class Decoder(nn.Module):
     def rope(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.cfg.positions != "rope":
             return None
-        return rope_tables(seq_len, self.cfg.head_dim, self.cfg.rope_theta, device)
+        return rope_tables(self.cfg, seq_len, device)
 
     def forward(self, ids_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
         x_BTD = self.embed(ids_BT)

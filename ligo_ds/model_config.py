@@ -5,7 +5,8 @@ Llama-shaped MistralConfig). `ModelConfig.from_hf` parses it once into the field
 and keeps the original dict, so saving writes back exactly what the user gave us (plus dtype).
 
 Per-family parsing is a table of small functions (`_PARSERS`); nothing downstream asks which family
-a model is, except through `family`, a key into the tables in `families.py`.
+a model is, except through `family`, a key into the tables in `families.py`. (A little over 300 lines:
+every key of an HF config that ligo_ds reads is read here, RoPE's two config layouts included.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .rope import scaled_frequencies
 
 # HF activation names -> ours (see model.ACTIVATIONS). "gelu_new" is GPT-2's tanh approximation.
 _ACTIVATIONS = {
@@ -57,6 +59,10 @@ class ModelConfig:
     tie_embeddings: bool
     sliding_window: int | None
     initializer_range: float
+    # RoPE scaling (rope.py): a kind of ROPE_TYPES and its parameters as sorted pairs, so
+    # that two configs compare equal exactly when their positions are encoded alike.
+    rope_type: str = "default"
+    rope_scaling: tuple[tuple[str, Any], ...] = ()
     hf_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -203,22 +209,52 @@ def _gpt2(hf: dict) -> ModelConfig:
     )
 
 
-def _rope_theta(hf: dict) -> float:
-    # transformers >= 5 writes rope_parameters; older config.json files have rope_theta/rope_scaling.
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if rope_type != "default":
+# RoPE kinds these families use. "default" is plain RoPE with rope_theta; the scaled kinds are computed by
+# transformers' own RoPE init functions (rope.py), so they match its models by construction.
+# "longrope" and per-layer kinds are left out: they switch frequencies on the sequence length at run time.
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+_ROPE_NAMING = ("rope_type", "type", "rope_theta")
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def _rope(hf: dict) -> tuple[float, str, tuple[tuple[str, Any], ...]]:
+    """(theta, kind, scaling parameters) of a Llama-family config.
+
+    transformers >= 5 writes `rope_parameters` (theta inside); older files, every Llama 3.x on the Hub
+    among them, have `rope_theta` beside `rope_scaling` (whose kind is `rope_type`, or `type` in older
+    still). Both are read; `rope_parameters` wins where both are given.
+    """
+    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    rope_type = params.get("rope_type") or params.get("type") or "default"
+    if rope_type not in ROPE_TYPES:
         raise ConfigError(
-            f"{hf['model_type']} config: rope type {rope_type!r} is not supported "
-            "(supported: 'default', plain RoPE with rope_theta)"
+            f"{hf['model_type']} config: rope type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
         )
-    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise ConfigError(
+            f"{hf['model_type']} config: partial_rotary_factor={partial!r} is not supported (expected 1.0: "
+            "RoPE over the whole head)"
+        )
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    scaling = tuple(sorted((k, _hashable(v)) for k, v in params.items() if k not in _ROPE_NAMING))
+    if rope_type == "default":
+        scaling = tuple((k, v) for k, v in scaling if k != "partial_rotary_factor")
+        if scaling:
+            raise ConfigError(
+                f"{hf['model_type']} config: RoPE parameters {dict(scaling)} given without a scaling type; "
+                f"expected rope_type one of {', '.join(ROPE_TYPES[1:])}"
+            )
+    return theta, rope_type, scaling
 
 
 def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int | None) -> ModelConfig:
     d, h = _require(hf, "hidden_size", 4096), _require(hf, "num_attention_heads", 32)
-    return ModelConfig(
+    theta, rope_type, scaling = _rope(hf)
+    cfg = ModelConfig(
         family="llama",
         model_type=hf["model_type"],
         vocab_size=_require(hf, "vocab_size", 32000),
@@ -234,7 +270,7 @@ def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int
         activation=_activation(hf, "hidden_act", "silu"),
         gated_mlp=True,
         positions="rope",
-        rope_theta=_rope_theta(hf),
+        rope_theta=theta,
         qkv_bias=qkv_bias,
         out_bias=out_bias,
         mlp_bias=bool(hf.get("mlp_bias", False)),
@@ -242,8 +278,13 @@ def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         sliding_window=sliding_window,
         initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        rope_type=rope_type,
+        rope_scaling=scaling,
         hf_config=dict(hf),
     )
+    if rope_type != "default":  # transformers checks the kind's parameters: a missing one fails here, by name
+        scaled_frequencies(rope_type, cfg.hf_config, 1)
+    return cfg
 
 
 def _llama(hf: dict) -> ModelConfig:

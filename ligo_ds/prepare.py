@@ -1,6 +1,7 @@
-"""`ligo-ds prepare`: corpus -> DATA_DIR/{train.bin, val.bin, meta.json, tokenizer.json}.
+"""`ligo-ds prepare`: corpus -> DATA_DIR/{train.bin, val.bin, meta.json} and the tokenizer's files.
 
-Documents are tokenized, each followed by the end-of-text token, and concatenated. Validation takes
+Documents are tokenized (with the tokenizer's own special tokens, a Llama BOS for instance), each
+followed by the tokenizer's end-of-sequence token, and concatenated. Validation takes
 whole documents in the order of a hash of their index until it holds `val_fraction` of the tokens, so
 the split is deterministic and spread over the whole corpus (the tail of a sorted corpus would be one
 corner of it). Same input and options give byte-identical output: no timestamps, no absolute paths,
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import tokenizer
 from .data import FORMAT_VERSION
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .options import PrepareOptions
 
-EOS_TOKEN = "<|endoftext|>"
 # extension -> datasets builder. .txt files are one document each (sample_by="document").
 LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -136,7 +137,7 @@ def _text_column(ds, text_field: str, where: str):
 
 
 def train_tokenizer(texts, vocab_size: int):
-    """A byte-level BPE with one special token, end-of-text, trained on `texts`."""
+    """A byte-level BPE with one special token, end-of-text, trained on `texts` (a `tokenizers.Tokenizer`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -144,23 +145,11 @@ def train_tokenizer(texts, vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS_TOKEN],
+        special_tokens=[tokenizer.TRAINED_SPECIAL],
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return tok
-
-
-def load_tokenizer(directory: str | Path):
-    from tokenizers import Tokenizer
-
-    path = Path(directory) / "tokenizer.json"
-    if not path.is_file():
-        raise ConfigError(f"--tokenizer {str(directory)!r} holds no tokenizer.json")
-    tok = Tokenizer.from_file(str(path))
-    if tok.token_to_id(EOS_TOKEN) is None:
-        raise ConfigError(f"tokenizer {str(path)!r} has no {EOS_TOKEN!r} token to separate documents")
     return tok
 
 
@@ -210,15 +199,18 @@ def prepare(opts: PrepareOptions) -> dict:
         if len(ds) == 0:
             raise ConfigError(f"corpus {opts.source!r} is empty (no non-empty documents)")
         if opts.tokenizer:
-            tok = load_tokenizer(opts.tokenizer)
+            tok = tokenizer.load(opts.tokenizer)
         else:
-            tok = train_tokenizer(ds["text"], opts.vocab_size)
-        tok.save(str(tmp / "tokenizer.json"))
-        eos, vocab = tok.token_to_id(EOS_TOKEN), tok.get_vocab_size()
+            tok = tokenizer.trained(train_tokenizer(ds["text"], opts.vocab_size))
+        eos_token, eos = tokenizer.separator(tok, opts.tokenizer, opts.eos_token)
+        tokenizer.save(tok, eos_token, tmp)
+        backend = tok.backend_tokenizer
+        vocab = backend.get_vocab_size()
         dtype = token_dtype(vocab)
 
         def encode(batch):
-            return {"ids": [e.ids + [eos] for e in tok.encode_batch(batch["text"])]}
+            # The tokenizer's own post-processor adds what its model expects at a document's start (a BOS)
+            return {"ids": [e.ids + [eos] for e in backend.encode_batch(batch["text"])]}
 
         # Forked workers must not inherit the Rust thread pool the training above started.
         os.environ["TOKENIZERS_PARALLELISM"] = "false" if opts.num_proc > 1 else "true"
@@ -248,6 +240,8 @@ def prepare(opts: PrepareOptions) -> dict:
             "dtype": dtype.name,
             "vocab_size": vocab,
             "eos_id": eos,
+            "eos_token": eos_token,
+            "tokenizer_fingerprint": tokenizer.fingerprint(tok),
             "train_tokens": counts["train"],
             "val_tokens": counts["val"],
             "documents": docs,
@@ -255,6 +249,7 @@ def prepare(opts: PrepareOptions) -> dict:
             "options": {
                 "text_field": opts.text_field,
                 "tokenizer": "given" if opts.tokenizer else "trained",
+                "eos_token": opts.eos_token,
                 "val_fraction": opts.val_fraction,
                 "vocab_size": opts.vocab_size,
             },

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import hub, tokenizer
 from .data import TokenData
 from .distributed import checkpoint, launch
 from .distributed.launch import Dist
@@ -67,8 +67,16 @@ def run_identity(
     }
 
 
-def check_inputs(opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData) -> None:
+def hub_record() -> dict:
+    """The Hub ids this run's options named, with the commit each resolved to (hub.py)."""
+    resolved = hub.resolutions()
+    return {"hub": resolved} if resolved else {}
+
+
+def check_inputs(opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData, role: str = "--model") -> None:
+    """Refuse data the model cannot train on. `role`: the flag that named the model (the fit's is --target)."""
     data.check_model(model_cfg.vocab_size)
+    tokenizer.check_matches(data.dir, data.meta, opts.model, role, opts.data.allow_tokenizer_mismatch)
     if opts.data.seq_len > model_cfg.max_positions:
         raise ConfigError(f"--seq-len {opts.data.seq_len} exceeds the model's {model_cfg.max_positions} positions")
 
@@ -111,7 +119,7 @@ def start(
     flags: dict[str, str] | None = None,
 ) -> Session:
     """Check the inputs, join the process group and claim opts.out; `flags`: see ds_config_for."""
-    check_inputs(opts, model_cfg, data)
+    check_inputs(opts, model_cfg, data, (flags or {}).get("model", "--model"))
     d = launch.init()
     ds_config, dtype_name = ds_config_for(opts, d, flags)
     identity = {
@@ -126,6 +134,7 @@ def start(
         "launcher": d.launcher,
         "world_size": d.world_size,
         "device": device_name(d.device),
+        **hub_record(),
         **(extra_record or {}),
     }
     resuming = launch.on_rank0(d, lambda: run_dir.claim(identity, record))
@@ -165,14 +174,14 @@ def write_hf(
     *,
     collective: bool = True,
 ) -> Path:
-    """Write an HF checkpoint directory with the tokenizer the run trained with, from rank 0.
+    """Write an HF checkpoint directory with the tokenizer the run trained with (tokenizer files and
+    generation_config.json, eos being the data's document separator), from rank 0.
 
     `collective`: the other ranks drive the same iterator (ZeRO-3 gathers one module at a time, which every
     rank must take part in); otherwise only rank 0 reads it. Every rank returns once the files are there.
     """
     if d.is_main:
-        write_checkpoint(model_cfg, tensors, out, dtype=dtype)
-        shutil.copy(data.dir / data.meta["tokenizer"], out / "tokenizer.json")
+        write_checkpoint(model_cfg, tensors, out, dtype=dtype, extra=tokenizer.export_files(data.dir, data.eos_id))
     elif collective:
         for _ in tensors:
             pass

@@ -9,7 +9,6 @@ stretch ends in a checkpoint, so a rerun continues exactly.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import signal
@@ -22,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import SampleOrder, TokenData, window_batch
 from .distributed import checkpoint, launch
 from .distributed import engine as ds_engine
-from .errors import ConfigError
+from .evaluate import num_windows, window_totals
 from .faults import crash_point
 from .flops import peak_flops, train_flops_per_token
 from .metrics import MetricsLog, device_name, peak_memory_bytes
@@ -140,31 +138,13 @@ class Trainer:
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the first eval_samples validation windows, split across ranks.
-
-        The set is the same at every evaluation and for every world size. Ranks with fewer windows run
-        padded batches of weight zero: under ZeRO-3 every rank must take part in every forward.
-        """
+        """Mean loss over the first eval_samples validation windows, split across ranks (evaluate.py)."""
         d, engine = self.d, self.engine
         val = self.data.tokens("val")
         T, b = self.opts.data.seq_len, self.opts.loop.micro_batch
-        n = min(self.opts.cadence.eval_samples, (len(val) - 1) // T)
-        if n < 1:
-            raise ConfigError(f"validation split has {len(val)} tokens, fewer than one --seq-len {T} window")
-        mine = list(range(d.rank, n, d.world_size))
-        batches = math.ceil(math.ceil(n / d.world_size) / b)
-        totals = torch.zeros(2, dtype=torch.float64, device=d.device)
+        n = num_windows(len(val), T, self.opts.cadence.eval_samples)
         engine.eval()
-        for i in range(batches):
-            idx = mine[i * b : (i + 1) * b]
-            ids, targets = window_batch(val, np.asarray(idx or [0], dtype=np.int64) * T, T)
-            logits = engine(ids.to(d.device))
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(d.device).flatten(), reduction="sum")
-            crash_point("eval")
-            if idx:
-                totals += torch.stack(
-                    [loss.double(), torch.tensor(targets.numel(), dtype=torch.float64, device=d.device)]
-                )
+        totals = window_totals(engine, val, T, b, n, d.rank, d.world_size, d.device)
         engine.train()
         launch.all_reduce_sum(totals)
         return (totals[0] / totals[1]).item()

@@ -14,6 +14,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The Llama-family rows' shape: 4 query heads over 2 key-value heads of 16.
+_GQA_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=96,
+    max_position_embeddings=64,
+)
+
 # One row per supported layout: family switches, GQA, tied/untied, biases, rope_theta, explicit head_dim,
 # sliding window. Shapes are tiny so every test runs in milliseconds.
 HF_CASES: dict[str, dict] = {
@@ -29,51 +40,48 @@ HF_CASES: dict[str, dict] = {
         activation_function="gelu",
         tie_word_embeddings=False,
     ),
-    "llama": dict(
-        model_type="llama",
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=96,
-        max_position_embeddings=64,
-    ),
+    "llama": dict(model_type="llama", **{**_GQA_SHAPE, "num_key_value_heads": 4}),
     "llama_gqa_tied": dict(
         model_type="llama",
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=96,
-        max_position_embeddings=64,
+        **_GQA_SHAPE,
         tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
     ),
     "llama_bias": dict(
         model_type="llama",
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        vocab_size=96,
-        max_position_embeddings=64,
+        **{**_GQA_SHAPE, "num_key_value_heads": 1},
         attention_bias=True,
         mlp_bias=True,
         rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
     ),
-    "qwen2_gqa": dict(
-        model_type="qwen2",
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=96,
-        max_position_embeddings=64,
+    "qwen2_gqa": dict(model_type="qwen2", **_GQA_SHAPE, tie_word_embeddings=True),
+    # RoPE scaling, each kind in the config layout it is found in on the Hub: Llama 3.x files carry
+    # rope_theta beside rope_scaling; transformers >= 5 writes rope_parameters; old files say "type".
+    # original_max_position_embeddings is below the 24 positions the tests run, so every kind bends.
+    "llama3_rope": dict(
+        model_type="llama",
+        **_GQA_SHAPE,
         tie_word_embeddings=True,
+        rope_theta=500000.0,
+        rope_scaling={
+            "factor": 8.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 16,
+            "rope_type": "llama3",
+        },
+    ),
+    "llama_linear_rope": dict(
+        model_type="llama", **_GQA_SHAPE, rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}
+    ),
+    "mistral_dynamic_rope": dict(
+        model_type="mistral", **_GQA_SHAPE, rope_theta=10000.0, rope_scaling={"type": "dynamic", "factor": 2.0}
+    ),
+    "qwen2_yarn_rope": dict(
+        model_type="qwen2",
+        **_GQA_SHAPE,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0, "original_max_position_embeddings": 16},
     ),
     "mistral_window_headdim": dict(
         model_type="mistral",
@@ -102,6 +110,28 @@ def make_hf_model(case: str | dict, seed: int = 0, std: float = 0.2):
         for p in model.parameters():  # HF init leaves biases at 0 and norms at 1: they would test nothing
             p.normal_(0.0, std)
     return model.eval()
+
+
+def _class_weights(model) -> dict:
+    tied = model.config.tie_word_embeddings
+    return {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+
+
+def hub_base_model_state(model) -> dict[str, torch.Tensor]:
+    """As the original Hub checkpoints are: the base model's names without its prefix, no head, and the
+    buffers transformers of that time saved (GPT-2's causal mask and masked_bias, Llama's inv_freq)."""
+    prefix = model.base_model_prefix + "."
+    state = {k[len(prefix) :]: v for k, v in _class_weights(model).items() if k.startswith(prefix)}
+    cfg = model.config
+    for i in range(cfg.num_hidden_layers):
+        if cfg.model_type == "gpt2":
+            n = cfg.n_positions
+            state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
+            state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        else:
+            e = cfg.hidden_size // cfg.num_attention_heads
+            state[f"layers.{i}.self_attn.rotary_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, e, 2) / e)
+    return state
 
 
 def make_inputs(
@@ -330,3 +360,43 @@ def text_folder(tmp_path):
         for doc in DOCS[40:]:
             f.write(json.dumps({"text": doc, "id": 1}) + "\n")
     return folder
+
+
+# Tokenizers in the layouts their models ship, with other special tokens than the one prepare trains.
+# style -> (special tokens in id order, the BOS its post-processor adds, eos in tokenizer_config.json,
+#           eos_token_id in generation_config.json)
+TOKENIZER_STYLES = {
+    "llama2": (["<unk>", "<s>", "</s>"], "<s>", "</s>", None),  # Llama 2 and Mistral
+    "llama3": (["<|begin_of_text|>", "<|end_of_text|>"], "<|begin_of_text|>", None, 1),  # eos only in generation
+    "gpt2": (["<|endoftext|>"], None, "<|endoftext|>", None),
+    "no_eos": (["<pad>"], None, None, None),
+}
+
+
+def make_tokenizer(directory, style: str, vocab_size: int = 320):
+    """A byte-level BPE trained on DOCS, saved as a model repository holds it; returns the directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special, bos, eos, generation_eos = TOKENIZER_STYLES[style]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(DOCS, trainer=trainer)
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, backend.token_to_id(bos))]
+        )
+    tokens = {"bos_token": bos, "eos_token": eos, "unk_token": "<unk>" if "<unk>" in special else None}
+    PreTrainedTokenizerFast(tokenizer_object=backend, **{k: v for k, v in tokens.items() if v}).save_pretrained(
+        directory
+    )
+    if generation_eos is not None:
+        (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": [generation_eos, 0]}))
+    return directory

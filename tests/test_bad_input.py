@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HF_CASES, cli, make_hf_model, make_inputs
+from conftest import HF_CASES, cli, make_hf_model, make_inputs, make_tokenizer
 
 pytestmark = pytest.mark.multiproc  # several rows start DeepSpeed
 
@@ -194,6 +194,27 @@ def pickle_checkpoint(w, tmp):
     return ["inspect", "--model", str(bad)], [bad]
 
 
+def model_with_another_tokenizer(w, tmp):
+    model = tmp / "with_tokenizer"
+    subprocess.run(["cp", "-r", str(w / "small"), str(model)], check=True)
+    make_tokenizer(model, "llama2")
+    return pretrain(w, tmp / "run", "--model", str(model)), [model]
+
+
+def tokenizer_without_eos(w, tmp):
+    model = make_tokenizer(tmp / "no_eos", "no_eos")
+    return ["prepare", "--source", str(w / "corpus"), "--tokenizer", str(model), "--out", str(tmp / "d")], [model]
+
+
+def export_of_an_initialisation_only_fit(w, tmp):
+    deeper = write_json(tmp / "t.json", {**TINY, "num_hidden_layers": 3})
+    run = subprocess.run(
+        [sys.executable, "-m", "ligo_ds", *fit(w, deeper, tmp / "f")], capture_output=True, text=True, env=env()
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return ["export", str(tmp / "f"), "--out", str(tmp / "exported")], [tmp / "f"]
+
+
 ROWS = [
     ("corrupt or truncated safetensors", corrupt_safetensors, "is not a readable safetensors file"),
     (
@@ -225,6 +246,18 @@ ROWS = [
     ("read-only output directory", read_only_out, "Read-only file system"),
     ("disk full", disk_full, "No space left on device"),
     ("pickled checkpoint", pickle_checkpoint, "refusing to load .*pytorch_model.bin'"),
+    (
+        "data from another tokenizer than the model's",
+        model_with_another_tokenizer,
+        "was tokenized with another tokenizer .* than the --model model .*with_tokenizer' has .*"
+        "--allow-tokenizer-mismatch",
+    ),
+    ("tokenizer without eos", tokenizer_without_eos, "names no end-of-sequence token .*pass --eos-token TOKEN"),
+    (
+        "export of a fit --steps 0",
+        export_of_an_initialisation_only_fit,
+        "is a fit with --steps 0, which keeps no checkpoint: its grown model is .*f/hf'",
+    ),
 ]
 
 

@@ -92,6 +92,11 @@ def test_grown_export_matches_the_operator_run(growth_setup, two_ranks):
     with torch.no_grad():
         loss = F.cross_entropy(model(ids).logits.flatten(0, 1), targets.flatten()).item()
     assert loss == pytest.approx(series(out, "val_loss")[-1], rel=1e-5)
+    # `ligo-ds export` of the fit's last checkpoint: the grown model, made from the operator and the source.
+    ligo("single", 1, ["export", str(out), "--out", str(out / "exported")])
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out / "exported").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
 
 
 def test_fit_stop_and_resume(growth_setup):

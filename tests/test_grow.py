@@ -73,3 +73,42 @@ def test_handoff_equals_the_hf_export(growth_setup, grown_straight):
     again = read_metrics(out / "metrics.jsonl")
     assert again[0]["val_loss"] == pytest.approx(train[0]["val_loss"], rel=1e-6)
     assert again[1]["loss"] == pytest.approx(train[1]["loss"], rel=1e-6)
+
+
+def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
+    """A user's model as the Hub serves it (base-model names, mask buffers, no head, its own tokenizer):
+    prepare with its tokenizer, grow it, export; transformers loads the export whole and generates."""
+    import json
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    from conftest import hub_base_model_state, make_hf_model, make_tokenizer
+
+    hub = make_tokenizer(tmp_path / "gpt2", "gpt2")
+    small = dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=320)
+    model = make_hf_model(small, std=0.05)
+    model.config.save_pretrained(hub)
+    save_file(hub_base_model_state(model), str(hub / "model.safetensors"))
+    (tmp_path / "large.json").write_text(json.dumps({**small, "n_embd": 64, "n_layer": 3, "n_head": 8}))
+    ligo("single", 1, cli("prepare", source=text_folder, out=tmp_path / "data", tokenizer=hub, val_fraction=0.1))
+    out = tmp_path / "grown"
+    flags = dict(seq_len=32, micro_batch=2, eval_every=2, eval_samples=2, warmup_steps=1, ds_config="zero2")
+    ligo(
+        "single",
+        1,
+        cli("grow", source=hub, target=tmp_path / "large.json", data=tmp_path / "data", out=out, **flags)
+        + ["--fit-steps", "2", "--max-steps", "2"],
+    )
+    ligo("single", 1, ["export", str(out / "train"), "--out", str(tmp_path / "export")])
+    for directory in (out / "train" / "hf", tmp_path / "export"):
+        tok = transformers.AutoTokenizer.from_pretrained(directory)
+        lm = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+        assert tok.eos_token == "<|endoftext|>" == tok.convert_ids_to_tokens(lm.generation_config.eos_token_id)
+        assert lm.config.n_embd == 64 and lm.config.eos_token_id == tok.eos_token_id
+        prompt = tok("def f1(x):", return_tensors="pt")
+        with torch.no_grad():
+            ids = lm.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+        assert ids.shape[1] > prompt["input_ids"].shape[1]
+        assert tok.decode(ids[0]).startswith("def f1(x):")

@@ -15,7 +15,11 @@ from conftest import doubled, ids_for, perturb, random_source
 ATOL = 1e-4
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama_gqa_tied", "gpt2_untied_gelu", "llama_bias"])
+# The RoPE-scaled cases show that growth keeps the source's positions: the export is read by transformers
+# with the target's config, and its logits equal the operator's own forward.
+@pytest.mark.parametrize(
+    "case", ["gpt2", "llama_gqa_tied", "gpt2_untied_gelu", "llama_bias", "llama3_rope", "qwen2_yarn_rope"]
+)
 @pytest.mark.parametrize(
     "spec",
     [

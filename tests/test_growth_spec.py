@@ -20,6 +20,17 @@ from conftest import HF_CASES, random_source
         ("gpt2", dict(n_embd=128), "head_dim changes from 16 to 32: the operator grows attention by whole heads"),
         ("llama", dict(tie_word_embeddings=True), "tie_embeddings: source False, target True"),
         ("gpt2", dict(n_positions=128), "learned position tables differ in length"),
+        ("llama", dict(rope_theta=500000.0), "rope_theta: source 10000.0, target 500000.0"),
+        (
+            "llama3_rope",
+            dict(rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0}),
+            "rope_scaling: source {'factor': 8.0, .*'original_max_position_embeddings': 16}, target {'factor': 32.0",
+        ),
+        (
+            "llama",
+            dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+            "rope_type: source 'default', target 'linear'",
+        ),
     ],
 )
 def test_refused_pairs(case, change, message):

@@ -10,13 +10,14 @@ import pickle
 import pytest
 import torch
 import transformers
+from safetensors.torch import save_file
 
 from ligo_ds import ConfigError, ModelConfig, load_model, save_model
 from ligo_ds.hf_io import SAFETENSORS_INDEX
 
-from conftest import HF_CASES
+from conftest import HF_CASES, hub_base_model_state, make_hf_model
 
-ATOL = 1e-4  # float32 end to end; observed differences are ~1e-6
+ATOL = 1e-5  # float32 end to end; observed differences are 0 to 3e-7
 
 
 def _ids(vocab: int, T: int = 24, B: int = 2, seed: int = 1) -> torch.Tensor:
@@ -75,15 +76,68 @@ def test_resave_replaces_stale_shards(hf_checkpoint, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_pytorch_bin_checkpoint_loads(hf_checkpoint, tmp_path):
-    hf, directory = hf_checkpoint("gpt2_untied_gelu")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "config.json").write_text((directory / "config.json").read_text())
-    torch.save(hf.state_dict(), bin_dir / "pytorch_model.bin")
+# ---- every file layout transformers loads --------------------------------------------------------------
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    """The class's own tensor names and weights, the tied head left out as save_pretrained does."""
+    tied = model.config.tie_word_embeddings
+    return {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+
+
+def _write_bin_shards(state: dict, directory, shards: int = 2) -> None:
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        file = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = {k: state[k] for k in names[i::shards]}
+        torch.save(part, directory / file)
+        weight_map.update(dict.fromkeys(part, file))
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+LAYOUTS = {
+    "safetensors": lambda m, d: m.save_pretrained(d),
+    "safetensors_sharded": lambda m, d: m.save_pretrained(d, max_shard_size="40KB"),
+    "bin": lambda m, d: torch.save(_weights(m), d / "pytorch_model.bin"),
+    "bin_sharded": lambda m, d: _write_bin_shards(_weights(m), d),
+    "hub_base_model_safetensors": lambda m, d: save_file(hub_base_model_state(m), str(d / "model.safetensors")),
+    "hub_base_model_bin": lambda m, d: torch.save(hub_base_model_state(m), d / "pytorch_model.bin"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("case", ["gpt2", "llama_gqa_tied", "qwen2_gqa"])
+def test_every_layout_transformers_loads(case, layout, tmp_path):
+    model = make_hf_model(case)
+    model.config.save_pretrained(tmp_path)
+    LAYOUTS[layout](model, tmp_path)
+    if layout == "safetensors_sharded":
+        assert len(set(json.loads((tmp_path / SAFETENSORS_INDEX).read_text())["weight_map"].values())) > 2
     ids = _ids(96)
     with torch.no_grad():
-        torch.testing.assert_close(load_model(bin_dir).eval()(ids), hf(ids).logits, atol=ATOL, rtol=0)
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()(ids).logits
+        torch.testing.assert_close(theirs, model(ids).logits, atol=0, rtol=0)  # the file is complete
+        torch.testing.assert_close(load_model(tmp_path).eval()(ids), theirs, atol=ATOL, rtol=0)
+
+
+def test_base_model_checkpoint_of_an_untied_model_lacks_its_head(tmp_path):
+    model = make_hf_model("gpt2_untied_gelu")
+    model.config.save_pretrained(tmp_path)
+    save_file(hub_base_model_state(model), str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="a base-model checkpoint: names without 'transformer.'.* 'lm_head.weight'"):
+        load_model(tmp_path)
+
+
+def test_unused_weight_is_not_excused_by_a_buffer_pattern(tmp_path):
+    # transformers ignores keys matching "attn.bias" anywhere; a stray c_attn.bias is a weight, and reported
+    model = make_hf_model("gpt2")
+    model.config.save_pretrained(tmp_path)
+    state = hub_base_model_state(model)
+    state["h.7.attn.c_attn.bias"] = torch.zeros(192)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match=r"1 tensor\(s\) its config does not describe: h.7.attn.c_attn.bias"):
+        load_model(tmp_path)
 
 
 class _Exploit:

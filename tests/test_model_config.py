@@ -42,7 +42,18 @@ def test_explicit_head_dim_is_honoured():
         ({"model_type": "bert"}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, qwen2"),
         ({"hidden_size": 66}, "hidden size 66 is not divisible by the number of attention heads 4"),
         ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) is not divisible by num_key_value_heads \(3\)"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn' is not supported"),
+        (
+            {"rope_scaling": {"rope_type": "longrope", "factor": 4.0}},
+            "rope type 'longrope' is not supported; supported: default, linear, dynamic, yarn, llama3",
+        ),
+        (
+            {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+            r"RoPE parameters \{'rope_type': 'llama3', 'factor': 8.0\} do not describe a 'llama3' scaling: .*"
+            "high_freq_factor",
+        ),
+        ({"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4}}, "do not describe a 'linear' scaling"),
+        ({"rope_scaling": {"factor": 4.0}}, r"RoPE parameters \{'factor': 4.0\} given without a scaling type"),
+        ({"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5 is not supported"),
         ({"hidden_act": "mish"}, "hidden_act='mish' is not supported"),
         ({"num_hidden_layers": 0}, "num_layers=0, expected a positive integer"),
     ],
@@ -50,6 +61,22 @@ def test_explicit_head_dim_is_honoured():
 def test_bad_llama_config(update, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig.from_hf({**HF_CASES["llama"], **update})
+
+
+@pytest.mark.parametrize(
+    "case, kind, scaling",
+    [
+        ("llama3_rope", "llama3", {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0}),
+        ("llama_linear_rope", "linear", {"factor": 4.0}),
+        ("mistral_dynamic_rope", "dynamic", {"factor": 2.0}),
+        ("qwen2_yarn_rope", "yarn", {"factor": 4.0, "original_max_position_embeddings": 16}),
+    ],
+)
+def test_rope_scaling_is_read_from_every_config_layout(case, kind, scaling):
+    cfg = ModelConfig.from_hf(HF_CASES[case])
+    assert cfg.rope_type == kind
+    assert {k: v for k, v in dict(cfg.rope_scaling).items() if k in scaling} == scaling
+    assert ModelConfig.from_hf(HF_CASES["llama"]).rope_scaling == ()
 
 
 def test_bad_gpt2_heads():

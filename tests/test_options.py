@@ -24,6 +24,7 @@ REQUIRED = {
     "fit": dict(source="s", target="t.json", data="d", out="o"),
     "grow": dict(source="s", target="t.json", data="d", out="o", max_steps=10),
     "export": dict(run="r", out="o"),
+    "eval": dict(model="m"),
     "report": dict(runs=["a"], out="o"),
 }
 PRETRAIN = REQUIRED["pretrain"]

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from ligo_ds import ConfigError
+from ligo_ds import ConfigError, tokenizer
 from ligo_ds.data import TokenData
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import EOS_TOKEN, choose_validation, load_tokenizer, prepare, stdlib_files
+from ligo_ds.prepare import choose_validation, prepare, stdlib_files
 
-from conftest import DOCS
+from conftest import DOCS, make_tokenizer
 
 
 def _decode_docs(data_dir) -> list[str]:
     data = TokenData(data_dir)
-    tok = load_tokenizer(data_dir)
+    tok = tokenizer.load(data_dir)
     docs = []
     for split in ("train", "val"):
         ids = data.tokens(split).tolist()
         cuts = [i for i, t in enumerate(ids) if t == data.eos_id]
         start = 0
         for c in cuts:
-            docs.append(tok.decode(ids[start:c]))
+            docs.append(tok.decode(ids[start:c], skip_special_tokens=True))
             start = c + 1
         assert start == len(ids), "every document ends with end-of-text"
     return docs
@@ -34,7 +35,7 @@ def _decode_docs(data_dir) -> list[str]:
 def test_prepare_local_roundtrip_and_determinism(text_folder, tmp_path):
     meta = prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "a"), vocab_size=300, val_fraction=0.1))
     prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "b"), vocab_size=300, val_fraction=0.1))
-    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
+    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert sorted(_decode_docs(tmp_path / "a")) == sorted(DOCS)
     assert meta["documents"]["train"] + meta["documents"]["val"] == len(DOCS)
@@ -59,7 +60,7 @@ def test_prepare_parquet_with_given_tokenizer(text_folder, tmp_path):
         )
     )
     assert meta["options"]["tokenizer"] == "given"
-    assert (tmp_path / "p/tokenizer.json").read_bytes() == (tmp_path / "a/tokenizer.json").read_bytes()
+    assert meta["tokenizer_fingerprint"] == json.loads((tmp_path / "a/meta.json").read_text())["tokenizer_fingerprint"]
     assert sorted(_decode_docs(tmp_path / "p")) == sorted(DOCS[:20])
 
 
@@ -134,8 +135,42 @@ def test_hub_source_offline_fails_clearly(tmp_path):
     assert "cannot load hub dataset 'someone/absent-dataset'" in result.stderr
 
 
-def test_eos_token_present(text_folder, tmp_path):
-    prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), vocab_size=300, val_fraction=0.1))
-    tok = load_tokenizer(tmp_path / "d")
-    assert tok.token_to_id(EOS_TOKEN) == TokenData(tmp_path / "d").eos_id
+def test_trained_tokenizer_is_a_whole_autotokenizer(text_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    meta = prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), vocab_size=300, val_fraction=0.1))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "d")
+    assert (tok.eos_token, tok.bos_token, tok.pad_token) == ("<|endoftext|>",) * 3
+    assert tok.eos_token_id == TokenData(tmp_path / "d").eos_id == meta["eos_id"]
+    assert meta["eos_token"] == "<|endoftext|>" and meta["tokenizer_fingerprint"] == tokenizer.fingerprint(tok)
     assert np.dtype(TokenData(tmp_path / "d").meta["dtype"]) == np.uint16
+
+
+@pytest.mark.parametrize("style, eos", [("llama2", "</s>"), ("llama3", "<|end_of_text|>")])
+def test_models_own_tokenizer_separates_documents_with_its_eos(style, eos, text_folder, tmp_path):
+    """Llama 2 / Mistral name </s> in tokenizer_config.json; a Llama 3 base names <|end_of_text|> only
+    through generation_config.json's eos ids. Their post-processors put a BOS before each document."""
+    model_dir = make_tokenizer(tmp_path / "model", style)
+    meta = prepare(
+        PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), tokenizer=str(model_dir), val_fraction=0.1)
+    )
+    tok = tokenizer.load(model_dir)
+    assert meta["eos_token"] == eos and meta["eos_id"] == tok.convert_tokens_to_ids(eos)
+    assert meta["tokenizer_fingerprint"] == tokenizer.fingerprint(tok)
+    ids = TokenData(tmp_path / "d").tokens("train").tolist()
+    bos = tok.convert_tokens_to_ids(tok.bos_token or "<|begin_of_text|>")
+    assert ids[0] == bos and ids.count(bos) == ids.count(meta["eos_id"]) == meta["documents"]["train"]
+    assert sorted(_decode_docs(tmp_path / "d")) == sorted(DOCS)
+    assert tokenizer.load(tmp_path / "d").eos_token == eos  # the DATA_DIR's tokenizer names it, for exports
+
+
+def test_eos_token_flag_overrides_and_a_tokenizer_without_eos_is_refused(text_folder, tmp_path):
+    model_dir = make_tokenizer(tmp_path / "model", "no_eos")
+    opts = dict(source=str(text_folder), tokenizer=str(model_dir), val_fraction=0.1)
+    with pytest.raises(ConfigError, match="names no end-of-sequence token .*pass --eos-token TOKEN"):
+        prepare(PrepareOptions(out=str(tmp_path / "refused"), **opts))
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(ConfigError, match="--eos-token '<eos>' is not a token of the tokenizer at"):
+        prepare(PrepareOptions(out=str(tmp_path / "refused"), eos_token="<eos>", **opts))
+    meta = prepare(PrepareOptions(out=str(tmp_path / "d"), eos_token="<pad>", **opts))
+    assert (meta["eos_token"], meta["eos_id"]) == ("<pad>", 0)

@@ -38,6 +38,17 @@ def test_hf_export_reproduces_reported_val_loss(pretrain_setup):
     again = transformers.AutoModelForCausalLM.from_pretrained(out / "exported").eval()
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, logits, atol=1e-6, rtol=0)
+    # Both carry the data's tokenizer, its eos the documents' separator, for evaluation and generation.
+    eos = TokenData(pretrain_setup / "data").eos_id
+    for hf in (out / "hf", out / "exported"):
+        tok = transformers.AutoTokenizer.from_pretrained(hf)
+        assert tok.eos_token_id == eos and tok.pad_token_id is not None
+        assert transformers.GenerationConfig.from_pretrained(hf).eos_token_id == eos
+        assert json.loads((hf / "config.json").read_text())["eos_token_id"] == eos
+    ligo("single", 1, ["export", str(out), "--out", str(out / "bf16"), "--dtype", "bf16"])
+    half = transformers.AutoModelForCausalLM.from_pretrained(out / "bf16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert (out / "bf16/model.safetensors").stat().st_size < 0.6 * (out / "exported/model.safetensors").stat().st_size
 
 
 def test_continue_from_hf_checkpoint(pretrain_setup, pretrain_reference):

@@ -74,3 +74,17 @@ def test_ds_config_for_a_cpu_run_names_the_flags_it_was_given(tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": 0.5}}}))
     with pytest.raises(ConfigError, match="optimizer lr=0.5 but --operator-lr gives 0.0006"):
         ds_config_for(opts(ds_config=str(tmp_path / "ds.json")), cpu, flags={"lr": "--operator-lr"})
+
+
+def test_tokenizer_mismatch_is_checked_and_waived_by_its_flag(tmp_path, text_folder):
+    from ligo_ds.options import PrepareOptions
+    from ligo_ds.prepare import prepare
+
+    from conftest import make_tokenizer
+
+    prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), vocab_size=320, val_fraction=0.1))
+    data, model = TokenData(tmp_path / "d"), make_tokenizer(tmp_path / "model", "llama2")
+    cfg = ModelConfig.from_hf(TINY)
+    with pytest.raises(ConfigError, match="than the --target model .*model' has"):
+        check_inputs(opts(model=str(model), seq_len=32), cfg, data, "--target")
+    check_inputs(opts(model=str(model), seq_len=32, allow_tokenizer_mismatch=True), cfg, data, "--target")

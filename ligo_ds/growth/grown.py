@@ -17,7 +17,8 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ..hf_io import write_checkpoint
-from ..model import Block, Decoder, lm_loss, make_norm, rope_tables
+from ..model import Block, Decoder, lm_loss, make_norm
+from ..rope import rope_tables
 from .operator import LiGOOperator
 
 
@@ -52,7 +53,7 @@ class GrownModel(nn.Module):
         x = F.embedding(ids, g["tok_emb.weight"])
         if "pos_emb.weight" in g:
             x = x + g["pos_emb.weight"][:T]
-        rope = rope_tables(T, cfg.head_dim, cfg.rope_theta, ids.device) if cfg.positions == "rope" else None
+        rope = rope_tables(cfg, T, ids.device) if cfg.positions == "rope" else None
         depth = self.operator.depth()
         for i in range(cfg.num_layers):
             if self.checkpoint_blocks and torch.is_grad_enabled():

@@ -83,6 +83,8 @@ _SAME = (
     "gated_mlp",
     "positions",
     "rope_theta",
+    "rope_type",
+    "rope_scaling",
     "qkv_bias",
     "out_bias",
     "mlp_bias",
@@ -90,6 +92,10 @@ _SAME = (
     "tie_embeddings",
 )
 _GROW = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "max_positions")
+
+
+def _shown(key: str, value):
+    return dict(value) if key == "rope_scaling" else value
 
 
 def check_growable(src: ModelConfig, tgt: ModelConfig) -> None:
@@ -118,7 +124,7 @@ def check_growable(src: ModelConfig, tgt: ModelConfig) -> None:
     if smaller:
         raise ConfigError(f"the target is smaller than the source: {', '.join(smaller)}")
     differ = [
-        f"{k}: source {getattr(src, k)!r}, target {getattr(tgt, k)!r}"
+        f"{k}: source {_shown(k, getattr(src, k))!r}, target {_shown(k, getattr(tgt, k))!r}"
         for k in _SAME
         if getattr(src, k) != getattr(tgt, k)
     ]

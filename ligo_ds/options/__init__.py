@@ -3,6 +3,7 @@ fit and grow share; commands.py: each command's options)."""
 
 from .blocks import Cadence, Data, DeepSpeed, Growth, Loop, OperatorFit, Optimizer, Schedule
 from .commands import (
+    EvalOptions,
     ExportOptions,
     FitOptions,
     GrowOptions,
@@ -11,12 +12,22 @@ from .commands import (
     PretrainOptions,
     ReportOptions,
 )
-from .declare import add_arguments, flat_options, from_args, from_values, load_json, to_args, to_flat
+from .declare import (
+    add_arguments,
+    flat_options,
+    from_args,
+    from_values,
+    load_json,
+    resolve_paths,
+    to_args,
+    to_flat,
+)
 
 __all__ = [
     "Cadence",
     "Data",
     "DeepSpeed",
+    "EvalOptions",
     "ExportOptions",
     "FitOptions",
     "GrowOptions",
@@ -34,6 +45,7 @@ __all__ = [
     "from_args",
     "from_values",
     "load_json",
+    "resolve_paths",
     "to_args",
     "to_flat",
 ]

@@ -23,6 +23,9 @@ class Data:
 
     data: str = option(help="DATA_DIR written by `ligo-ds prepare`", metavar="DATA_DIR")
     seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+    allow_tokenizer_mismatch: bool = option(
+        False, "train on data tokenized otherwise than the model's own tokenizer (its directory's) says"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,10 +111,12 @@ class DeepSpeed:
 class Growth:
     """What grows into what, and the operator's initialisation (growth/init.py, growth/spec.py)."""
 
-    source: str = option(help="the small model: an HF checkpoint directory", metavar="HF_DIR")
+    source: str = option(help="the small model: an HF checkpoint directory", metavar="HF_DIR", hub="model")
     target: str = option(
-        help="the large model's shape: an HF config.json of the same family, at least as large everywhere",
+        help="the large model's shape: an HF config.json (or a directory holding one) of the same family, at "
+        "least as large everywhere",
         metavar="CONFIG",
+        hub="config",
     )
     width_init: str = option(
         "select",

@@ -19,7 +19,15 @@ from .declare import Command, at_least, between, block, option
 class PrepareOptions(Command):
     source: str = option("stdlib", "stdlib | PATH[,PATH...] | hub:NAME[:CONFIG]", metavar="SRC")
     out: str = option(help="output directory", metavar="DATA_DIR")
-    tokenizer: str | None = option(None, "use DIR/tokenizer.json instead of training one", metavar="DIR")
+    tokenizer: str | None = option(
+        None,
+        "a model's or tokenizer's directory (what AutoTokenizer reads) instead of training one",
+        metavar="DIR",
+        hub="tokenizer",
+    )
+    eos_token: str | None = option(
+        None, "the token that ends each document (default: the tokenizer's own eos)", metavar="TOKEN"
+    )
     vocab_size: int = option(
         8192, "BPE vocabulary when training one (256 bytes + end-of-text at least)", check=at_least(257)
     )
@@ -31,7 +39,7 @@ class PrepareOptions(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class InspectOptions(Command):
-    model: str = option(help="HF config.json or checkpoint directory", metavar="CONFIG_OR_DIR")
+    model: str = option(help="HF config.json or checkpoint directory", metavar="CONFIG_OR_DIR", hub="model")
     data: Data = block(Data, data=None, seq_len=128)
 
 
@@ -42,6 +50,7 @@ class PretrainOptions(Command):
     model: str = option(
         help="HF config.json (train from scratch) or HF checkpoint directory (continue pretraining it)",
         metavar="CONFIG_OR_DIR",
+        hub="model",
     )
     out: str = option(
         help="RUN_DIR; rerunning the same command on it resumes from its latest checkpoint", metavar="RUN_DIR"
@@ -148,6 +157,29 @@ class ExportOptions(Command):
     run: str = option(help="a pretrain or fit RUN_DIR", metavar="RUN_DIR", positional=True)
     tag: str | None = option(None, "checkpoint tag", shown_default="the latest")
     out: str = option(help="the HF checkpoint directory to write", metavar="DIR")
+    dtype: str = option(
+        "fp32",
+        "weights' dtype: fp32 keeps the checkpoint's weights unrounded, bf16 halves the files",
+        choices=("fp32", "bf16"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions(Command):
+    model: str = option(
+        help="an HF model directory, or a RUN_DIR (its final model, and by default its data and windows)",
+        metavar="MODEL",
+        positional=True,
+        hub="model",
+    )
+    data: str | None = option(None, "DATA_DIR written by `ligo-ds prepare`", shown_default="the run's", metavar="DIR")
+    seq_len: int | None = option(None, "tokens per window", shown_default="the run's, else 256", check=at_least(1))
+    eval_samples: int | None = option(
+        None, "windows to evaluate, from the first", shown_default="the run's, else all", check=at_least(1)
+    )
+    micro_batch: int = option(8, "windows per forward", check=at_least(1))
+    allow_tokenizer_mismatch: bool = option(False, "evaluate on data tokenized otherwise than the model's tokenizer")
+    out: str | None = option(None, "also write the result as JSON to FILE", metavar="FILE")
 
 
 @dataclass(frozen=True, kw_only=True)

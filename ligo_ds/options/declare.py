@@ -44,10 +44,12 @@ def option(
     shown_default: str | None = None,
     metavar: str | None = None,
     positional: bool = False,
+    hub: str | None = None,
 ) -> Any:
     """One option. `choices` may be a registry, name -> function: its keys are the choices, read when used,
     so a kind registered later is offered too. `shown_default` describes a None default that means
-    something (`lr / 10`)."""
+    something (`lr / 10`). `hub`: the option also takes a Hub id, ORG/NAME[@REVISION], for a "model",
+    a "config" or a "tokenizer" (what is fetched of it: see hub.py), resolved by `resolve_paths`."""
     meta = {
         "help": help,
         "check": check,
@@ -55,6 +57,7 @@ def option(
         "shown_default": shown_default,
         "metavar": metavar,
         "positional": positional,
+        "hub": hub,
     }
     return field(default=default, metadata={"option": meta})
 
@@ -102,6 +105,7 @@ class Flat:
     shown_default: str | None
     metavar: str | None
     positional: bool
+    hub: str | None  # the kind of Hub repository it may name, or None
 
     @property
     def flag(self) -> str:
@@ -160,6 +164,16 @@ def _base(kind: Any) -> tuple[Any, bool]:
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def resolve_paths(options: Any, resolve: Callable[[str | None, str, str], str | None]) -> Any:
+    """`options` with each Hub-capable option's value passed through `resolve(value, flag, kind)`."""
+    flat = to_flat(options)
+    hub = [o for o in flat_options(type(options)) if o.hub]
+    changed = {o.name: resolve(flat[o.name], o.flag, o.hub) for o in hub}
+    if all(changed[k] == flat[k] for k in changed):
+        return options
+    return from_values(type(options), {**flat, **changed})
 
 
 def _typed(o: Flat, value: Any, where: str) -> Any:
@@ -245,10 +259,11 @@ def shown(o: Flat) -> str | None:
 
 
 def help_text(o: Flat) -> str:
+    text = f"{o.help}, or a Hub id ORG/NAME[@REVISION]" if o.hub else o.help
     if o.default is MISSING:
-        return f"{o.help} (required)"
+        return f"{text} (required)"
     default = shown(o)
-    return o.help if default is None else f"{o.help} (default {default})"
+    return text if default is None else f"{text} (default {default})"
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, config_file: bool) -> None:

@@ -1,0 +1,102 @@
+"""tokenizer.py: the fingerprint that tells vocabularies apart, the data/model check, and the files an
+export carries (loaded back by AutoTokenizer and GenerationConfig)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GenerationConfig
+
+from ligo_ds import ConfigError, tokenizer
+from ligo_ds.hf_io import load_model, save_model, write_checkpoint
+from ligo_ds.options import PrepareOptions
+from ligo_ds.prepare import prepare
+
+from conftest import make_hf_model, make_tokenizer
+
+
+@pytest.fixture
+def llama2_data(tmp_path, text_folder):
+    model = make_tokenizer(tmp_path / "model", "llama2")
+    prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "data"), tokenizer=str(model), val_fraction=0.1))
+    return model, tmp_path / "data"
+
+
+def test_fingerprint_follows_the_vocabulary_not_the_files(tmp_path, llama2_data):
+    model, data = llama2_data
+    fp = tokenizer.fingerprint(tokenizer.load(model))
+    assert fp == tokenizer.fingerprint(tokenizer.load(data))  # re-saved into DATA_DIR, same ids
+    tok = tokenizer.load(model)
+    tok.eos_token, tok.pad_token = "<s>", "</s>"  # special-token roles change no id
+    assert tokenizer.fingerprint(tok) == fp
+    assert tokenizer.fingerprint(tokenizer.load(make_tokenizer(tmp_path / "other", "llama3"))) != fp
+    assert tokenizer.fingerprint(tokenizer.load(make_tokenizer(tmp_path / "bigger", "llama2", 330))) != fp
+
+
+def test_data_from_another_tokenizer_is_refused_unless_allowed(tmp_path, llama2_data):
+    model, data = llama2_data
+    meta = json.loads((data / "meta.json").read_text())
+    tokenizer.check_matches(data, meta, model, "--model", allow=False)  # its own: fine
+    other = make_tokenizer(tmp_path / "other", "llama3")
+    with pytest.raises(ConfigError, match=r"tokenized with another tokenizer \(fingerprint sha256:\w+\) than the "):
+        tokenizer.check_matches(data, meta, other, "--source", allow=False)
+    with pytest.raises(ConfigError, match="prepare the data with --tokenizer .*, or pass --allow-tokenizer-mismatch"):
+        tokenizer.check_matches(data, meta, other, "--source", allow=False)
+    tokenizer.check_matches(data, meta, other, "--source", allow=True)
+    (tmp_path / "bare").mkdir()  # a model directory without a tokenizer, or a config.json: nothing to compare
+    tokenizer.check_matches(data, meta, tmp_path / "bare", "--model", allow=False)
+    tokenizer.check_matches(data, meta, tmp_path / "bare" / "config.json", "--model", allow=False)
+
+
+def test_data_dirs_from_before_the_fingerprint_get_it_computed(llama2_data):
+    model, data = llama2_data
+    meta = json.loads((data / "meta.json").read_text())
+    del meta["tokenizer_fingerprint"]
+    assert tokenizer.data_fingerprint(data, meta) == tokenizer.fingerprint(tokenizer.load(model))
+
+
+def _tiny_model(tmp_path, vocab_size: int):
+    config = {**make_hf_model("llama_gqa_tied").config.to_dict(), "vocab_size": vocab_size}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    return load_model(tmp_path / "config.json")
+
+
+def test_checkpoint_carries_tokenizer_and_generation_config(tmp_path, llama2_data):
+    _, data = llama2_data
+    meta = json.loads((data / "meta.json").read_text())
+    model = _tiny_model(tmp_path, meta["vocab_size"])
+    extra = tokenizer.export_files(data, meta["eos_id"])
+    out = write_checkpoint(model.cfg, model.state_dict().items(), tmp_path / "hf", extra=extra)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert (tok.eos_token, tok.bos_token, tok.unk_token) == ("</s>", "<s>", "<unk>")
+    generation = GenerationConfig.from_pretrained(out)
+    assert generation.eos_token_id == meta["eos_id"] == tok.eos_token_id
+    assert generation.bos_token_id == tok.bos_token_id
+    config = json.loads((out / "config.json").read_text())
+    assert (config["eos_token_id"], config["bos_token_id"]) == (tok.eos_token_id, tok.bos_token_id)
+    assert load_model(out).cfg == model.cfg
+
+
+def test_export_names_the_datas_separator_whatever_the_tokenizer_said(tmp_path, text_folder):
+    """prepare --eos-token <pad> on a tokenizer without eos: exports must say <pad> ends a document."""
+    model_dir = make_tokenizer(tmp_path / "model", "no_eos")
+    opts = PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), tokenizer=str(model_dir), eos_token="<pad>")
+    meta = prepare(opts)
+    model = _tiny_model(tmp_path, meta["vocab_size"])
+    extra = tokenizer.export_files(tmp_path / "d", meta["eos_id"])
+    out = write_checkpoint(model.cfg, model.state_dict().items(), tmp_path / "hf", extra=extra)
+    assert AutoTokenizer.from_pretrained(out).eos_token == "<pad>"
+    assert GenerationConfig.from_pretrained(out).eos_token_id == meta["eos_id"] == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["eos_token_id"], config["bos_token_id"], config["pad_token_id"]) == (0, None, None)
+
+
+def test_missing_tokenizer_is_refused_and_weights_alone_have_none(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="--tokenizer .*empty' holds no tokenizer \\(expected one of tokenizer.json"):
+        tokenizer.load(tmp_path / "empty")
+    save_model(_tiny_model(tmp_path, 96), tmp_path / "weights_only")
+    assert not tokenizer.has_tokenizer(tmp_path / "weights_only")
