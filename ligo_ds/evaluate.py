@@ -67,22 +67,24 @@ def window_totals(
 def _model_dir(path: Path) -> tuple[Path, dict]:
     """An HF directory for a MODEL argument (a run directory means its final model), and the run record."""
     for run in (path, path / "train"):  # a pretrain or fit RUN_DIR, or a grow RUN_DIR's training phase
-        if (run / "config.json").is_file() and "identity" in json.loads((run / "config.json").read_text()):
-            if not (run / "hf" / "config.json").is_file():
-                raise ConfigError(
-                    f"run {str(run)!r} has no final model yet (no hf/): export a checkpoint with `ligo-ds export` "
-                    "and evaluate that"
-                )
-            return run / "hf", json.loads((run / "config.json").read_text())
+        record = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        if "identity" not in record:
+            continue
+        if not (run / "hf" / "config.json").is_file():
+            raise ConfigError(
+                f"run {str(run)!r} has no final model yet (no hf/): export a checkpoint with `ligo-ds export` "
+                "and evaluate that"
+            )
+        return run / "hf", record
     return path, {}
 
 
 def run(opts: EvalOptions) -> dict:
     """Evaluate `opts.model` on `opts.data`'s validation windows; every rank returns the result."""
-    from . import tokenizer
     from .data import TokenData
     from .distributed import launch
     from .hf_io import load_model
+    from .session import check_data_fits
 
     model_dir, record = _model_dir(Path(opts.model))
     options = record.get("options", {})
@@ -94,10 +96,7 @@ def run(opts: EvalOptions) -> dict:
     data = TokenData(data_dir)
     d = launch.init()
     model = load_model(model_dir, device=d.device).eval()
-    data.check_model(model.cfg.vocab_size)
-    tokenizer.check_matches(data.dir, data.meta, model_dir, "MODEL", opts.allow_tokenizer_mismatch)
-    if seq_len > model.cfg.max_positions:
-        raise ConfigError(f"--seq-len {seq_len} exceeds the model's {model.cfg.max_positions} positions")
+    check_data_fits(model.cfg, model_dir, data, seq_len, "MODEL", opts.allow_tokenizer_mismatch)
     val = data.tokens("val")
     n = num_windows(len(val), seq_len, wanted)
     with torch.no_grad():

@@ -61,12 +61,20 @@ def scaled_frequencies(rope_type: str, hf_config: dict, seq_len: int, device=Non
     return inv_freq.to(device=device, dtype=torch.float32), float(factor)
 
 
+@functools.lru_cache(maxsize=64)
+def _scaled_on_cpu(cfg: RopeConfig, seq_len: int) -> tuple[torch.Tensor, float]:
+    # Once per config and length, not per forward: transformers' init function is Python on the hot path.
+    return scaled_frequencies(cfg.rope_type, cfg.hf_config, seq_len)
+
+
 def frequencies(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, float]:
-    """(inverse frequencies of shape (head_dim / 2,), attention factor) for sequences of `seq_len`."""
+    """(inverse frequencies of shape (head_dim / 2,), attention factor) for sequences of `seq_len`.
+    `cfg` is hashable (a frozen ModelConfig), which the scaled kinds' cache relies on."""
     if cfg.rope_type == "default":
         exponents = torch.arange(0, cfg.head_dim, 2, device=device, dtype=torch.int64).float() / cfg.head_dim
         return 1.0 / cfg.rope_theta**exponents, 1.0
-    return scaled_frequencies(cfg.rope_type, cfg.hf_config, seq_len, device)
+    inv_freq, factor = _scaled_on_cpu(cfg, seq_len)
+    return inv_freq.to(device), factor
 
 
 def rope_tables(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

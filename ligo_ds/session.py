@@ -73,12 +73,20 @@ def hub_record() -> dict:
     return {"hub": resolved} if resolved else {}
 
 
+def check_data_fits(
+    model_cfg: ModelConfig, model: str | Path, data: TokenData, seq_len: int, role: str, allow_mismatch: bool
+) -> None:
+    """Refuse data a model cannot read: ids beyond its vocabulary, another tokenizer than its directory's
+    own (`role`: the flag or argument that named the model), windows longer than its positions."""
+    data.check_model(model_cfg.vocab_size)
+    tokenizer.check_matches(data.dir, data.meta, model, role, allow_mismatch)
+    if seq_len > model_cfg.max_positions:
+        raise ConfigError(f"--seq-len {seq_len} exceeds the model's {model_cfg.max_positions} positions")
+
+
 def check_inputs(opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData, role: str = "--model") -> None:
     """Refuse data the model cannot train on. `role`: the flag that named the model (the fit's is --target)."""
-    data.check_model(model_cfg.vocab_size)
-    tokenizer.check_matches(data.dir, data.meta, opts.model, role, opts.data.allow_tokenizer_mismatch)
-    if opts.data.seq_len > model_cfg.max_positions:
-        raise ConfigError(f"--seq-len {opts.data.seq_len} exceeds the model's {model_cfg.max_positions} positions")
+    check_data_fits(model_cfg, opts.model, data, opts.data.seq_len, role, opts.data.allow_tokenizer_mismatch)
 
 
 def ds_config_for(opts: PretrainOptions, d: Dist, flags: dict[str, str] | None = None) -> tuple[dict, str]:
