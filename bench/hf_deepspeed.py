@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ligo_ds.data import SampleOrder, TokenData, window_batch  # noqa: E402
+from ligo_ds.data import TokenData, window_batch  # noqa: E402
+from ligo_ds.data_order import SampleOrder  # noqa: E402
 from ligo_ds.distributed import engine as ds_engine  # noqa: E402
 from ligo_ds.distributed import launch
 from ligo_ds.ds_config import ds_config_path, resolve_ds_config  # noqa: E402

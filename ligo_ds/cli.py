@@ -39,11 +39,13 @@ def _is_rank0() -> bool:
 
 
 def cmd_prepare(opts: PrepareOptions) -> int:
-    """Tokenize a corpus into packed, memory-mapped train/val token files (DATA_DIR).
+    """Tokenize a corpus into sharded, memory-mapped train/val token files (DATA_DIR), on every core.
 
     SRC is `stdlib` (the Python standard library source, offline), comma-separated local files or
-    folders (.txt, .jsonl/.json with a text field, .parquet), or hub:NAME[:CONFIG] via `datasets`.
-    Without --tokenizer a byte-level BPE of --vocab-size tokens is trained on the corpus.
+    folders (.txt, .jsonl/.json, also .gz, with a text field, .parquet), or hub:NAME, streamed through
+    `datasets` and your HF cache (--split, --subset, --data-files). Without --tokenizer a byte-level BPE
+    of --vocab-size tokens is trained on --tokenizer-sample-bytes of the corpus. A killed prepare
+    resumes when the same command is run again.
     """
     from .prepare import prepare
 
@@ -51,7 +53,8 @@ def cmd_prepare(opts: PrepareOptions) -> int:
     meta = prepare(opts)
     print(
         f"wrote {opts.out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
-        f"({meta['documents']['train']} + {meta['documents']['val']} documents), vocabulary {meta['vocab_size']}, "
+        f"({meta['documents']['train']:,} + {meta['documents']['val']:,} documents, "
+        f"{sum(len(meta['splits'][s]['shards']) for s in meta['splits'])} shards), vocabulary {meta['vocab_size']}, "
         f"{time.perf_counter() - start:.1f} s"
     )
     return 0
@@ -62,9 +65,10 @@ def cmd_inspect(opts: InspectOptions) -> int:
 
     The pass reads DATA_DIR's validation tokens when --data is given, random ids otherwise.
     """
+    import numpy as np
     import torch
 
-    from .data import TokenData
+    from .data import open_data
     from .hf_io import load_model
 
     model = load_model(opts.model).eval()
@@ -77,12 +81,12 @@ def cmd_inspect(opts: InspectOptions) -> int:
     print(f"parameters: {model.num_params():,} total, {cfg.num_params(embeddings=False):,} without embeddings")
     T = min(opts.data.seq_len, cfg.max_positions)
     if opts.data.data:
-        data = TokenData(opts.data.data)
+        data = open_data(opts.data.data)
         data.check_model(cfg.vocab_size)
-        val = data.tokens("val")
+        val = data.validation()
         if len(val) < T + 1:
             raise ConfigError(f"{opts.data.data} has {len(val)} validation tokens, fewer than --seq-len {T} + 1")
-        chunk = torch.from_numpy(val[: T + 1].astype("int64"))[None]
+        chunk = torch.from_numpy(np.asarray(val[: T + 1], dtype=np.int64))[None]
     else:
         chunk = torch.randint(0, cfg.vocab_size, (1, T + 1))
     ids, targets = chunk[:, :-1], chunk[:, 1:]

@@ -1,47 +1,167 @@
-"""A prepared DATA_DIR (prepare.py writes it): the memory-mapped token files, and which training window
-each global sample index reads.
+"""A prepared DATA_DIR (prepare.py writes it), or a mixture of several, as training and validation read them.
+
+A DATA_DIR holds each split as shards of about a GB (`train-00000.bin`, ...), listed in meta.json with
+their token counts and SHA-256; the reader memory-maps them and reads a split as one token stream
+(`TokenStream`). Sizes are checked whenever a split is opened; checksums when a run starts
+(`TokenData.verify`, each rank hashing its share of the shards). Format 1 DATA_DIRs (one train.bin and
+one val.bin, from before shards) are still read.
+
+`open_data("A=0.7,B=0.3")` mixes DATA_DIRs made with one tokenizer: training samples come from each by
+its weight (data_order.MixtureOrder), validation reads a weighted slice of each one's split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .data_order import MixtureOrder, SampleOrder, apportion, parse_weights
 from .errors import ConfigError
 
-FORMAT_VERSION = 1  # of DATA_DIR's layout: prepare writes it into meta.json, TokenData refuses another
+FORMAT_VERSION = 2  # of DATA_DIR's layout: prepare writes it into meta.json
+READABLE_FORMATS = (1, 2)
+SPLITS = ("train", "val")
+VERIFY_MODES = ("checksum", "size")
+
+
+def staging_dir(out: str | Path) -> Path:
+    """Where `prepare` builds DATA_DIR `out` until it is complete (then renamed to `out`)."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.prepare")
+
+
+def sha256_file(path: Path, limit: int | None = None) -> str:
+    """SHA-256 of a file (of its first `limit` bytes), read in blocks."""
+    h = hashlib.sha256()
+    left = path.stat().st_size if limit is None else limit
+    with open(path, "rb") as f:
+        while left > 0:
+            block = f.read(min(left, 16 << 20))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+class TokenStream:
+    """Token arrays (shards, or slices of them) read as one: `len()`, and slices across their seams."""
+
+    def __init__(self, parts: list[np.ndarray], dtype: np.dtype):
+        self.parts = [p for p in parts if len(p)]
+        self.dtype = dtype
+        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("a TokenStream is read by slices")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("a TokenStream is read by contiguous slices")
+        if stop <= start:
+            return np.empty(0, dtype=self.dtype)
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        pieces = []
+        i = first
+        while start < stop:
+            lo = start - int(self.offsets[i])
+            hi = min(stop, int(self.offsets[i + 1])) - int(self.offsets[i])
+            pieces.append(self.parts[i][lo:hi])
+            start += hi - lo
+            i += 1
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def tolist(self) -> list[int]:
+        return self[:].tolist()
 
 
 class TokenData:
-    """A prepared DATA_DIR: meta plus memory-mapped train/val token arrays."""
+    """A prepared DATA_DIR: meta, and its splits as memory-mapped token streams."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         meta_path = self.dir / "meta.json"
         if not meta_path.is_file():
-            raise ConfigError(f"data dir {str(self.dir)!r} has no meta.json; create it with `ligo-ds prepare`")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT_VERSION:
+            unfinished = staging_dir(self.dir).is_dir()
+            hint = (
+                f"its `ligo-ds prepare` did not finish (its work is in {str(staging_dir(self.dir))!r}): "
+                "rerun that command"
+                if unfinished
+                else "create it with `ligo-ds prepare`"
+            )
+            raise ConfigError(f"data dir {str(self.dir)!r} has no meta.json; {hint}")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{str(meta_path)!r} is not valid JSON ({e}); the data dir is corrupt") from None
+        if self.meta.get("format") not in READABLE_FORMATS:
             raise ConfigError(
                 f"data dir {str(self.dir)!r} has format {self.meta.get('format')!r}, "
-                f"this ligo_ds reads format {FORMAT_VERSION}"
+                f"this ligo_ds reads formats {', '.join(map(str, READABLE_FORMATS))}"
             )
         self.vocab_size: int = self.meta["vocab_size"]
         self.eos_id: int = self.meta["eos_id"]
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.weights = {str(self.dir): 1.0}
 
-    def tokens(self, split: str) -> np.memmap:
-        path = self.dir / f"{split}.bin"
-        expected = self.meta[f"{split}_tokens"]
-        dtype = np.dtype(self.meta["dtype"])
-        if not path.is_file() or path.stat().st_size != expected * dtype.itemsize:
-            size = path.stat().st_size if path.is_file() else "missing"
-            raise ConfigError(
-                f"{str(path)!r}: size {size} does not match meta.json's {expected} tokens "
-                f"of {dtype.name}; the data dir is incomplete or corrupt"
-            )
-        return np.memmap(path, dtype=dtype, mode="r")
+    @property
+    def sources(self) -> list[TokenData]:
+        return [self]
+
+    def identity(self) -> dict:
+        """What a run records of its data: its meta (whose shard checksums name the tokens exactly)."""
+        return self.meta
+
+    def shards(self, split: str) -> list[dict]:
+        """[{file, tokens, sha256?}] of a split; format 1 has one file per split and no checksum."""
+        if self.meta["format"] == 1:
+            return [{"file": f"{split}.bin", "tokens": self.meta[f"{split}_tokens"]}]
+        return self.meta["splits"][split]["shards"]
+
+    def _size_problem(self, shard: dict) -> str | None:
+        path = self.dir / shard["file"]
+        expected = shard["tokens"] * self.dtype.itemsize
+        size = path.stat().st_size if path.is_file() else None
+        if size == expected:
+            return None
+        return (
+            f"shard {str(path)!r}: {'missing' if size is None else f'{size} bytes'}, but meta.json lists "
+            f"{shard['tokens']} tokens of {self.dtype.name} ({expected} bytes); the data dir is incomplete or "
+            "corrupt: prepare it again"
+        )
+
+    def tokens(self, split: str) -> TokenStream:
+        parts = []
+        for shard in self.shards(split):
+            problem = self._size_problem(shard)
+            if problem:
+                raise ConfigError(problem)
+            if shard["tokens"]:
+                parts.append(np.memmap(self.dir / shard["file"], dtype=self.dtype, mode="r"))
+        return TokenStream(parts, self.dtype)
+
+    def verify(self, rank: int = 0, world: int = 1, splits: tuple[str, ...] = SPLITS) -> list[str]:
+        """Problems with this rank's share of the shards (sizes, then SHA-256), one message naming each."""
+        problems = []
+        listed = [s for split in splits for s in self.shards(split)]
+        for shard in listed[rank::world]:
+            problem = self._size_problem(shard)
+            if problem is None and "sha256" in shard and sha256_file(self.dir / shard["file"]) != shard["sha256"]:
+                problem = (
+                    f"shard {str(self.dir / shard['file'])!r} does not match the SHA-256 meta.json lists for it; "
+                    "the file is corrupt: prepare the data again"
+                )
+            if problem:
+                problems.append(problem)
+        return problems
 
     def check_model(self, vocab_size: int) -> None:
         """Refuse a model whose vocabulary cannot embed every token id in the data."""
@@ -51,42 +171,124 @@ class TokenData:
                 f"than the model's vocab_size {vocab_size}"
             )
 
+    def training(self, seq_len: int, seed: int) -> Batches:
+        stream = self.tokens("train")
+        order = SampleOrder(len(stream), seq_len, seed)
+        return Batches(lambda first, count: ([stream], np.zeros(count, np.int64), order.starts(first, count)), seq_len)
 
-class SampleOrder:
-    """Which training window each global sample index reads.
-
-    Windows are the non-overlapping (seq_len + 1)-token slices starting every seq_len tokens; each
-    epoch visits all of them in a permutation seeded by (seed, epoch). A run's position in the data is
-    then one integer, the number of samples consumed, which survives restarts and world-size changes.
-    """
-
-    def __init__(self, num_tokens: int, seq_len: int, seed: int):
-        self.seq_len = seq_len
-        self.seed = seed
-        self.num_windows = (num_tokens - 1) // seq_len
-        if self.num_windows < 1:
-            raise ConfigError(f"{num_tokens} training tokens are fewer than one window of --seq-len {seq_len} + 1")
-        self._epoch, self._perm = -1, None
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-        return self._perm
-
-    def starts(self, first: int, count: int) -> np.ndarray:
-        """Token offsets of samples first .. first + count - 1."""
-        out = np.empty(count, dtype=np.int64)
-        for j, g in enumerate(range(first, first + count)):
-            epoch, i = divmod(g, self.num_windows)
-            out[j] = self._permutation(epoch)[i] * self.seq_len
-        return out
+    def validation(self) -> TokenStream:
+        return self.tokens("val")
 
 
-def window_batch(tokens: np.ndarray, starts: np.ndarray, seq_len: int):
-    """(inputs, targets) int64 tensors of shape (len(starts), seq_len) from a token array."""
+class Mixture(TokenData):
+    """DATA_DIRs made with one tokenizer, mixed by weight. Reads as the first one where one is needed
+    (its tokenizer, vocabulary and eos are everyone's)."""
+
+    def __init__(self, spec: str):
+        weighted = parse_weights(spec)
+        self.parts = [TokenData(path) for path, _ in weighted]
+        first = self.parts[0]
+        super().__init__(first.dir)
+        self.weights = {str(p.dir): w for p, (_, w) in zip(self.parts, weighted, strict=True)}
+        from .tokenizer import data_fingerprint
+
+        theirs = data_fingerprint(first.dir, first.meta)
+        for other in self.parts[1:]:
+            ours = data_fingerprint(other.dir, other.meta)
+            if ours != theirs or other.eos_id != first.eos_id:
+                raise ConfigError(
+                    f"--data {spec!r}: {str(other.dir)!r} was tokenized with another tokenizer (fingerprint "
+                    f"{ours}, eos id {other.eos_id}) than {str(first.dir)!r} ({theirs}, eos id {first.eos_id}); "
+                    "a mixture needs one tokenizer: prepare them with the same --tokenizer"
+                )
+        self.vocab_size = max(p.vocab_size for p in self.parts)
+
+    @property
+    def sources(self) -> list[TokenData]:
+        return self.parts
+
+    def identity(self) -> dict:
+        return {"mixture": [[p.meta, self.weights[str(p.dir)]] for p in self.parts]}
+
+    def verify(self, rank: int = 0, world: int = 1, splits: tuple[str, ...] = SPLITS) -> list[str]:
+        return [problem for p in self.parts for problem in p.verify(rank, world, splits)]
+
+    def training(self, seq_len: int, seed: int) -> Batches:
+        streams = [p.tokens("train") for p in self.parts]
+        orders = [SampleOrder(len(s), seq_len, seed) for s in streams]
+        mix = MixtureOrder(orders, [self.weights[str(p.dir)] for p in self.parts], seed)
+        batches = Batches(lambda first, count: (streams, *mix.locate(first, count)), seq_len)
+        batches.consumed = lambda samples: {
+            str(p.dir): n * seq_len for p, n in zip(self.parts, mix.consumed(samples), strict=True)
+        }
+        return batches
+
+    def validation(self) -> TokenStream:
+        """Each source's validation split cut in proportion to the weights, as one stream: the largest
+        such cut that every split can give."""
+        vals = [p.tokens("val") for p in self.parts]
+        weights = [self.weights[str(p.dir)] for p in self.parts]
+        total = int(min(len(v) / w for v, w in zip(vals, weights, strict=True)))
+        cuts = apportion(total, weights)
+        return TokenStream([v[:n] for v, n in zip(vals, cuts, strict=True)], self.dtype)
+
+
+def open_data(spec: str | Path) -> TokenData:
+    """A DATA_DIR, or a mixture `A=0.7,B=0.3` of several."""
+    return Mixture(str(spec)) if "=" in str(spec) else TokenData(spec)
+
+
+def window_batch(tokens, starts: np.ndarray, seq_len: int):
+    """(inputs, targets) int64 tensors of shape (len(starts), seq_len) from a token stream or array."""
     import torch
 
     rows = np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts])
     chunk = torch.from_numpy(rows)
     return chunk[:, :-1], chunk[:, 1:]
+
+
+class Batches:
+    """Training batches by global sample index, the next one read in a background thread.
+
+    `locate(first, count)` gives (streams, source per sample, token start per sample). `read` returns
+    (inputs, targets); after each read it starts reading the batch `stride` samples on (the next one
+    this rank asks for), so the copy from the page cache or disk overlaps the step.
+    """
+
+    def __init__(self, locate: Callable, seq_len: int):
+        self.locate = locate
+        self.seq_len = seq_len
+        self.consumed: Callable[[int], dict[str, int]] | None = None  # per source, for mixtures
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, int, Future] | None = None
+
+    def _read(self, first: int, count: int):
+        import torch
+
+        streams, source, starts = self.locate(first, count)
+        rows = np.stack(
+            [
+                np.asarray(streams[j][s : s + self.seq_len + 1], dtype=np.int64)
+                for j, s in zip(source, starts, strict=True)
+            ]
+        )
+        chunk = torch.from_numpy(rows)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def read(self, first: int, count: int, stride: int | None = None):
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (first, count):
+            batch = ahead[2].result()
+        else:
+            batch = self._read(first, count)
+        if stride is not None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ligo-ds-data")
+            nxt = first + stride
+            self._ahead = (nxt, count, self._pool.submit(self._read, nxt, count))
+        return batch
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool, self._ahead = None, None

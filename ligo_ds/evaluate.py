@@ -37,7 +37,7 @@ def num_windows(val_tokens: int, seq_len: int, wanted: int | None) -> int:
 
 def window_totals(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    val: np.ndarray,
+    val,  # a token stream or array
     seq_len: int,
     micro_batch: int,
     n: int,
@@ -81,7 +81,7 @@ def _model_dir(path: Path) -> tuple[Path, dict]:
 
 def run(opts: EvalOptions) -> dict:
     """Evaluate `opts.model` on `opts.data`'s validation windows; every rank returns the result."""
-    from .data import TokenData
+    from .data import open_data
     from .distributed import launch
     from .hf_io import load_model
     from .session import check_data_fits
@@ -93,18 +93,18 @@ def run(opts: EvalOptions) -> dict:
         raise ConfigError("--data is required unless MODEL is a run directory (whose own data is the default)")
     seq_len = opts.seq_len or options.get("seq_len") or 256
     wanted = opts.eval_samples or options.get("eval_samples")
-    data = TokenData(data_dir)
+    data = open_data(data_dir)
     d = launch.init()
     model = load_model(model_dir, device=d.device).eval()
     check_data_fits(model.cfg, model_dir, data, seq_len, "MODEL", opts.allow_tokenizer_mismatch)
-    val = data.tokens("val")
+    val = data.validation()
     n = num_windows(len(val), seq_len, wanted)
     with torch.no_grad():
         totals = window_totals(model, val, seq_len, opts.micro_batch, n, d.rank, d.world_size, d.device)
     loss = (launch.all_reduce_sum(totals)[0] / totals[1]).item()
     result = {
         "model": str(model_dir),
-        "data": str(data.dir),
+        "data": str(data_dir),
         "val_loss": loss,
         "perplexity": math.exp(loss),
         "windows": n,

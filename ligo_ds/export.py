@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import tokenizer
-from .data import TokenData
+from .data import open_data
 from .distributed import checkpoint
 from .errors import ConfigError
 from .hf_io import DTYPES, write_checkpoint
@@ -62,13 +62,13 @@ def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str 
     if tag is None:
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (no checkpoints/latest)")
     checkpoint.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
-    data_dir = Path(record["options"]["data"])
-    if not (data_dir / "meta.json").is_file():
+    try:
+        data = open_data(record["options"]["data"])  # one DATA_DIR, or the first of a mixture
+    except ConfigError as e:
         raise ConfigError(
-            f"the run's DATA_DIR {str(data_dir)!r} is gone: the export's tokenizer comes from it (restore it, or "
-            "export from where it is mounted)"
-        )
-    data = TokenData(data_dir)
+            f"the run's data {record['options']['data']!r} cannot be read ({e}): the export's tokenizer comes "
+            "from it (restore it, or export from where it is mounted)"
+        ) from None
     state = checkpoint.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
     tensors = _grown_state(record, state) if is_fit else state.items()
     return write_checkpoint(

@@ -11,7 +11,8 @@ _CRASH_COUNTS: dict[str, int] = {}
 def crash_point(site: str) -> None:
     """Fault injection for the reliability tests: with LIGO_DS_CRASH_AT=SITE:N this process SIGKILLs itself
     the N-th time it passes SITE ("step": after a backward, before the optimizer step; "eval": inside an
-    evaluation; "checkpoint": shards written but not yet committed; "handoff": between fit and pretraining).
+    evaluation; "checkpoint": shards written but not yet committed; "handoff": between fit and pretraining;
+    "prepare": after a chunk of documents is written).
     Without the variable it does nothing."""
     spec = os.environ.get("LIGO_DS_CRASH_AT")
     if not spec or spec.rpartition(":")[0] != site:

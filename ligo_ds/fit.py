@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import session, tokenizer
-from .data import TokenData
+from .data import TokenData, open_data
 from .distributed import engine as ds_engine
 from .distributed import launch, partition
 from .flops import operator_flops
@@ -82,7 +82,7 @@ def run(
     given), for errors about a DeepSpeed config that disagrees with it.
     """
     loop = opts.training_loop()
-    data = TokenData(opts.data.data)
+    data = open_data(opts.data.data)
     target = ModelConfig.from_file(opts.growth.target)
     spec = opts.spec()
     # The source's weights were trained on its tokenizer's ids (the target, a config, checks at session.start)

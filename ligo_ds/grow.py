@@ -27,7 +27,15 @@ from .rundir import read_metrics
 
 # What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
 # and a waiver that checks nothing about the weights.
-_CADENCE = ("eval_every", "eval_samples", "save_every", "log_every", "peak_tflops", "allow_tokenizer_mismatch")
+_CADENCE = (
+    "eval_every",
+    "eval_samples",
+    "save_every",
+    "log_every",
+    "peak_tflops",
+    "allow_tokenizer_mismatch",
+    "verify_data",
+)
 
 
 def _grown_weights(operator):

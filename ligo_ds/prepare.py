@@ -1,15 +1,22 @@
-"""`ligo-ds prepare`: corpus -> DATA_DIR/{train.bin, val.bin, meta.json} and the tokenizer's files.
+"""`ligo-ds prepare`: a corpus of any size -> DATA_DIR, streamed, on every core, sharded and resumable.
 
-Documents are tokenized (with the tokenizer's own special tokens, a Llama BOS for instance), each
-followed by the tokenizer's end-of-sequence token, and concatenated. Validation takes
-whole documents in the order of a hash of their index until it holds `val_fraction` of the tokens, so
-the split is deterministic and spread over the whole corpus (the tail of a sorted corpus would be one
-corner of it). Same input and options give byte-identical output: no timestamps, no absolute paths,
-sorted file order. data.py reads what this writes.
+Documents flow from the source (sources.py) in chunks of a few MB to worker processes, which decode,
+tokenize (with the tokenizer's own special tokens, a Llama BOS for instance) and end each document with
+the tokenizer's end-of-sequence token. The main process only reads bytes and writes results in source
+order into shards of about `--shard-bytes` per split (data.py reads them as one stream). Memory holds
+a bounded number of chunks in flight, never the corpus, its ids or an object per document of it.
 
-Sources: `stdlib` (the Python standard library's .py files, tests and site-packages excluded), local
-paths (.txt, .jsonl/.json with a text field, .parquet, or folders of them), or `hub:NAME[:CONFIG]`.
-Loading and tokenizing go through `datasets`.
+A document goes to validation when a hash of its text falls below `--val-fraction`: O(1) per document,
+independent of the number of workers, and copies of one document land in the same split.
+
+The work happens in a staging directory beside DATA_DIR (`.NAME.prepare`), renamed to DATA_DIR when
+complete, so an existing DATA_DIR (--force) is replaced only by a finished one. Resuming:
+prepare_job.json names the command (options, and the source files' sizes and times); progress.json,
+rewritten whenever a shard closes (and every `COMMIT_SECONDS`), holds the source cursor after the last
+chunk written and each split's finished shards and open-shard length. A rerun of the same command
+truncates the open shards to those lengths and reads on from the cursor: its output is byte-identical
+to an uninterrupted run's. Same input and options give byte-identical output: no timestamps, no
+absolute paths other than the source the user named.
 """
 
 from __future__ import annotations
@@ -18,125 +25,36 @@ import hashlib
 import json
 import os
 import shutil
-import sysconfig
-import tempfile
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import tokenizer
-from .data import FORMAT_VERSION
+from . import sources, tokenizer
+from .data import FORMAT_VERSION, SPLITS, staging_dir
 from .errors import ConfigError
+from .faults import crash_point
+from .options import to_flat
 
 if TYPE_CHECKING:
     from .options import PrepareOptions
 
-# extension -> datasets builder. .txt files are one document each (sample_by="document").
-LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+JOB_FILE, PROGRESS_FILE, META_FILE = "prepare_job.json", "progress.json", "meta.json"
+COMMIT_SECONDS = 60.0  # a killed run redoes at most this much work beyond the last closed shard
+PROGRESS_SECONDS = 10.0
+IN_FLIGHT_PER_WORKER = 3  # chunks queued per worker: enough to hide the reader, bounded memory
+# Options that do not change the output: a rerun that differs only in these resumes.
+_NOT_IN_JOB = ("out", "force", "num_proc")
 
 
-# ---- sources ---------------------------------------------------------------------------------------
+# ---- tokenizer ------------------------------------------------------------------------------------
 
 
-def stdlib_files() -> list[Path]:
-    """The standard library's own .py files in sorted order, without tests and installed packages."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if _EXCLUDED_DIRS.intersection(rel.parts[:-1]) or rel.name.startswith("test_"):
-            continue
-        files.append(path)
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{str(path)!r} is not UTF-8 text (invalid byte at offset {e.start}); "
-            "convert it or leave it out of the corpus"
-        ) from None
-
-
-def local_files(paths: list[str]) -> list[Path]:
-    """Expand files and folders into the supported files they hold, sorted within each folder."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in LOADERS)
-            if not found:
-                raise ConfigError(f"folder {str(p)!r} holds no {'/'.join(LOADERS)} files")
-            out.extend(found)
-        elif p.is_file():
-            if p.suffix not in LOADERS:
-                raise ConfigError(
-                    f"{str(p)!r}: unsupported file type {p.suffix!r}; expected one of {', '.join(LOADERS)}"
-                )
-            out.append(p)
-        else:
-            raise ConfigError(f"corpus path {str(p)!r} does not exist")
-    return out
-
-
-def load_corpus(source: str, text_field: str, cache_dir: str):
-    """The corpus as a `datasets.Dataset` with one document per row in column "text"."""
-    import datasets
-
-    if source == "stdlib":
-        files = stdlib_files()
-        if not files:
-            raise ConfigError(f"no .py files found under the standard library {sysconfig.get_paths()['stdlib']!r}")
-        return datasets.Dataset.from_dict({"text": [_read_utf8(f) for f in files]})
-    if source.startswith("hub:"):
-        name, _, config = source[4:].partition(":")
-        try:
-            ds = datasets.load_dataset(name, config or None, split="train", cache_dir=cache_dir)
-        except Exception as e:
-            raise ConfigError(
-                f"cannot load hub dataset {name!r} (config {config or None!r}): {e}. Offline "
-                "machines need local files or --source stdlib"
-            ) from None
-        return _text_column(ds, text_field, source)
-    files = local_files(source.split(","))
-    parts = []
-    for ext in sorted({f.suffix for f in files}):
-        group = [str(f) for f in files if f.suffix == ext]
-        builder = LOADERS[ext]
-        if builder == "text":
-            for f in group:
-                _read_utf8(Path(f))  # names the file; datasets' own error does not
-        kwargs = {"sample_by": "document"} if builder == "text" else {}
-        try:
-            ds = datasets.load_dataset(builder, data_files=group, split="train", cache_dir=cache_dir, **kwargs)
-        except datasets.exceptions.DatasetGenerationError as e:
-            if isinstance(e.__cause__, OSError):  # a full disk or a read-only cache: report it as such
-                raise e.__cause__ from None
-            raise ConfigError(f"cannot read {', '.join(group)}: {e.__cause__ or e}") from None
-        parts.append(_text_column(ds, text_field, ", ".join(group)))
-    return datasets.concatenate_datasets(parts)
-
-
-def _text_column(ds, text_field: str, where: str):
-    if text_field not in ds.column_names:
-        raise ConfigError(
-            f"{where}: no text field {text_field!r}; columns are {ds.column_names} (choose one with --text-field)"
-        )
-    return (
-        ds.select_columns([text_field]).rename_column(text_field, "text")
-        if text_field != "text"
-        else ds.select_columns(["text"])
-    )
-
-
-# ---- tokenizer -------------------------------------------------------------------------------------
-
-
-def train_tokenizer(texts, vocab_size: int):
+def train_tokenizer(texts: Iterator[str], vocab_size: int):
     """A byte-level BPE with one special token, end-of-text, trained on `texts` (a `tokenizers.Tokenizer`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -149,116 +67,424 @@ def train_tokenizer(texts, vocab_size: int):
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
 
-# ---- prepare ---------------------------------------------------------------------------------------
+def sample_texts(
+    parts: list[sources.Piece], hub: sources.HubSpec | None, text_field: str, budget: int
+) -> Iterator[str]:
+    """About `budget` bytes of documents spread over the corpus: where every file's size is known, each
+    file gives its share (a prefix of a JSON lines or Parquet file; whole text files, one in so many);
+    a stream of unknown size gives its first `budget` bytes."""
+    sizes = [p.size for p in parts]
+    known = all(s is not None for s in sizes)
+    total = sum(sizes) if known else None
+    if total is None or total <= budget:
+        taken = 0
+        for chunk in sources.chunks(parts, (0, 0), text_field, hub):
+            for doc in sources.texts(chunk.payload):
+                yield doc
+                taken += len(doc)
+                if taken >= budget:
+                    return
+        return
+    allowance = 0.0
+    for piece in parts:
+        allowance += budget * piece.size / total
+        if allowance <= 0:
+            continue
+        for chunk in sources.chunks([piece], (0, 0), text_field, hub):
+            for doc in sources.texts(chunk.payload):
+                yield doc
+                allowance -= len(doc.encode())
+                if allowance <= 0:
+                    break
+            if allowance <= 0:
+                break
 
 
-def _doc_hash(index: int) -> bytes:
-    return hashlib.blake2b(index.to_bytes(8, "little"), digest_size=8).digest()
-
-
-def choose_validation(lengths: list[int], val_fraction: float) -> list[bool]:
-    """Per document, whether it is held out: hash order, until `val_fraction` of all tokens is reached.
-
-    At least one document goes each way; a corpus of one document cannot be split.
-    """
-    if len(lengths) < 2:
-        raise ConfigError(
-            f"the corpus has {len(lengths)} document(s); at least 2 are needed to hold out a validation split"
-        )
-    target = val_fraction * sum(lengths)
-    held = [False] * len(lengths)
-    taken = 0
-    for i in sorted(range(len(lengths)), key=_doc_hash):
-        if taken >= target or sum(held) == len(lengths) - 1:
-            break
-        held[i] = True
-        taken += lengths[i]
-    return held
+def _tokenizer(opts: PrepareOptions, out: Path, parts, hub, resuming: bool):
+    """The tokenizer the shards are made with: given, already trained by the run being resumed, or
+    trained now on a sample of the corpus."""
+    if opts.tokenizer:
+        return tokenizer.load(opts.tokenizer)
+    if resuming and (out / "tokenizer.json").is_file():
+        return tokenizer.load(out, "--out")
+    print(
+        f"prepare: training a {opts.vocab_size}-token BPE on up to {opts.tokenizer_sample_bytes:,} bytes",
+        file=sys.stderr,
+    )
+    return tokenizer.trained(
+        train_tokenizer(sample_texts(parts, hub, opts.text_field, opts.tokenizer_sample_bytes), opts.vocab_size)
+    )
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def prepare(opts: PrepareOptions) -> dict:
-    """Build DATA_DIR; returns its meta.json contents."""
-    from tqdm import tqdm
+# ---- the workers ----------------------------------------------------------------------------------
 
-    out = Path(opts.out)
-    if out.exists() and any(out.iterdir()) and not opts.force:
-        raise ConfigError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(backend_json: str, eos: int, dtype: str, val_fraction: float) -> None:
+    from tokenizers import Tokenizer
+
+    _WORKER.update(tok=Tokenizer.from_str(backend_json), eos=eos, dtype=np.dtype(dtype), val_fraction=val_fraction)
+
+
+def is_validation(text: str, val_fraction: float) -> bool:
+    """Whether a document is held out: a hash of its text, read as a number in [0, 1), below the fraction."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < val_fraction * 2**64
+
+
+def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(all token ids, tokens per document, held out per document) of one chunk. Runs in a worker."""
+    w = _WORKER
+    docs = sources.texts(payload)
+    flat: list[int] = []
+    lengths = np.empty(len(docs), dtype=np.int64)
+    # encode_batch_fast: the same ids without the character offsets (tokenizers >= 0.20), which nothing reads.
+    encode = getattr(w["tok"], "encode_batch_fast", w["tok"].encode_batch)
+    for j, enc in enumerate(encode(docs)):
+        ids = enc.ids
+        flat.extend(ids)
+        flat.append(w["eos"])
+        lengths[j] = len(ids) + 1
+    held = np.fromiter((is_validation(d, w["val_fraction"]) for d in docs), dtype=bool, count=len(docs))
+    return np.array(flat, dtype=w["dtype"]), lengths, held
+
+
+def _encoded(chunks: Iterator[sources.Chunk], num_proc: int, initargs: tuple) -> Iterator[tuple]:
+    """(chunk, encode_chunk's result) in source order, `num_proc` workers, a bounded number in flight."""
+    if num_proc == 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        _init_worker(*initargs)
+        for chunk in chunks:
+            yield chunk, encode_chunk(chunk.payload)
+        return
+    import multiprocessing
+
+    # Workers are spawned, not forked: a fork would inherit the Rust thread pool of a tokenizer trained
+    # above, and tokenizers then disables itself. Each worker encodes on one thread.
+    ctx = multiprocessing.get_context("spawn")
+    env_before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pool = ctx.Pool(num_proc, initializer=_init_worker, initargs=initargs)
     try:
-        ds = load_corpus(opts.source, opts.text_field, str(tmp / "hf_cache"))
-        ds = ds.filter(lambda row: bool(row["text"]), num_proc=None)
-        if len(ds) == 0:
-            raise ConfigError(f"corpus {opts.source!r} is empty (no non-empty documents)")
-        if opts.tokenizer:
-            tok = tokenizer.load(opts.tokenizer)
-        else:
-            tok = tokenizer.trained(train_tokenizer(ds["text"], opts.vocab_size))
-        eos_token, eos = tokenizer.separator(tok, opts.tokenizer, opts.eos_token)
-        tokenizer.save(tok, eos_token, tmp)
-        backend = tok.backend_tokenizer
-        vocab = backend.get_vocab_size()
-        dtype = token_dtype(vocab)
-
-        def encode(batch):
-            # The tokenizer's own post-processor adds what its model expects at a document's start (a BOS)
-            return {"ids": [e.ids + [eos] for e in backend.encode_batch(batch["text"])]}
-
-        # Forked workers must not inherit the Rust thread pool the training above started.
-        os.environ["TOKENIZERS_PARALLELISM"] = "false" if opts.num_proc > 1 else "true"
-        ds = ds.map(
-            encode,
-            batched=True,
-            remove_columns=["text"],
-            num_proc=opts.num_proc if len(ds) >= opts.num_proc else None,
-            desc="tokenizing",
-        )
-        ds = ds.map(lambda b: {"n": [len(x) for x in b["ids"]]}, batched=True, desc="counting")
-        held = choose_validation(ds["n"], opts.val_fraction)
-        counts = {"train": 0, "val": 0}
-        docs = {"train": 0, "val": 0}
-        with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval:
-            i = 0
-            for batch in tqdm(ds.iter(batch_size=256), total=-(-len(ds) // 256), desc="writing", unit="batch"):
-                for ids in batch["ids"]:
-                    split = "val" if held[i] else "train"
-                    (fval if held[i] else ftrain).write(np.asarray(ids, dtype=dtype).tobytes())
-                    counts[split] += len(ids)
-                    docs[split] += 1
-                    i += 1
-        meta = {
-            "format": FORMAT_VERSION,
-            "source": opts.source,
-            "dtype": dtype.name,
-            "vocab_size": vocab,
-            "eos_id": eos,
-            "eos_token": eos_token,
-            "tokenizer_fingerprint": tokenizer.fingerprint(tok),
-            "train_tokens": counts["train"],
-            "val_tokens": counts["val"],
-            "documents": docs,
-            "tokenizer": "tokenizer.json",
-            "options": {
-                "text_field": opts.text_field,
-                "tokenizer": "given" if opts.tokenizer else "trained",
-                "eos_token": opts.eos_token,
-                "val_fraction": opts.val_fraction,
-                "vocab_size": opts.vocab_size,
-            },
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        shutil.rmtree(tmp / "hf_cache", ignore_errors=True)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-        return meta
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.apply_async(encode_chunk, (chunk.payload,))))
+            if len(pending) >= num_proc * IN_FLIGHT_PER_WORKER:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()
+        pool.close()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pool.terminate()
+        pool.join()
+        if env_before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = env_before
+
+
+# ---- shards ---------------------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """One split's shards: appends tokens, closes a shard at `shard_tokens` (fsync, SHA-256)."""
+
+    def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int, saved: dict | None):
+        self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
+        saved = saved or {"shards": [], "open_tokens": 0, "documents": 0}
+        self.done: list[dict] = list(saved["shards"])
+        self.documents: int = saved["documents"]
+        self.open_tokens: int = saved["open_tokens"]
+        self.closed_since_commit = False
+        # Shards a killed run opened after its last commit hold nothing this run keeps.
+        for stale in out.glob(f"{split}-*.bin"):
+            if int(stale.stem.rsplit("-", 1)[1]) > len(self.done):
+                stale.unlink()
+        path = self._path()
+        keep = self.open_tokens * dtype.itemsize
+        if path.exists() and path.stat().st_size < keep:
+            raise ConfigError(
+                f"{str(path)!r} holds {path.stat().st_size} bytes, fewer than the {keep} its progress.json "
+                "recorded: the DATA_DIR was damaged; rerun with --force to prepare it anew"
+            )
+        self.file = open(path, "r+b" if path.exists() else "wb")
+        self.file.truncate(keep)
+        self.file.seek(keep)
+        self.hash = hashlib.sha256()
+        if keep:
+            with open(path, "rb") as f:
+                while block := f.read(16 << 20):
+                    self.hash.update(block)
+
+    def _path(self) -> Path:
+        return self.out / f"{self.split}-{len(self.done):05d}.bin"
+
+    @property
+    def tokens(self) -> int:
+        return sum(s["tokens"] for s in self.done) + self.open_tokens
+
+    def write(self, ids: np.ndarray, documents: int) -> None:
+        self.documents += documents
+        while len(ids):
+            take = min(len(ids), self.shard_tokens - self.open_tokens)
+            data = ids[:take].tobytes()
+            self.file.write(data)
+            self.hash.update(data)
+            self.open_tokens += take
+            ids = ids[take:]
+            if self.open_tokens == self.shard_tokens:
+                self._close_shard()
+                self.file = open(self._path(), "wb")
+                self.hash = hashlib.sha256()
+
+    def _close_shard(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.done.append({"file": self._path().name, "tokens": self.open_tokens, "sha256": self.hash.hexdigest()})
+        self.open_tokens = 0
+        self.closed_since_commit = True
+
+    def sync(self) -> dict:
+        """Flush the open shard to disk; the state progress.json records."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.closed_since_commit = False
+        return {"shards": self.done, "open_tokens": self.open_tokens, "documents": self.documents}
+
+    def finish(self) -> dict:
+        """Close the last shard (an empty one is removed); the split's entry in meta.json."""
+        if self.open_tokens:
+            self._close_shard()
+        else:
+            self.file.close()
+            self._path().unlink(missing_ok=True)
+        return {"tokens": self.tokens, "documents": self.documents, "shards": self.done}
+
+
+# ---- the job and its resume ------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Atomically: a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def job_of(opts: PrepareOptions, parts: list[sources.Piece]) -> dict:
+    """What decides the output: the options (but where it goes and how many workers) and the source's
+    files with their sizes and modification times."""
+    options = {k: v for k, v in to_flat(opts).items() if k not in _NOT_IN_JOB}
+    return {"format": FORMAT_VERSION, "options": options, "files": [p.fingerprint for p in parts]}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = [
+        f"{k}: {old['options'].get(k)!r} -> {new['options'].get(k)!r}"
+        for k in sorted(set(old.get("options", {})) | set(new["options"]))
+        if old.get("options", {}).get(k) != new["options"].get(k)
+    ]
+    if old.get("format") != new["format"]:
+        out.append(f"format: {old.get('format')!r} -> {new['format']!r}")
+    old_files, new_files = old.get("files", []), new["files"]
+    if old_files != new_files:
+        changed = next(
+            (f"{a[0]} (size, mtime {a[1:]} -> {b[1:]})" for a, b in zip(old_files, new_files, strict=False) if a != b),
+            f"{len(old_files)} -> {len(new_files)} files",
+        )
+        out.append(f"source files: {changed}")
+    return out
+
+
+def _refusal(where: Path, differences: list[str]) -> ConfigError:
+    return ConfigError(
+        f"{str(where)!r} holds the output of another prepare command ({'; '.join(differences)}); "
+        "give another --out, rerun the same command to resume it, or pass --force to replace it"
+    )
+
+
+def _claim(out: Path, staging: Path, job: dict, force: bool) -> str:
+    """'complete' (out is this command's finished output), 'resume' (staging holds this command's
+    unfinished work) or 'fresh'. Refuses an --out or staging directory that holds something else unless
+    --force; even then out is only replaced once the new output is complete."""
+    if out.exists() and any(out.iterdir()) and not force:
+        if not (out / JOB_FILE).is_file():
+            raise ConfigError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
+        differences = _differences(json.loads((out / JOB_FILE).read_text()), job)
+        if differences:
+            raise _refusal(out, differences)
+        return "complete"
+    if (staging / JOB_FILE).is_file():
+        differences = _differences(json.loads((staging / JOB_FILE).read_text()), job)
+        if not differences:
+            return "resume"
+        if not force:
+            raise _refusal(staging, differences)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _write_json(staging / JOB_FILE, job)
+    return "fresh"
+
+
+class _Progress:
+    """A line on stderr every PROGRESS_SECONDS: documents, tokens, MB/s and, for files, an ETA."""
+
+    def __init__(self, total_bytes: int | None, done_bytes: int):
+        self.total, self.done, self.start_done = total_bytes, done_bytes, done_bytes
+        self.start = self.last = time.monotonic()
+
+    def update(self, nbytes: int, documents: int, tokens: int, force: bool = False) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
+        line = f"prepare: {documents:,} documents, {tokens:,} tokens, {self.done / 1e6:,.1f} MB read"
+        line += f", {rate / 1e6:.1f} MB/s"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            line += f", {100 * self.done / self.total:.1f} % of {self.total / 1e6:,.1f} MB, ETA {eta:,.0f} s"
+        print(line, file=sys.stderr, flush=True)
+
+
+def prepare(opts: PrepareOptions) -> dict:
+    """Build (or finish) DATA_DIR; returns its meta.json contents."""
+    out = Path(opts.out)
+    hub = (
+        sources.hub_spec(opts.source, opts.subset, opts.split, opts.data_files)
+        if opts.source.startswith("hub:")
+        else None
+    )
+    if hub is None and (opts.subset or opts.data_files or opts.split != "train"):
+        raise ConfigError(
+            f"--subset, --data-files and --split choose within a Hub dataset; --source {opts.source!r} is not hub:NAME"
+        )
+    parts = sources.pieces(opts.source, hub)
+    if hub is not None:
+        sources.open_hub(hub)  # fails early and clearly when the dataset is missing (offline)
+    job = job_of(opts, parts)
+    staging = staging_dir(out)
+    state = _claim(out, staging, job, opts.force)
+    if state == "complete":
+        print(f"prepare: {out} is already complete", file=sys.stderr)
+        return json.loads((out / META_FILE).read_text())
+    try:
+        meta = _run(opts, staging, parts, hub, resuming=state == "resume")
+    except ConfigError:
+        if state == "fresh":  # the input is wrong: leave nothing half-made where nothing was
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # Only now is an existing --out replaced (--force): a failed or killed run never costs the old data.
+    if out.exists():
+        old = out.with_name(f".{out.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)
+    return meta
+
+
+def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
+    progress_path = out / PROGRESS_FILE
+    saved = json.loads(progress_path.read_text()) if resuming and progress_path.is_file() else None
+    tok = _tokenizer(opts, out, parts, hub, resuming=saved is not None)
+    eos_token, eos = tokenizer.separator(tok, opts.tokenizer, opts.eos_token)
+    backend = tok.backend_tokenizer
+    vocab = backend.get_vocab_size()
+    dtype = token_dtype(vocab)
+    if saved is None:
+        tokenizer.save(tok, eos_token, out)
+        for stale in out.glob("*.bin"):
+            stale.unlink()
+    shard_tokens = max(1, opts.shard_bytes // dtype.itemsize)
+    writers = {
+        split: ShardWriter(out, split, dtype, shard_tokens, (saved or {}).get("splits", {}).get(split))
+        for split in SPLITS
+    }
+    cursor = tuple(saved["cursor"]) if saved else (0, 0)
+    read_bytes = saved["read_bytes"] if saved else 0
+
+    def commit(at: tuple[int, int]) -> None:
+        state = {"cursor": list(at), "read_bytes": read_bytes, "splits": {s: w.sync() for s, w in writers.items()}}
+        _write_json(progress_path, state)
+
+    if saved is None:
+        commit(cursor)
+    num_proc = opts.num_proc or len(os.sched_getaffinity(0))
+    sizes = [p.size for p in parts]
+    shown = _Progress(sum(sizes) if all(s is not None for s in sizes) else None, read_bytes)
+    last_commit = time.monotonic()
+    initargs = (backend.to_str(), eos, dtype.name, opts.val_fraction)
+    for chunk, (ids, lengths, held) in _encoded(
+        sources.chunks(parts, cursor, opts.text_field, hub), num_proc, initargs
+    ):
+        if held.any():
+            in_val = np.repeat(held, lengths)
+            writers["val"].write(ids[in_val], int(held.sum()))
+            writers["train"].write(ids[~in_val], int((~held).sum()))
+        else:
+            writers["train"].write(ids, len(lengths))
+        read_bytes += chunk.nbytes
+        docs = sum(w.documents for w in writers.values())
+        shown.update(chunk.nbytes, docs, sum(w.tokens for w in writers.values()))
+        if any(w.closed_since_commit for w in writers.values()) or time.monotonic() - last_commit > COMMIT_SECONDS:
+            commit(chunk.cursor)
+            last_commit = time.monotonic()
+        crash_point("prepare")
+    _check_split(writers, opts)
+    splits = {split: w.finish() for split, w in writers.items()}
+    shown.update(0, sum(s["documents"] for s in splits.values()), sum(s["tokens"] for s in splits.values()), force=True)
+    meta = {
+        "format": FORMAT_VERSION,
+        "source": opts.source,
+        "dtype": dtype.name,
+        "vocab_size": vocab,
+        "eos_id": eos,
+        "eos_token": eos_token,
+        "tokenizer_fingerprint": tokenizer.fingerprint(tok),
+        "train_tokens": splits["train"]["tokens"],
+        "val_tokens": splits["val"]["tokens"],
+        "documents": {split: s["documents"] for split, s in splits.items()},
+        "splits": splits,
+        "tokenizer": "tokenizer.json",
+        # The options that made it, without paths of this machine (the tokenizer's is named by fingerprint).
+        "options": {k: v for k, v in job_of(opts, [])["options"].items() if k not in ("source", "tokenizer")}
+        | {"tokenizer": "given" if opts.tokenizer else "trained"},
+    }
+    _write_json(out / META_FILE, meta)
+    progress_path.unlink()
+    return meta
+
+
+def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions) -> None:
+    docs = {split: w.documents for split, w in writers.items()}
+    total = sum(docs.values())
+    if total == 0:
+        raise ConfigError(f"corpus {opts.source!r} is empty (no non-empty documents)")
+    if total < 2:
+        raise ConfigError(f"the corpus has {total} document(s); at least 2 are needed to hold out a validation split")
+    for split, n in docs.items():
+        if n == 0:
+            raise ConfigError(
+                f"the {split} split is empty: of the corpus's {total} documents, none fell to it at --val-fraction "
+                f"{opts.val_fraction} (a document goes to validation by a hash of its text); give more documents "
+                "or another --val-fraction"
+            )

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import session
-from .data import TokenData
+from .data import open_data
 from .distributed import engine as ds_engine
 from .distributed import partition
 from .hf_io import CheckpointReader, hf_to_ours, tied_names
@@ -44,7 +44,7 @@ def run(
     `initial_flops` and `initial_seconds` are carried in from earlier work (the operator fit).
     """
     model_cfg = ModelConfig.from_file(opts.model)
-    data = TokenData(opts.data.data)
+    data = open_data(opts.data.data)
     s = session.start(opts, model_cfg, data, extra_identity=extra_identity)
     torch.manual_seed(opts.loop.seed)
     model = ds_engine.build_model(lambda: Decoder(model_cfg), s.ds_config, s.dtype)

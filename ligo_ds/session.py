@@ -16,6 +16,7 @@ import torch
 
 from . import hub, tokenizer
 from .data import TokenData
+from .data_order import DATA_ORDER
 from .distributed import checkpoint, launch
 from .distributed.launch import Dist
 from .ds_config import ds_config_path, resolve_ds_config, zero_stage
@@ -50,7 +51,8 @@ def run_identity(
     s, o = opts.schedule, opts.optimizer
     return {
         "model": f"{Path(opts.model).resolve()} (config sha {_sha(hf)})",
-        "data": data_identity(data.dir, _sha(data.meta)),
+        "data": data_identity(data.dir if len(data.sources) == 1 else opts.data.data, _sha(data.identity())),
+        "data_order": DATA_ORDER,
         "seq_len": opts.data.seq_len,
         "global_batch": opts.loop.global_batch(world),
         "total_steps": opts.total_steps(world),
@@ -129,6 +131,8 @@ def start(
     """Check the inputs, join the process group and claim opts.out; `flags`: see ds_config_for."""
     check_inputs(opts, model_cfg, data, (flags or {}).get("model", "--model"))
     d = launch.init()
+    if opts.data.verify_data == "checksum":  # each rank hashes its share of the shards
+        launch.on_every_rank(lambda: data.verify(d.rank, d.world_size))
     ds_config, dtype_name = ds_config_for(opts, d, flags)
     identity = {
         **run_identity(opts, model_cfg, data, d.world_size, zero_stage(ds_config), dtype_name),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SampleOrder, TokenData, window_batch
+from .data import TokenData
 from .distributed import checkpoint, launch
 from .distributed import engine as ds_engine
 from .evaluate import num_windows, window_totals
@@ -102,8 +102,8 @@ class Trainer:
         self.d = session.d
         self.extra_flops_per_step, self.extra_metrics = extra_flops_per_step, extra_metrics
         self.total = opts.total_steps(self.d.world_size)
-        self.train_tokens = data.tokens("train")
-        self.order = SampleOrder(len(self.train_tokens), opts.data.seq_len, opts.loop.seed)
+        self.batches = data.training(opts.data.seq_len, opts.loop.seed)
+        self.source_names = _source_names(data)
         self.flops_per_token = train_flops_per_token(model_cfg, opts.data.seq_len)
         self.peak = peak_flops(device_name(self.d.device), opts.deepspeed.peak_tflops)
 
@@ -140,7 +140,7 @@ class Trainer:
     def evaluate(self) -> float:
         """Mean loss over the first eval_samples validation windows, split across ranks (evaluate.py)."""
         d, engine = self.d, self.engine
-        val = self.data.tokens("val")
+        val = self.data.validation()
         T, b = self.opts.data.seq_len, self.opts.loop.micro_batch
         n = num_windows(len(val), T, self.opts.cadence.eval_samples)
         engine.eval()
@@ -171,6 +171,7 @@ class Trainer:
         try:
             stopped = self._loop(state, stop, log, trace, bar)
         finally:
+            self.batches.close()
             bar.close()
             log.close()
             if trace is not None:
@@ -195,6 +196,9 @@ class Trainer:
             row = state.position()
             if state.step % cadence.log_every == 0 or last:
                 row.update(self._training_columns(interval, lr))
+                if self.batches.consumed is not None:  # a mixture: each source's share so far
+                    consumed = self.batches.consumed(state.samples).values()
+                    row.update({f"tokens/{n}": t for n, t in zip(self.source_names, consumed, strict=True)})
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
             if state.step % cadence.eval_every == 0 or last:
                 row["val_loss"] = self.evaluate()
@@ -220,7 +224,7 @@ class Trainer:
         ds_engine.set_lr(engine, lr)
         for m in range(accum):
             first = state.samples + m * W * b + d.rank * b
-            ids, targets = window_batch(self.train_tokens, self.order.starts(first, b), T)
+            ids, targets = self.batches.read(first, b, stride=W * b)  # and starts reading the next one
             if trace:
                 trace.write(f"{state.step} {first} {b}\n")
                 trace.flush()
@@ -273,3 +277,9 @@ class _Interval:
     def reset(self) -> None:
         self.loss_sum.zero_()
         self.steps, self.tokens, self.seconds = 0, 0, 0.0
+
+
+def _source_names(data: TokenData) -> list[str]:
+    """A metrics column name per data source: its directory's name, numbered where two share one."""
+    names = [p.dir.name for p in data.sources]
+    return [n if names.count(n) == 1 else f"{n}.{i}" for i, n in enumerate(names)]

@@ -215,6 +215,52 @@ def export_of_an_initialisation_only_fit(w, tmp):
     return ["export", str(tmp / "f"), "--out", str(tmp / "exported")], [tmp / "f"]
 
 
+def _data_copy(w, tmp) -> Path:
+    data = tmp / "data"
+    subprocess.run(["cp", "-r", str(w / "data"), str(data)], check=True)
+    return data
+
+
+def corrupt_shard(w, tmp):
+    data = _data_copy(w, tmp)
+    shard = data / "train-00000.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 1  # same size: only the checksum tells
+    shard.write_bytes(bytes(raw))
+    argv = pretrain(w, tmp / "run")
+    argv[argv.index("--data") + 1] = str(data)
+    return argv, [data]
+
+
+def truncated_shard(w, tmp):
+    data = _data_copy(w, tmp)
+    shard = data / "val-00000.bin"
+    shard.write_bytes(shard.read_bytes()[:-4])
+    return ["eval", str(w / "small"), "--data", str(data), "--seq-len", "16"], [data]
+
+
+def mixture_of_tokenizers(w, tmp):
+    other = tmp / "other"
+    prepare = ["prepare", "--source", str(w / "corpus"), "--out", str(other), "--vocab-size", "300"]
+    assert (
+        subprocess.run([sys.executable, "-m", "ligo_ds", *prepare, "--val-fraction", "0.2"], env=env()).returncode == 0
+    )
+    argv = pretrain(w, tmp / "run")
+    argv[argv.index("--data") + 1] = f"{w / 'data'}=0.5,{other}=0.5"
+    return argv, [other]
+
+
+def prepare_of_another_command(w, tmp):
+    out = tmp / "d"
+    argv = ["prepare", "--source", str(w / "corpus"), "--out", str(out), "--vocab-size", "300", "--val-fraction", "0.2"]
+    assert subprocess.run([sys.executable, "-m", "ligo_ds", *argv], env=env(), capture_output=True).returncode == 0
+    return [*argv[:-1], "0.3"], [out]
+
+
+def hub_dataset_offline(w, tmp):
+    return ["prepare", "--source", "hub:nobody/nothing", "--split", "validation", "--out", str(tmp / "d")], []
+
+
 ROWS = [
     ("corrupt or truncated safetensors", corrupt_safetensors, "is not a readable safetensors file"),
     (
@@ -232,6 +278,19 @@ ROWS = [
     ("different vocabulary", other_vocab, "vocabularies differ: source vocab_size 320, target 512"),
     ("empty corpus", empty_corpus, "is empty \\(no non-empty documents\\)"),
     ("non-UTF-8 text", not_utf8, "latin1.txt' is not UTF-8 text \\(invalid byte at offset 3\\)"),
+    ("corrupt data shard", corrupt_shard, "shard .*train-00000.bin' does not match the SHA-256 meta.json lists"),
+    ("truncated data shard", truncated_shard, "shard .*val-00000.bin': \\d+ bytes, but meta.json lists \\d+ tokens"),
+    ("mixture of tokenizers", mixture_of_tokenizers, "other' was tokenized with another tokenizer .*one tokenizer"),
+    (
+        "prepare into another command's DATA_DIR",
+        prepare_of_another_command,
+        "holds the output of another prepare command \\(val_fraction: 0.2 -> 0.3\\)",
+    ),
+    (
+        "hub dataset missing offline",
+        hub_dataset_offline,
+        "cannot load hub dataset 'nobody/nothing' .*split 'validation'",
+    ),
     ("missing ds config", missing_ds_config, "ds config .*nothere.json' does not exist"),
     (
         "ds config against the fit's flags",

@@ -31,7 +31,7 @@ def corpus(tmp_path_factory):
 
 
 def test_throughput_tiny(corpus, tmp_path):
-    prepare(PrepareOptions(source=str(corpus / "corpus"), out=str(tmp_path / "data"), vocab_size=320))
+    prepare(PrepareOptions(source=str(corpus / "corpus"), out=str(tmp_path / "data"), vocab_size=320, val_fraction=0.1))
     script = [sys.executable, ROOT / "bench" / "throughput.py"]
     out = subprocess.run(
         [*map(str, script), *to_args(preset="tiny", data=tmp_path / "data", json=tmp_path / "t.json")],
@@ -46,6 +46,28 @@ def test_throughput_tiny(corpus, tmp_path):
     assert result["peak_flops"] > 0 and len(result["rows"]) == 2 and len(result["fit"]) == 2
     assert all(r["ligo_tokens_per_s"] > 0 and r["hf_tokens_per_s"] > 0 for r in result["rows"])
     assert "| gpt2-2L/64 | zero3 | 1 | 2 |" in out.stdout and "fit step / train step" in out.stdout
+
+
+def test_prepare_bench_tiny_merges_its_rows_with_another_implementations(tmp_path):
+    # Rows of an earlier run: another implementation's stays, this label's at this size is replaced.
+    measured = dict(docs=1, tokens=1, wall_s=1.0, tokens_per_s=1.0, baseline_tokens_per_s=1.0, peak_rss_bytes=1)
+    earlier = dict(measured, size_gb=0.005, peak_disk_bytes=2, output_bytes=1, num_proc=2, vocab_size=1000)
+    (tmp_path / "rows.json").write_text(
+        json.dumps({"rows": [dict(earlier, label="old"), dict(earlier, label="new", tokens=7)]})
+    )
+    script = [sys.executable, str(ROOT / "bench" / "prepare.py"), "--tiny"]
+    args = to_args(work=tmp_path / "work", out=tmp_path / "rows.json", num_proc=2, label="new")
+    out = subprocess.run([*script, *args], capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    rows = {r["label"]: r for r in json.loads((tmp_path / "rows.json").read_text())["rows"]}
+    assert sorted(rows) == ["bare tokenizers", "new", "old"] and rows["old"]["tokens"] == 1
+    new, bare = rows["new"], rows["bare tokenizers"]
+    # The same corpus and tokenizer: prepare counts every token the bare tokenizer does, one eos a document.
+    assert new["tokens"] == bare["tokens"] > bare["docs"] == new["docs"] > 100 and new["tokens_match_baseline"]
+    assert new["peak_rss_bytes"] > 0 and new["peak_disk_bytes"] >= new["output_bytes"] > 0
+    assert new["ligo_ds"] == str(ROOT / "ligo_ds" / "__init__.py")
+    assert "| new | 0.005 | " in out.stdout and "| old | 0.005 | " in out.stdout and "goals: " in out.stdout
+    assert not any((tmp_path / "work" / "runs").iterdir())  # the output is deleted without --keep
 
 
 def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
@@ -132,7 +154,15 @@ def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, mon
     jobs = Jobs(2, ["3", "5"], log)
     prepares = [
         jobs.submit(
-            "prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / f"d{i}"), "--vocab-size", "300"
+            "prepare",
+            "--source",
+            str(corpus / "corpus"),
+            "--out",
+            str(tmp_path / f"d{i}"),
+            "--vocab-size",
+            "300",
+            "--val-fraction",
+            "0.1",
         )
         for i in range(4)
     ]

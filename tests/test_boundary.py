@@ -110,6 +110,7 @@ def test_commands_that_do_not_train_do_not_import_deepspeed(command, tmp_path):
         for i in range(20):
             (tmp_path / "corpus" / f"{i}.txt").write_text(f"print({i} * x)\n" * 20)
         args += ["--source", str(tmp_path / "corpus"), "--out", str(tmp_path / "data"), "--vocab-size", "300"]
+        args += ["--val-fraction", "0.25"]  # 20 documents: a 2 % hash split could take none
     result = _run(CLI, *args)
     assert result["rc"] == 0, result["out"]
     assert result["deepspeed"] is False

@@ -1,8 +1,12 @@
-"""prepare.py: sources, determinism, the validation split, bad corpora refused."""
+"""prepare.py and sources.py: sources, determinism across workers and kills, the validation split,
+resume and refusal, bad corpora refused."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import random
 import subprocess
 import sys
 
@@ -10,11 +14,13 @@ import numpy as np
 import pytest
 
 from ligo_ds import ConfigError, tokenizer
-from ligo_ds.data import TokenData
+from ligo_ds.data import TokenData, staging_dir
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import choose_validation, prepare, stdlib_files
+from ligo_ds.prepare import is_validation, prepare, sample_texts
+from ligo_ds.sources import pieces, stdlib_files
 
 from conftest import DOCS, make_tokenizer
+from procs import ROOT, job_env
 
 
 def _decode_docs(data_dir) -> list[str]:
@@ -32,46 +38,222 @@ def _decode_docs(data_dir) -> list[str]:
     return docs
 
 
+def _files(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
 def test_prepare_local_roundtrip_and_determinism(text_folder, tmp_path):
     meta = prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "a"), vocab_size=300, val_fraction=0.1))
     prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "b"), vocab_size=300, val_fraction=0.1))
-    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert {"meta.json", "tokenizer.json", "train-00000.bin", "val-00000.bin"} <= set(_files(tmp_path / "a"))
     assert sorted(_decode_docs(tmp_path / "a")) == sorted(DOCS)
     assert meta["documents"]["train"] + meta["documents"]["val"] == len(DOCS)
-    assert meta["vocab_size"] == 300 and meta["dtype"] == "uint16"
+    assert meta["vocab_size"] == 300 and meta["dtype"] == "uint16" and meta["format"] == 2
+    assert meta["documents"]["val"] == sum(is_validation(d, 0.1) for d in DOCS) > 0
+    assert not any(str(tmp_path) in json.dumps(v) for k, v in meta.items() if k != "source"), "no paths of this machine"
+
+
+# ---- a corpus of 10k documents in JSON lines: workers, shards, the split, kills ---------------------
+
+N_DOCS = 10_000
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """10k documents of varied length in two .jsonl files, and a tokenizer for them."""
+    root = tmp_path_factory.mktemp("big")
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "x", "yy", "def", "return", "ünï", "\n"]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 60))) + f" {i}" for i in range(N_DOCS)]
+    (root / "corpus").mkdir()
+    for part in range(2):
+        with open(root / "corpus" / f"part{part}.jsonl", "w") as f:
+            for d in docs[part::2]:
+                f.write(json.dumps({"text": d}) + "\n")
+    make_tokenizer(root / "tok", "gpt2")
+    return root, docs
+
+
+def _big_args(root, out, *extra):
+    return [
+        *("prepare", "--source", str(root / "corpus"), "--out", str(out), "--tokenizer", str(root / "tok")),
+        *("--val-fraction", "0.1", "--shard-bytes", "40000", *extra),
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(big, tmp_path_factory):
+    """The big corpus prepared uninterrupted on one worker: what every other way of preparing it must give."""
+    root, _ = big
+    out = tmp_path_factory.mktemp("reference") / "d"
+    result = _prepare_cli(_big_args(root, out, "--num-proc", "1"))
+    assert result.returncode == 0, result.stderr
+    return _files(out), out
+
+
+def _prepare_cli(args, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "ligo_ds", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=job_env(LIGO_DS_CHUNK_BYTES="65536", **env),
+    )
+
+
+def test_workers_shards_and_validation_fraction(big, reference, tmp_path):
+    """Byte-identical shards whatever --num-proc; several shards; the split within 1 % of the request."""
+    root, docs = big
+    expected, one = reference
+    two = tmp_path / "two"
+    r2 = _prepare_cli(_big_args(root, two, "--num-proc", "2"))
+    assert r2.returncode == 0, r2.stderr
+    assert _files(two) == expected
+    meta = TokenData(one).meta
+    assert len(meta["splits"]["train"]["shards"]) > 3, "small --shard-bytes gives several shards"
+    assert meta["documents"] == {"train": N_DOCS - meta["documents"]["val"], "val": meta["documents"]["val"]}
     total = meta["train_tokens"] + meta["val_tokens"]
-    assert 0.1 <= meta["val_tokens"] / total < 0.2
+    assert abs(meta["val_tokens"] / total - 0.1) < 0.01
+    assert abs(meta["documents"]["val"] / N_DOCS - 0.1) < 0.01
+    for shard in meta["splits"]["train"]["shards"][:-1]:
+        assert shard["tokens"] == 20_000  # 40000 bytes of uint16
+    assert "documents" in r2.stderr and "tokens" in r2.stderr, "progress is shown"
 
 
-def test_prepare_parquet_with_given_tokenizer(text_folder, tmp_path):
+@pytest.mark.parametrize("crash_at", [1, 7])
+def test_killed_prepare_resumes_byte_identical(big, reference, tmp_path, crash_at):
+    """SIGKILL after the 1st chunk (nothing committed but the job) or the 7th (shards closed, one open),
+    then the same command, on another number of workers: the output of an uninterrupted run."""
+    root, _ = big
+    expected, _ = reference
+    killed = tmp_path / "killed"
+    env = {"LIGO_DS_CRASH_AT": f"prepare:{crash_at}"}
+    first = _prepare_cli(_big_args(root, killed, "--num-proc", "2"), **env)
+    assert first.returncode == -9, first.stderr
+    staging = staging_dir(killed)
+    assert not killed.exists() and (staging / "progress.json").exists(), "unfinished work stays out of --out"
+    if crash_at > 1:
+        progress = json.loads((staging / "progress.json").read_text())
+        assert progress["splits"]["train"]["shards"], "the kill came after shards were committed"
+    again = _prepare_cli(_big_args(root, killed, "--num-proc", "1"))
+    assert again.returncode == 0, again.stderr
+    assert _files(killed) == expected
+    # Once complete, the same command does nothing and says so.
+    done = _prepare_cli(_big_args(root, killed))
+    assert done.returncode == 0 and "already complete" in done.stderr and _files(killed) == expected
+
+
+def test_another_command_on_the_same_out_is_refused(big, reference, tmp_path):
+    import shutil
+
+    root, _ = big
+    out = tmp_path / "d"
+    shutil.copytree(reference[1], out)
+    before = _files(out)
+    other = _prepare_cli(_big_args(root, out, "--val-fraction", "0.2"))
+    assert other.returncode == 2
+    assert "holds the output of another prepare command (val_fraction: 0.1 -> 0.2)" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and _files(out) == before
+    (root / "corpus" / "part0.jsonl").touch()  # an edited source file is another source
+    edited = _prepare_cli(_big_args(root, out))
+    assert edited.returncode == 2 and "source files:" in edited.stderr and "part0.jsonl" in edited.stderr
+
+
+def test_hub_stream_path_equals_local_files(big, reference, tmp_path):
+    """hub:NAME streams through `datasets` (IterableDataset, skip on resume); its packaged `json` builder
+    is a dataset name that works offline, through the same code as a Hub repository."""
+    root, _ = big
+    files = ",".join(str(root / "corpus" / f"part{i}.jsonl") for i in range(2))
+    args = _big_args(root, tmp_path / "hub")
+    args[args.index("--source") + 1] = "hub:json"
+    streamed = _prepare_cli([*args, "--data-files", files, "--split", "train"], LIGO_DS_CRASH_AT="prepare:5")
+    assert streamed.returncode == -9
+    resumed = _prepare_cli([*args, "--data-files", files, "--split", "train"])
+    assert resumed.returncode == 0, resumed.stderr
+    hub_files, local_files = _files(tmp_path / "hub"), reference[0]
+    assert {k: v for k, v in hub_files.items() if k.endswith(".bin")} == {
+        k: v for k, v in local_files.items() if k.endswith(".bin")
+    }
+
+
+def test_validation_hash_is_per_document_and_content_based():
+    docs = [f"document number {i}" for i in range(20_000)]
+    share = sum(is_validation(d, 0.05) for d in docs) / len(docs)
+    assert abs(share - 0.05) < 0.005
+    assert all(is_validation(d, 0.05) == is_validation(d, 0.05) for d in docs[:100])
+    assert not is_validation(docs[0], 0.0) and is_validation(docs[0], 1.0)
+
+
+# ---- sources ------------------------------------------------------------------------------------------
+
+
+def test_gzip_json_array_and_parquet_sources(text_folder, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "a"), vocab_size=300, val_fraction=0.1))
-    pq.write_table(pa.table({"body": DOCS[:20]}), tmp_path / "x.parquet")
+    src = tmp_path / "src"
+    src.mkdir()
+    with gzip.open(src / "a.jsonl.gz", "wt") as f:
+        for d in DOCS[:20]:
+            f.write(json.dumps({"body": d}) + "\n")
+    (src / "b.json").write_text(json.dumps([{"body": d} for d in DOCS[20:40]]))
+    pq.write_table(pa.table({"body": DOCS[40:]}), src / "c.parquet", row_group_size=7)
     meta = prepare(
         PrepareOptions(
-            source=str(tmp_path / "x.parquet"),
-            out=str(tmp_path / "p"),
-            tokenizer=str(tmp_path / "a"),
-            text_field="body",
-            val_fraction=0.1,
+            source=str(src), out=str(tmp_path / "p"), tokenizer=str(tmp_path / "a"), text_field="body", val_fraction=0.1
         )
     )
     assert meta["options"]["tokenizer"] == "given"
-    assert meta["tokenizer_fingerprint"] == json.loads((tmp_path / "a/meta.json").read_text())["tokenizer_fingerprint"]
-    assert sorted(_decode_docs(tmp_path / "p")) == sorted(DOCS[:20])
+    assert meta["tokenizer_fingerprint"] == TokenData(tmp_path / "a").meta["tokenizer_fingerprint"]
+    assert _decode_docs(tmp_path / "p") != [] and sorted(_decode_docs(tmp_path / "p")) == sorted(DOCS)
 
 
-def test_choose_validation():
-    lengths = [10] * 100
-    held = choose_validation(lengths, 0.05)
-    assert sum(held) == 5 and held == choose_validation(lengths, 0.05)
-    assert held != [True] * 5 + [False] * 95, "spread over the corpus, not its head"
-    assert sum(choose_validation([5, 5], 0.99)) == 1, "at least one training document stays"
-    with pytest.raises(ConfigError, match="1 document"):
-        choose_validation([5], 0.5)
+def test_parquet_and_jsonl_resume_mid_file(tmp_path):
+    """Reading from a cursor inside a file gives exactly the rest of it (the resume path)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ligo_ds import sources
+
+    docs = [f"row {i} " * (i % 13 + 1) for i in range(3000)]
+    pq.write_table(pa.table({"text": docs}), tmp_path / "x.parquet", row_group_size=700)
+    with open(tmp_path / "y.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    old = sources.CHUNK_BYTES
+    sources.CHUNK_BYTES = 4096
+    try:
+        for name in ("x.parquet", "y.jsonl"):
+            parts = pieces(str(tmp_path / name), None)
+            chunks = list(sources.chunks(parts, (0, 0), "text"))
+            assert [d for c in chunks for d in sources.texts(c.payload)] == docs
+            for cut in (1, len(chunks) // 2):
+                rest = sources.chunks(parts, chunks[cut - 1].cursor, "text")
+                assert [d for c in rest for d in sources.texts(c.payload)] == [
+                    d for c in chunks[cut:] for d in sources.texts(c.payload)
+                ]
+    finally:
+        sources.CHUNK_BYTES = old
+
+
+def test_tokenizer_sample_is_bounded_and_spread(tmp_path):
+    for i in range(10):
+        (tmp_path / f"{i}.txt").write_text(f"file {i} " * 100)  # 700-800 bytes each
+    parts = pieces(str(tmp_path), None)
+    sample = list(sample_texts(parts, None, "text", 2000))
+    assert 2000 <= sum(len(s) for s in sample) < 3000
+    taken = [int(s.split()[1]) for s in sample]
+    assert taken == sorted(taken) and taken[-1] - taken[0] >= 6, f"spread over the corpus, not its head: {taken}"
+    assert len(list(sample_texts(parts, None, "text", 10**9))) == 10, "a budget above the corpus takes it all"
+    meta = prepare(
+        PrepareOptions(
+            source=str(tmp_path), out=str(tmp_path / "d"), vocab_size=300, tokenizer_sample_bytes=1500, val_fraction=0.5
+        )
+    )
+    assert meta["options"]["tokenizer_sample_bytes"] == 1500
 
 
 def test_stdlib_files_exclude_tests_and_packages():
@@ -87,20 +269,31 @@ def test_stdlib_files_exclude_tests_and_packages():
     "make, message",
     [
         (lambda p: p / "missing", "does not exist"),
-        (lambda p: (p / "empty").mkdir() or p / "empty", "holds no .txt/.jsonl/.json/.parquet files"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", r"holds no .txt/.jsonl/.json/.jsonl.gz/.json.gz/.parquet"),
         (lambda p: (p / "e.txt").write_text("") and None or p / "e.txt", "is empty"),
-        (lambda p: (p / "x.bin").write_bytes(b"1") and None or p / "x.bin", "unsupported file type '.bin'"),
+        (lambda p: (p / "x.bin").write_bytes(b"1") and None or p / "x.bin", "x.bin': unsupported file type"),
         (
             lambda p: (p / "l.txt").write_bytes(b"ok \xff\xfe bad") and None or p / "l.txt",
-            r"is not UTF-8 text \(invalid byte at offset 3\)",
+            r"l.txt' is not UTF-8 text \(invalid byte at offset 3\)",
         ),
+        (
+            lambda p: (
+                (p / "l.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "bad \xff"}\n') and None or p / "l.jsonl"
+            ),
+            r"l.jsonl' is not UTF-8 text \(invalid byte at offset 31\)",
+        ),
+        (
+            lambda p: (p / "k.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n') and None or p / "k.jsonl",
+            r"k.jsonl' at byte 14: no text field 'text' \(found \['body'\]",
+        ),
+        (lambda p: (p / "j.jsonl").write_text("{not json}\n") and None or p / "j.jsonl", "at byte 0: not a JSON line"),
         (lambda p: (p / "one.txt").write_text("a single document") and None or p / "one.txt", "at least 2 are needed"),
     ],
 )
 def test_bad_corpus(tmp_path, make, message):
     source = make(tmp_path)
     with pytest.raises(ConfigError, match=message):
-        prepare(PrepareOptions(source=str(source), out=str(tmp_path / "out"), vocab_size=300))
+        prepare(PrepareOptions(source=str(source), out=str(tmp_path / "out"), vocab_size=300, num_proc=1))
     assert not (tmp_path / "out").exists()
 
 
@@ -114,25 +307,11 @@ def test_existing_out_is_refused_and_kept(text_folder, tmp_path):
 
 
 def test_hub_source_offline_fails_clearly(tmp_path):
-    env_cmd = [
-        sys.executable,
-        "-m",
-        "ligo_ds",
-        "prepare",
-        "--source",
-        "hub:someone/absent-dataset",
-        "--out",
-        str(tmp_path / "h"),
-    ]
-    result = subprocess.run(
-        env_cmd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    args = ["prepare", "--source", "hub:someone/absent-dataset", "--subset", "en", "--out", str(tmp_path / "h")]
+    result = _prepare_cli(args, HF_DATASETS_OFFLINE="1")
     assert result.returncode == 2
-    assert "cannot load hub dataset 'someone/absent-dataset'" in result.stderr
+    assert "cannot load hub dataset 'someone/absent-dataset' (subset 'en', split 'train')" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "h").exists()
 
 
 def test_trained_tokenizer_is_a_whole_autotokenizer(text_folder, tmp_path):
@@ -174,3 +353,20 @@ def test_eos_token_flag_overrides_and_a_tokenizer_without_eos_is_refused(text_fo
         prepare(PrepareOptions(out=str(tmp_path / "refused"), eos_token="<eos>", **opts))
     meta = prepare(PrepareOptions(out=str(tmp_path / "d"), eos_token="<pad>", **opts))
     assert (meta["eos_token"], meta["eos_id"]) == ("<pad>", 0)
+
+
+def test_size_flags_accept_suffixes():
+    from ligo_ds.options.declare import integer
+
+    assert [integer(v) for v in ("4096", "1e11", "512M", "100B", "2.5T", "1_000")] == [
+        4096,
+        10**11,
+        512 * 10**6,
+        10**11,
+        25 * 10**11,
+        1000,
+    ]
+    for bad in ("1.5", "abc", "2.5K5"):
+        with pytest.raises(ValueError):
+            integer(bad)
+    assert os.environ.get("LIGO_DS_CRASH_AT") is None

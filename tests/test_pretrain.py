@@ -109,3 +109,26 @@ def test_config_file_with_typo(pretrain_setup, tmp_path):
     )
     assert result.returncode == 2
     assert "unknown key 'warmup_step' (did you mean 'warmup_steps'?)" in result.stdout
+
+
+def test_a_mixture_trains_on_each_source_by_weight(pretrain_setup, tmp_path):
+    """--data A=0.75,B=0.25: both sources read, each one's tokens in metrics.jsonl, the export works."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"{i}.txt").write_text(f"class C{i}:\n    x = {i} + {i % 3}\n" * 5)
+    other = tmp_path / "other"
+    tokenizer_dir = str(pretrain_setup / "data")
+    prepare = ["prepare", "--source", str(corpus), "--out", str(other), "--tokenizer", tokenizer_dir]
+    ligo("single", 1, [*prepare, "--val-fraction", "0.2"])
+    out = tmp_path / "run"
+    args = train_args(pretrain_setup, out, "--max-steps", "4", "--micro-batch", "8", "--ds-config", "zero2")
+    args[args.index("--data") + 1] = f"{pretrain_setup / 'data'}=0.75,{other}=0.25"
+    ligo("single", 1, args)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    shares = [(r["tokens/data"], r["tokens/other"]) for r in rows]
+    assert all(a + b == r["tokens"] for (a, b), r in zip(shares, rows, strict=True))
+    a, b = shares[-1]
+    assert a > b > 0, shares
+    assert json.loads((out / "config.json").read_text())["identity"]["data"].startswith(args[args.index("--data") + 1])
+    assert transformers.AutoTokenizer.from_pretrained(out / "hf").eos_token_id == TokenData(other).eos_id

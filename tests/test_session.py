@@ -10,6 +10,7 @@ import torch
 
 from ligo_ds import ConfigError, ModelConfig
 from ligo_ds.data import TokenData
+from ligo_ds.data_order import DATA_ORDER
 from ligo_ds.distributed.launch import Dist
 from ligo_ds.options import PretrainOptions, from_values
 from ligo_ds.session import check_inputs, ds_config_for, run_identity
@@ -22,6 +23,7 @@ IDENTITY_KEYS = [
     "beta1",
     "beta2",
     "data",
+    "data_order",
     "dtype",
     "global_batch",
     "grad_clip",
@@ -57,6 +59,7 @@ def test_run_identity_keys_and_values(data):
     again = run_identity(opts(micro_batch=2, grad_accum=3, lr=1e-3, log_every=1, eval_every=5), cfg, data, 4, 3, "fp32")
     assert again == identity, "cadence is not identity: a resume may log or evaluate more often"
     assert run_identity(opts(seed=2), cfg, data, 4, 3, "fp32")["seed"] == 2
+    assert identity["data_order"] == DATA_ORDER, "a run resumes only with the order it started with"
 
 
 def test_inputs_that_do_not_fit_the_model(data):

@@ -128,6 +128,23 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return box[0]
 
 
+def all_gather_object(obj: T) -> list[T]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def on_every_rank(fn: Callable[[], list[str]]) -> None:
+    """Run `fn` (each rank its share of a check; it returns problems as messages) and raise the first
+    problem any rank found on every rank, so every rank ends with the same one-line error."""
+    problems = [p for found in all_gather_object(fn()) for p in found]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+
+
 def on_rank0(d: Dist, fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0 and give every rank its result, or raise its ConfigError on every rank, so that
     a refused run ends every rank with the same one-line error."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..data import VERIFY_MODES
 from ..errors import ConfigError
 from ..growth.init import DEPTH_INITS, WIDTH_INITS
 from ..growth.spec import ORDERS, TYINGS, GrowthSpec
@@ -21,8 +22,16 @@ Flag = Callable[[str], str]  # a block field's name -> the flag that sets it in 
 class Data:
     """Tokens: where they are, and how long a training sequence is."""
 
-    data: str = option(help="DATA_DIR written by `ligo-ds prepare`", metavar="DATA_DIR")
+    data: str = option(
+        help="DATA_DIR written by `ligo-ds prepare`, or a mixture of several by weight: web=0.7,code=0.3",
+        metavar="DATA_DIR",
+    )
     seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+    verify_data: str = option(
+        "checksum",
+        "check the shards at start: SHA-256 (each rank hashes its share) or sizes only",
+        choices=VERIFY_MODES,
+    )
     allow_tokenizer_mismatch: bool = option(
         False, "train on data tokenized otherwise than the model's own tokenizer (its directory's) says"
     )

@@ -17,8 +17,18 @@ from .declare import Command, at_least, between, block, option
 
 @dataclass(frozen=True, kw_only=True)
 class PrepareOptions(Command):
-    source: str = option("stdlib", "stdlib | PATH[,PATH...] | hub:NAME[:CONFIG]", metavar="SRC")
-    out: str = option(help="output directory", metavar="DATA_DIR")
+    source: str = option(
+        "stdlib", "stdlib | PATH[,PATH...] (files or folders) | hub:NAME (streamed from the Hub)", metavar="SRC"
+    )
+    out: str = option(help="output directory; rerunning the same command resumes it", metavar="DATA_DIR")
+    split: str = option("train", "the Hub dataset's split")
+    # Not --config: every command's --config FILE reads its options from a file.
+    subset: str | None = option(
+        None, "the Hub dataset's subset (what `datasets` calls its config name)", metavar="NAME"
+    )
+    data_files: str | None = option(
+        None, "the Hub dataset's files to read, comma-separated globs (e.g. 'sample/10BT/*.parquet')", metavar="GLOBS"
+    )
     tokenizer: str | None = option(
         None,
         "a model's or tokenizer's directory (what AutoTokenizer reads) instead of training one",
@@ -31,10 +41,14 @@ class PrepareOptions(Command):
     vocab_size: int = option(
         8192, "BPE vocabulary when training one (256 bytes + end-of-text at least)", check=at_least(257)
     )
-    val_fraction: float = option(0.02, "share of tokens held out", check=between(0.0, 1.0))
+    tokenizer_sample_bytes: int = option(
+        500_000_000, "text to train the BPE on, spread over the corpus (e.g. 500M, 2G)", check=at_least(1)
+    )
+    val_fraction: float = option(0.02, "share of documents (by a hash of their text) held out", check=between(0.0, 1.0))
     text_field: str = option("text", "column holding the text in json/parquet/hub data")
-    num_proc: int = option(2, "tokenizing processes", check=at_least(1))
-    force: bool = option(False, "replace an existing non-empty DATA_DIR")
+    num_proc: int | None = option(None, "tokenizing processes", shown_default="every core", check=at_least(1))
+    shard_bytes: int = option(1_000_000_000, "size of each token file (e.g. 1G)", check=at_least(1))
+    force: bool = option(False, "replace an existing DATA_DIR instead of resuming or refusing it")
 
 
 @dataclass(frozen=True, kw_only=True)

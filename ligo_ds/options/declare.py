@@ -164,6 +164,26 @@ def _base(kind: Any) -> tuple[Any, bool]:
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# Decimal multipliers for integers written as people write large ones (B is billion, as in "100B tokens").
+_MULTIPLIERS = {"K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
+
+
+def integer(text: str) -> int:
+    """An integer flag's value: 4096, 1e11, 512M, 100B or 2.5T (K, M, G or B, T: powers of 1000)."""
+    text = text.strip().replace("_", "")
+    scale = _MULTIPLIERS.get(text[-1:].upper(), 1)
+    number = text[:-1] if scale != 1 else text
+    try:
+        return int(number) * scale
+    except ValueError:
+        pass
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ValueError(text) from None
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
 
 
 def resolve_paths(options: Any, resolve: Callable[[str | None, str, str], str | None]) -> Any:
@@ -294,7 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, config_file: bool)
             parser.add_argument(
                 o.flag,
                 dest=o.name,
-                type=kind,
+                type=integer if kind is int else kind,
                 choices=o.choices,
                 default=argparse.SUPPRESS,
                 metavar=o.metavar if o.choices is None else None,
