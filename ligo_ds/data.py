@@ -190,6 +190,8 @@ class Mixture(TokenData):
         first = self.parts[0]
         super().__init__(first.dir)
         self.weights = {str(p.dir): w for p, (_, w) in zip(self.parts, weighted, strict=True)}
+        # How a run's identity names it: every path resolved, the weights normalized.
+        self.spec = ",".join(f"{p.dir.resolve()}={w:g}" for p, (_, w) in zip(self.parts, weighted, strict=True))
         from .tokenizer import data_fingerprint
 
         theirs = data_fingerprint(first.dir, first.meta)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import sources, tokenizer
+from . import encoding, sources, tokenizer
 from .data import FORMAT_VERSION, SPLITS, staging_dir
 from .errors import ConfigError
 from .faults import crash_point
@@ -124,47 +124,16 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-# ---- the workers ----------------------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(backend_json: str, eos: int, dtype: str, val_fraction: float) -> None:
-    from tokenizers import Tokenizer
-
-    _WORKER.update(tok=Tokenizer.from_str(backend_json), eos=eos, dtype=np.dtype(dtype), val_fraction=val_fraction)
-
-
-def is_validation(text: str, val_fraction: float) -> bool:
-    """Whether a document is held out: a hash of its text, read as a number in [0, 1), below the fraction."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") < val_fraction * 2**64
-
-
-def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(all token ids, tokens per document, held out per document) of one chunk. Runs in a worker."""
-    w = _WORKER
-    docs = sources.texts(payload)
-    flat: list[int] = []
-    lengths = np.empty(len(docs), dtype=np.int64)
-    # encode_batch_fast: the same ids without the character offsets (tokenizers >= 0.20), which nothing reads.
-    encode = getattr(w["tok"], "encode_batch_fast", w["tok"].encode_batch)
-    for j, enc in enumerate(encode(docs)):
-        ids = enc.ids
-        flat.extend(ids)
-        flat.append(w["eos"])
-        lengths[j] = len(ids) + 1
-    held = np.fromiter((is_validation(d, w["val_fraction"]) for d in docs), dtype=bool, count=len(docs))
-    return np.array(flat, dtype=w["dtype"]), lengths, held
+# ---- the workers (encoding.py) ---------------------------------------------------------------------
 
 
 def _encoded(chunks: Iterator[sources.Chunk], num_proc: int, initargs: tuple) -> Iterator[tuple]:
-    """(chunk, encode_chunk's result) in source order, `num_proc` workers, a bounded number in flight."""
+    """(chunk, encoding.encode_chunk's result) in source order, `num_proc` workers, a bounded number in flight."""
     if num_proc == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        _init_worker(*initargs)
+        encoding.init_worker(*initargs)
         for chunk in chunks:
-            yield chunk, encode_chunk(chunk.payload)
+            yield chunk, encoding.encode_chunk(chunk.payload)
         return
     import multiprocessing
 
@@ -173,11 +142,11 @@ def _encoded(chunks: Iterator[sources.Chunk], num_proc: int, initargs: tuple) ->
     ctx = multiprocessing.get_context("spawn")
     env_before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    pool = ctx.Pool(num_proc, initializer=_init_worker, initargs=initargs)
+    pool = ctx.Pool(num_proc, initializer=encoding.init_worker, initargs=initargs)
     try:
         pending: deque = deque()
         for chunk in chunks:
-            pending.append((chunk, pool.apply_async(encode_chunk, (chunk.payload,))))
+            pending.append((chunk, pool.apply_async(encoding.encode_chunk, (chunk.payload,))))
             if len(pending) >= num_proc * IN_FLIGHT_PER_WORKER:
                 done, result = pending.popleft()
                 yield done, result.get()
@@ -321,7 +290,7 @@ def _refusal(where: Path, differences: list[str]) -> ConfigError:
 def _claim(out: Path, staging: Path, job: dict, force: bool) -> str:
     """'complete' (out is this command's finished output), 'resume' (staging holds this command's
     unfinished work) or 'fresh'. Refuses an --out or staging directory that holds something else unless
-    --force; even then out is only replaced once the new output is complete."""
+    --force, which starts over (out itself is replaced only once the new output is complete)."""
     if out.exists() and any(out.iterdir()) and not force:
         if not (out / JOB_FILE).is_file():
             raise ConfigError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
@@ -329,12 +298,11 @@ def _claim(out: Path, staging: Path, job: dict, force: bool) -> str:
         if differences:
             raise _refusal(out, differences)
         return "complete"
-    if (staging / JOB_FILE).is_file():
+    if (staging / JOB_FILE).is_file() and not force:
         differences = _differences(json.loads((staging / JOB_FILE).read_text()), job)
-        if not differences:
-            return "resume"
-        if not force:
+        if differences:
             raise _refusal(staging, differences)
+        return "resume"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _write_json(staging / JOB_FILE, job)

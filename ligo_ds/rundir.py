@@ -137,8 +137,10 @@ _SHA_MARK = " (meta sha "
 
 
 def data_identity(data_dir: str | Path, meta_sha: str) -> str:
-    """How a run's identity names its data: the path for the reader, the meta sha for comparisons."""
-    return f"{Path(data_dir).resolve()}{_SHA_MARK}{meta_sha})"
+    """How a run's identity names its data: the path for the reader (a mixture's spec, its paths already
+    resolved, as it is), the meta sha for comparisons."""
+    is_mixture = isinstance(data_dir, str) and "=" in data_dir
+    return f"{data_dir if is_mixture else Path(data_dir).resolve()}{_SHA_MARK}{meta_sha})"
 
 
 def val_protocol(config: dict) -> dict | None:

@@ -51,7 +51,7 @@ def run_identity(
     s, o = opts.schedule, opts.optimizer
     return {
         "model": f"{Path(opts.model).resolve()} (config sha {_sha(hf)})",
-        "data": data_identity(data.dir if len(data.sources) == 1 else opts.data.data, _sha(data.identity())),
+        "data": data_identity(getattr(data, "spec", data.dir), _sha(data.identity())),
         "data_order": DATA_ORDER,
         "seq_len": opts.data.seq_len,
         "global_batch": opts.loop.global_batch(world),

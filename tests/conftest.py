@@ -155,9 +155,9 @@ def make_inputs(
     corpus.mkdir(parents=True)
     for i in range(docs):
         (corpus / f"{i:03d}.txt").write_text(line.format(i=i, m=i % 5) * repeat)
-    # Shards of 4k tokens: every training test reads across shard seams.
+    # Shards of 1k tokens: every training test reads across shard seams.
     prepare(
-        PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1, shard_bytes=8192)
+        PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1, shard_bytes=2048)
     )
     if small is not None:
         make_hf_model(small, seed=seed, std=0.05).save_pretrained(root / "small")
@@ -267,9 +267,9 @@ def pretrain_setup(tmp_path_factory):
     corpus.mkdir()
     for i in range(80):
         (corpus / f"{i:03d}.txt").write_text(f"def function_{i}(a, b):\n    return a * {i} - b ** {i % 5}\n" * 6)
-    # Shards of 4k tokens: every training test reads across shard seams.
+    # Shards of 1k tokens: every training test reads across shard seams.
     prepare(
-        PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1, shard_bytes=8192)
+        PrepareOptions(source=str(corpus), out=str(root / "data"), vocab_size=320, val_fraction=0.1, shard_bytes=2048)
     )
     (root / "tiny.json").write_text(json.dumps(TINY))
     return root

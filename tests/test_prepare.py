@@ -15,8 +15,9 @@ import pytest
 
 from ligo_ds import ConfigError, tokenizer
 from ligo_ds.data import TokenData, staging_dir
+from ligo_ds.encoding import is_validation
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import is_validation, prepare, sample_texts
+from ligo_ds.prepare import prepare, sample_texts
 from ligo_ds.sources import pieces, stdlib_files
 
 from conftest import DOCS, make_tokenizer

@@ -130,5 +130,6 @@ def test_a_mixture_trains_on_each_source_by_weight(pretrain_setup, tmp_path):
     assert all(a + b == r["tokens"] for (a, b), r in zip(shares, rows, strict=True))
     a, b = shares[-1]
     assert a > b > 0, shares
-    assert json.loads((out / "config.json").read_text())["identity"]["data"].startswith(args[args.index("--data") + 1])
+    identity = json.loads((out / "config.json").read_text())["identity"]["data"]
+    assert identity.startswith(f"{pretrain_setup / 'data'}=0.75,{other}=0.25 (meta sha ")
     assert transformers.AutoTokenizer.from_pretrained(out / "hf").eos_token_id == TokenData(other).eos_id

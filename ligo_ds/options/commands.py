@@ -48,7 +48,9 @@ class PrepareOptions(Command):
     text_field: str = option("text", "column holding the text in json/parquet/hub data")
     num_proc: int | None = option(None, "tokenizing processes", shown_default="every core", check=at_least(1))
     shard_bytes: int = option(1_000_000_000, "size of each token file (e.g. 1G)", check=at_least(1))
-    force: bool = option(False, "replace an existing DATA_DIR instead of resuming or refusing it")
+    force: bool = option(
+        False, "start over: discard unfinished work and replace an existing DATA_DIR once the new one is complete"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
