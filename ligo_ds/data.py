@@ -240,13 +240,17 @@ def open_data(spec: str | Path) -> TokenData:
     return Mixture(str(spec)) if "=" in str(spec) else TokenData(spec)
 
 
-def window_batch(tokens, starts: np.ndarray, seq_len: int):
-    """(inputs, targets) int64 tensors of shape (len(starts), seq_len) from a token stream or array."""
+def _as_batch(windows: list) -> tuple:
+    """(inputs, targets) int64 tensors from windows of seq_len + 1 tokens each."""
     import torch
 
-    rows = np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts])
-    chunk = torch.from_numpy(rows)
+    chunk = torch.from_numpy(np.stack([np.asarray(w, dtype=np.int64) for w in windows]))
     return chunk[:, :-1], chunk[:, 1:]
+
+
+def window_batch(tokens, starts: np.ndarray, seq_len: int):
+    """(inputs, targets) int64 tensors of shape (len(starts), seq_len) from a token stream or array."""
+    return _as_batch([tokens[s : s + seq_len + 1] for s in starts])
 
 
 class Batches:
@@ -265,17 +269,8 @@ class Batches:
         self._ahead: tuple[int, int, Future] | None = None
 
     def _read(self, first: int, count: int):
-        import torch
-
         streams, source, starts = self.locate(first, count)
-        rows = np.stack(
-            [
-                np.asarray(streams[j][s : s + self.seq_len + 1], dtype=np.int64)
-                for j, s in zip(source, starts, strict=True)
-            ]
-        )
-        chunk = torch.from_numpy(rows)
-        return chunk[:, :-1], chunk[:, 1:]
+        return _as_batch([streams[j][s : s + self.seq_len + 1] for j, s in zip(source, starts, strict=True)])
 
     def read(self, first: int, count: int, stride: int | None = None):
         ahead, self._ahead = self._ahead, None

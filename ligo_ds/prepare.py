@@ -85,7 +85,7 @@ def sample_texts(
         for chunk in sources.chunks(parts, (0, 0), text_field, hub):
             for doc in sources.texts(chunk.payload):
                 yield doc
-                taken += len(doc)
+                taken += len(doc.encode())
                 if taken >= budget:
                     return
         return
@@ -315,12 +315,14 @@ class _Progress:
     def __init__(self, total_bytes: int | None, done_bytes: int):
         self.total, self.done, self.start_done = total_bytes, done_bytes, done_bytes
         self.start = self.last = time.monotonic()
+        self.shown: tuple[int, int] | None = None
 
     def update(self, nbytes: int, documents: int, tokens: int, force: bool = False) -> None:
         self.done += nbytes
         now = time.monotonic()
-        if not force and now - self.last < PROGRESS_SECONDS:
+        if (not force and now - self.last < PROGRESS_SECONDS) or self.shown == (documents, tokens):
             return
+        self.shown = (documents, tokens)
         self.last = now
         rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
         line = f"prepare: {documents:,} documents, {tokens:,} tokens, {self.done / 1e6:,.1f} MB read"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import subprocess
 import sys
@@ -370,4 +369,3 @@ def test_size_flags_accept_suffixes():
     for bad in ("1.5", "abc", "2.5K5"):
         with pytest.raises(ValueError):
             integer(bad)
-    assert os.environ.get("LIGO_DS_CRASH_AT") is None
