@@ -3,7 +3,7 @@
 Each command's docstring is its --help description; its flags are generated from its options class
 (options/), so help, defaults and checks have one source. Modules that train are imported only by
 the commands that train: `--help`, `report` and `prepare` never import deepspeed. User errors
-(ConfigError) print one line and exit 2.
+(ConfigError) print one line and exit 2; a run that diverged (TrainingDiverged) exits 3.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDiverged
 from .options import (
     EvalOptions,
     ExportOptions,
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ligo-ds {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:  # its own status, so a job script can tell it from a crash or bad input
+        print(f"ligo-ds {args.command}: training diverged: {e}", file=sys.stderr)
+        return 3
     except OSError as e:  # a read-only directory, a full disk, a missing permission: name the file
         where = f" ({e.filename})" if e.filename else ""
         print(

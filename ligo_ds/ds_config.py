@@ -112,9 +112,20 @@ def resolve_ds_config(
                 raise ConfigError(
                     f"ds config {where} sets optimizer {key}={value!r} but {flag[key]} gives {ours_opt[key]!r}; {_OURS}"
                 )
+    # The trainer's non-finite guard (trainer.py) relies on DeepSpeed skipping a step whose gradient norm is
+    # NaN or infinite, which every ZeRO stage does in 0.19.8 as long as it computes the norm (and, in bf16,
+    # checks for overflow).
+    for section, key in (("zero_optimization", "compute_grad_norm"), ("bf16", "check_grad_overflow")):
+        if user.get(section, {}).get(key) is False:
+            raise ConfigError(
+                f"ds config {where} sets {section}.{key}=false; ligo_ds needs it to skip steps with a "
+                "non-finite gradient norm (see --max-bad-steps): remove it"
+            )
     out = copy.deepcopy(user)
     out.update({key: ours for key, (ours, _) in derived.items()})
     out["bf16"] = {**user.get("bf16", {}), "enabled": bf16}
+    if bf16:
+        out["bf16"]["check_grad_overflow"] = True
     offload = out.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
     params = {**ours_opt, "eps": 1e-8}
     if not on_gpu:

@@ -8,3 +8,9 @@ The CLI prints its message without a traceback and exits with status 2; internal
 
 class ConfigError(ValueError):
     """Bad user input: the message names the offending value and what was expected."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Training cannot go on without a person: too many non-finite steps in a row, or a loss spike that
+    rollbacks did not cure. The CLI prints the message (which names the last good checkpoint) and exits
+    with status 3; nothing was saved from the bad state."""

@@ -35,6 +35,14 @@ _CADENCE = (
     "peak_tflops",
     "allow_tokenizer_mismatch",
     "verify_data",
+    # what a run does when training goes wrong: policies, not the weights' recipe (options/blocks.py: Health)
+    "max_bad_steps",
+    "spike_rollback",
+    "spike_threshold",
+    "spike_window",
+    "spike_steps",
+    "max_rollbacks",
+    "skip_data",
 )
 
 
@@ -82,6 +90,7 @@ def run(opts: GrowOptions) -> Path | None:
         return pretrain.run(
             train_opts, initial_flops=flops, initial_seconds=seconds, extra_identity=identity, stop_file=out / "STOP"
         )
+    session.check_schedule(train_opts)
     # The training phase's DeepSpeed config is checked now (the fit checks its own as it starts): a conflict
     # found only after the fit would waste it.
     session.ds_config_for(train_opts, launch.init())

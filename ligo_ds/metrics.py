@@ -27,6 +27,12 @@ class MetricsLog:
             if key != "step" and isinstance(value, (int, float)) and value is not None:
                 self._tb.add_scalar(key, value, row["step"])
 
+    def reopen(self) -> None:
+        """Append to the file now at `path` (after RunDir.truncate_metrics replaced it)."""
+        if self.enabled:
+            self._file.close()
+            self._file = open(self._file.name, "a")
+
     def close(self) -> None:
         if self.enabled:
             self._file.close()

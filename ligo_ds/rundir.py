@@ -3,7 +3,8 @@
 RUN_DIR/config.json      resolved options, model and data identity, versions, git sha
 RUN_DIR/ds_config.json   exactly what DeepSpeed received
 RUN_DIR/checkpoints/     DeepSpeed checkpoints by tag, and `latest` (written last: distributed/checkpoint.py)
-RUN_DIR/metrics.jsonl    one row per logging step
+RUN_DIR/metrics.jsonl    one row per logging step, and a row per event (a skipped step, a rollback)
+RUN_DIR/skips.json       the data a spike rollback skipped, so a rerun skips it too (health.py)
 RUN_DIR/tb/              TensorBoard events
 RUN_DIR/hf/              the final weights as an HF checkpoint
 """
@@ -61,6 +62,14 @@ class RunDir:
         self.metrics = self.root / "metrics.jsonl"
         self.tb = self.root / "tb"
         self.hf = self.root / "hf"
+        self.skips = self.root / "skips.json"
+
+    def read_skips(self) -> list[dict]:
+        return json.loads(self.skips.read_text()) if self.skips.is_file() else []
+
+    def record_skip(self, record: dict) -> None:
+        """Add a rollback's skip, atomically: a kill leaves the file with or without it, never half of it."""
+        write_json_atomic(self.skips, [*self.read_skips(), record])
 
     def claim(self, identity: dict[str, Any], record: dict[str, Any]) -> bool:
         """Start a new run here, or confirm this is the same run. Returns True when resuming.
@@ -90,12 +99,17 @@ class RunDir:
         return False
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop rows logged after `step` (by a run that died after its last checkpoint), and a last line
-        cut short by a kill in the middle of writing it. step=-1 empties the log (a fresh start)."""
+        """Drop rows logged after `step` (by a run that died after its last checkpoint, or rolled back to
+        it), and a last line cut short by a kill in the middle of writing it; event rows at `step` itself
+        go too, since the run repeats them from its checkpoint. step=-1 empties the log (a fresh start)."""
         if not self.metrics.is_file():
             return
         lines = _metrics_lines(self.metrics)
-        kept = [line for line, row in lines if row is not None and row["step"] <= step]
+        kept = [
+            line
+            for line, row in lines
+            if row is not None and (row["step"] < step or (row["step"] == step and "event" not in row))
+        ]
         if len(kept) != len(lines):
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))

@@ -91,6 +91,14 @@ def check_inputs(opts: PretrainOptions, model_cfg: ModelConfig, data: TokenData,
     check_data_fits(model_cfg, opts.model, data, opts.data.seq_len, role, opts.data.allow_tokenizer_mismatch)
 
 
+def check_schedule(opts: PretrainOptions) -> None:
+    """A run given in tokens has its length in steps only once the number of ranks is known: check its warmup
+    then, before any process group starts (one given in steps was checked with its options)."""
+    if opts.schedule.max_tokens is not None:
+        steps = opts.total_steps(launch.planned_world_size())
+        opts.schedule.check_warmup(steps, lambda name: "--" + name.replace("_", "-"))
+
+
 def ds_config_for(opts: PretrainOptions, d: Dist, flags: dict[str, str] | None = None) -> tuple[dict, str]:
     """(the DeepSpeed config this run trains with, its dtype name), or a ConfigError naming the conflict.
 
@@ -130,6 +138,7 @@ def start(
 ) -> Session:
     """Check the inputs, join the process group and claim opts.out; `flags`: see ds_config_for."""
     check_inputs(opts, model_cfg, data, (flags or {}).get("model", "--model"))
+    check_schedule(opts)
     d = launch.init()
     if opts.data.verify_data == "checksum":  # each rank hashes its share of the shards
         launch.on_every_rank(lambda: data.verify(d.rank, d.world_size))

@@ -5,10 +5,19 @@ The batch for optimizer step s on rank r, micro-step m, is global samples  S + m
 with S the samples consumed before step s, W the world size and b the micro-batch: each rank reads its
 own share, and the position in the data is the single integer S, saved in every checkpoint. Every long
 stretch ends in a checkpoint, so a rerun continues exactly.
+
+Health (health.py): a step whose loss (on any rank) or gradient norm is NaN or infinite is not applied;
+DeepSpeed skips the update (the optimizer state untouched), the position moves past its batch, and the
+ranks agree on it through the one all-reduce every step makes of its loss. Only good steps count as steps,
+log, evaluate or save, so nothing is ever saved from a non-finite state; --max-bad-steps in a row stop the
+run (TrainingDiverged, exit 3). With --spike-rollback, a loss above the running statistics for
+--spike-steps steps reloads the last checkpoint (none is saved while the loss is above them) and jumps
+the position past the spike, recording the jump in RUN_DIR/skips.json so a rerun makes it too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -16,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +34,11 @@ import torch
 from .data import TokenData
 from .distributed import checkpoint, launch
 from .distributed import engine as ds_engine
+from .errors import ConfigError, TrainingDiverged
 from .evaluate import num_windows, window_totals
-from .faults import crash_point
+from .faults import crash_point, loss_factor
 from .flops import peak_flops, train_flops_per_token
+from .health import SkipTable, check_aligned, parse_ranges, running_stats, spikes
 from .metrics import MetricsLog, device_name, peak_memory_bytes
 from .model_config import ModelConfig
 from .options import PretrainOptions
@@ -37,11 +48,14 @@ from .session import Session
 
 @dataclass
 class TrainState:
-    step: int = 0  # optimizer steps done
-    samples: int = 0  # global training windows consumed: the position in the data
-    tokens: int = 0
-    flops: float = 0.0  # cumulative training FLOPs (flops.py), including any carried in (an operator fit)
+    step: int = 0  # optimizer updates applied (a skipped step is not one): what the schedule follows
+    samples: int = 0  # the position in the data: global windows read, skipped ones included
+    tokens: int = 0  # tokens the weights were trained on (those of applied steps)
+    # cumulative FLOPs spent (flops.py), including any carried in (an operator fit) and the work of steps
+    # skipped or rolled back: compute is compute, whether or not the weights kept it
+    flops: float = 0.0
     train_seconds: float = 0.0  # wall time inside training steps, summed over restarts
+    recent_losses: list[float] = field(default_factory=list)  # the last good steps' losses, for spikes
 
     def position(self) -> dict:
         """The columns every metrics row starts with."""
@@ -106,13 +120,21 @@ class Trainer:
         self.source_names = _source_names(data)
         self.flops_per_token = train_flops_per_token(model_cfg, opts.data.seq_len)
         self.peak = peak_flops(device_name(self.d.device), opts.deepspeed.peak_tflops)
+        health = opts.health
+        ranges = parse_ranges(health.skip_data, "--skip-data") if health.skip_data else []
+        check_aligned(ranges, opts.loop.global_batch(self.d.world_size), "--skip-data")
+        self.skips = SkipTable(ranges, session.run_dir.read_skips())
+        self.skip_ranges = ranges
+        self.spiking: list[tuple[int, float]] = []  # (step, loss) of the current run of spiking steps
+        self.fresh = True
 
     # ---- state ---------------------------------------------------------------------------------
-    def resume(self, tag: str | None, fresh: TrainState) -> TrainState:
+    def resume(self, tag: str | None, fresh: TrainState, *, rollback: bool = False) -> TrainState:
         """Load checkpoint `tag` (from session.plan_resume), restore the RNGs and drop metrics rows logged
         after it; with no tag, `fresh` (and a log started anew if an earlier try died before its first
-        checkpoint)."""
+        checkpoint). `rollback`: the run goes back to `tag` mid-training (a loss spike)."""
         s = self.s
+        self.fresh = tag is None
         if tag is None:
             if s.resuming and self.d.is_main:
                 s.run_dir.truncate_metrics(-1)
@@ -124,7 +146,8 @@ class Trainer:
         step = client["train_state"]["step"]
         if self.d.is_main:
             s.run_dir.truncate_metrics(step)
-            print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {step})", file=sys.stderr)
+            if not rollback:
+                print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {step})", file=sys.stderr)
         return TrainState(**client["train_state"])
 
     def save(self, state: TrainState) -> None:
@@ -185,17 +208,39 @@ class Trainer:
         return stopped
 
     def _loop(self, state: TrainState, stop: StopRequest, log: MetricsLog, trace, bar) -> bool:
-        cadence = self.opts.cadence
-        if state.step == 0:  # FLOPs and seconds carried in (a grown run's fit) count from the first row on
+        cadence, health = self.opts.cadence, self.opts.health
+        for start, end in self.skip_ranges:  # a jump happens where the position reaches FROM, never inside
+            if start < state.samples < end:
+                raise ConfigError(
+                    f"--skip-data {start}:{end}: the run is at sample {state.samples}, inside the range; skip "
+                    f"{state.samples}:{end}, or point {self.s.run_dir.checkpoints / 'latest'} at a checkpoint "
+                    f"from before {start}"
+                )
+        if self.fresh:  # FLOPs and seconds carried in (a grown run's fit) count from the first row on
             log.write({**state.position(), "val_loss": self.evaluate()})
-        interval = _Interval(torch.zeros((), dtype=torch.float64, device=self.d.device))
+            if health.spike_rollback:  # a spike before the first regular checkpoint rolls back to the start
+                self.save(state)
+        interval = _Interval()
+        bad: list[StepResult] = []  # the current run of bad steps
+        save_due = False
         while state.step < self.total:
-            lr = self._step(state, interval, trace)
+            self._apply_skips(state, log)
+            result = self._step(state, interval, trace)
+            if not result.good:
+                bad.append(result)
+                self._bad_step(state, bad, log)
+                continue
+            bad = []
             bar.update(1)
             last = state.step == self.total
+            if self._spiked(state, result.loss, last, log):
+                self._rollback(state, log)
+                bar.n = state.step
+                bar.refresh()
+                continue
             row = state.position()
             if state.step % cadence.log_every == 0 or last:
-                row.update(self._training_columns(interval, lr))
+                row.update(self._training_columns(interval, result.lr))
                 if self.batches.consumed is not None:  # a mixture: each source's share so far
                     consumed = self.batches.consumed(state.samples).values()
                     row.update({f"tokens/{n}": t for n, t in zip(self.source_names, consumed, strict=True)})
@@ -204,24 +249,39 @@ class Trainer:
                 row["val_loss"] = self.evaluate()
             if len(row) > len(state.position()):
                 log.write(row)
-            saved = state.step % cadence.save_every == 0 or last
+            # While the loss is above the spike threshold a rollback may follow: the checkpoint waits.
+            holding = health.spike_rollback and bool(self.spiking)
+            save_due = save_due or state.step % cadence.save_every == 0 or last
+            saved = save_due and not holding
             if saved:
                 self.save(state)
+                save_due = False
             if not last and state.step % cadence.log_every == 0 and stop.agreed():
-                if not saved:
+                if not saved and not holding:
                     self.save(state)
                 stop.consume(self.d.is_main)
+                if holding and self.d.is_main:
+                    print(
+                        f"the loss is above its spike threshold at step {state.step}: nothing saved since the "
+                        "last checkpoint, which the rerun resumes from",
+                        file=sys.stderr,
+                    )
                 return True
         return False
 
-    def _step(self, state: TrainState, interval: _Interval, trace) -> float:
-        """One optimizer step over grad_accum micro-batches; advances `state` and `interval`, returns the lr."""
+    def _step(self, state: TrainState, interval: _Interval, trace) -> StepResult:
+        """One optimizer step over grad_accum micro-batches; advances `state` and `interval`. A step whose
+        loss is non-finite on any rank, or whose gradient norm is, was not applied (DeepSpeed skipped it):
+        it moves the position and counts its compute, but is no step."""
         opts, d, engine = self.opts, self.d, self.engine
         T, b, W, accum = opts.data.seq_len, opts.loop.micro_batch, d.world_size, opts.loop.grad_accum
         per_step = b * accum * W
         started = time.perf_counter()
         lr = lr_at(state.step, self.total, opts.schedule)
         ds_engine.set_lr(engine, lr)
+        skipped_before = ds_engine.steps_skipped(engine)
+        factor = loss_factor(state.samples, d.rank)  # None unless a health test injects a fault
+        loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
         for m in range(accum):
             first = state.samples + m * W * b + d.rank * b
             ids, targets = self.batches.read(first, b, stride=W * b)  # and starts reading the next one
@@ -229,25 +289,146 @@ class Trainer:
                 trace.write(f"{state.step} {first} {b}\n")
                 trace.flush()
             loss = engine(ids.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True))
+            if factor is not None:
+                loss = loss * factor
             engine.backward(loss)
             crash_point("step")
             engine.step()
-            interval.loss_sum += loss.detach().double()
+            loss_sum += loss.detach().double()
+        # The one collective of every step: the loss summed over ranks, and how many ranks saw it non-finite.
+        finite = torch.isfinite(loss_sum)
+        stats = launch.all_reduce_sum(torch.stack([torch.where(finite, loss_sum, 0.0), (~finite).double()]))
+        total, nonfinite = stats.tolist()
+        applied = ds_engine.steps_skipped(engine) == skipped_before
+        if nonfinite and applied:
+            raise RuntimeError(
+                f"DeepSpeed applied step {state.step + 1} although its loss was non-finite on {int(nonfinite)} "
+                "ranks; its skip-on-overflow check must be on (ds_config.py)"
+            )
         elapsed = time.perf_counter() - started
-        state.step += 1
         state.samples += per_step
-        state.tokens += per_step * T
         state.flops += per_step * T * self.flops_per_token + self.extra_flops_per_step
         state.train_seconds += elapsed
         interval.add(per_step * T, elapsed)
-        return lr
+        norm = ds_engine.grad_norm(engine)
+        if not applied:
+            return StepResult(lr, math.nan if nonfinite else total / (accum * W), norm, int(nonfinite), False)
+        state.step += 1
+        state.tokens += per_step * T
+        mean = total / (accum * W)
+        interval.add_loss(mean)
+        return StepResult(lr, mean, norm, 0, True)
+
+    # ---- health --------------------------------------------------------------------------------
+    def _bad_step(self, state: TrainState, bad: list[StepResult], log: MetricsLog) -> None:
+        """Log a step that was not applied; stop the run once --max-bad-steps have come in a row."""
+        r, W = bad[-1], self.d.world_size
+        why = [f"loss non-finite on {r.nonfinite_ranks} of {W} ranks"] if r.nonfinite_ranks else []
+        if r.grad_norm is None or not math.isfinite(r.grad_norm):
+            why.append(f"gradient norm {r.grad_norm}")
+        reason = ", ".join(why) or "DeepSpeed skipped the update"
+        value = r.loss if math.isfinite(r.loss) else repr(r.loss)  # JSON has no NaN: "nan", "inf"
+        log.write({**state.position(), "event": "skipped_step", "reason": reason, "bad_loss": value})
+        if self.d.is_main:
+            print(f"step {state.step + 1} skipped: {reason}", file=sys.stderr)
+        if len(bad) < self.opts.health.max_bad_steps:
+            return
+        per_step = self.opts.loop.global_batch(W)
+        first = state.samples - len(bad) * per_step
+        latest = checkpoint.latest_tag(self.s.run_dir.checkpoints)
+        where = f"{self.s.run_dir.checkpoints / latest}" if latest else "none (the run never saved one)"
+        raise TrainingDiverged(
+            f"{len(bad)} steps in a row went bad at step {state.step + 1} ({reason}); none was applied and "
+            f"nothing was saved from them. Last good checkpoint: {where}. Lower the learning rate, or skip "
+            f"the data with --skip-data {first}:{state.samples}, and rerun"
+        )
+
+    def _spiked(self, state: TrainState, loss: float, last: bool, log: MetricsLog) -> bool:
+        """Track the running loss statistics; True when a spike must be rolled back now."""
+        h = self.opts.health
+        if not spikes(state.recent_losses, loss, h.spike_threshold, h.spike_window):
+            self.spiking = []
+            state.recent_losses = [*state.recent_losses, loss][-h.spike_window :]
+            return False
+        self.spiking.append((state.step, loss))
+        if h.spike_rollback:  # a run that cannot end in a spike: its last step rolls back as well
+            return len(self.spiking) >= h.spike_steps or last
+        # Reported once per spike; its losses then join the statistics, which follow a loss that stays up.
+        if len(self.spiking) == h.spike_steps:
+            mean, std = running_stats(state.recent_losses)
+            log.write({**state.position(), "event": "spike", "losses": [x for _, x in self.spiking], "mean": mean})
+            if self.d.is_main:
+                print(
+                    f"loss spike at steps {self.spiking[0][0]}-{state.step}: {loss:.4f} against a running mean "
+                    f"of {mean:.4f} (deviation {std:.4f}); --spike-rollback would roll it back",
+                    file=sys.stderr,
+                )
+        state.recent_losses = [*state.recent_losses, loss][-h.spike_window :]
+        return False
+
+    def _rollback(self, state: TrainState, log: MetricsLog) -> None:
+        """Go back to the last checkpoint and record the jump past the spike's data (applied by _apply_skips,
+        now and by any rerun that resumes from that checkpoint)."""
+        h, ckpts = self.opts.health, self.s.run_dir.checkpoints
+        mean, std = running_stats(state.recent_losses)
+        losses = [x for _, x in self.spiking]
+        where = (
+            f"loss spike at steps {self.spiking[0][0]}-{state.step} (losses {', '.join(f'{x:.4f}' for x in losses)}; "
+            f"running mean {mean:.4f}, deviation {std:.4f})"
+        )
+        tag = checkpoint.latest_tag(ckpts)
+        if tag is None:
+            raise TrainingDiverged(f"{where}: no checkpoint to roll back to (turn --spike-rollback on from the start)")
+        if self.skips.rollbacks_to(tag) >= h.max_rollbacks:
+            raise TrainingDiverged(
+                f"{where}: rolled back to {ckpts / tag} {h.max_rollbacks} times already (--max-rollbacks) and the "
+                "loss spikes again, so it is not the data alone: lower the learning rate and rerun"
+            )
+        spent = TrainState(**asdict(state))
+        restored = self.resume(tag, TrainState(), rollback=True)
+        record = {
+            "from": restored.samples,
+            "to": spent.samples,
+            "checkpoint": tag,
+            "step": restored.step,
+            "spike_steps": [self.spiking[0][0], spent.step],
+            "losses": losses,
+            "mean": mean,
+            "std": std,
+            "flops": spent.flops,
+            "train_seconds": spent.train_seconds,
+        }
+        if self.d.is_main:
+            self.s.run_dir.record_skip(record)
+            log.reopen()  # resume() rewrote metrics.jsonl without the spike's rows
+            print(
+                f"{where}: rolled back to checkpoint {tag}; skipping samples {restored.samples}-{spent.samples}",
+                file=sys.stderr,
+            )
+        launch.barrier()
+        self.skips.add(record)
+        crash_point("rollback")
+        for f in fields(TrainState):
+            setattr(state, f.name, getattr(restored, f.name))
+        self.spiking = []
+
+    def _apply_skips(self, state: TrainState, log: MetricsLog) -> None:
+        """Jump past data to skip when the position reaches it (--skip-data, and rollbacks' records)."""
+        while (skip := self.skips.at(state.samples)) is not None:
+            state.samples = skip.end
+            row = {"event": skip.reason, "skipped_from": skip.start, "skipped_to": skip.end}
+            if skip.record is not None:  # the compute spent on the stretch rolled back still counts
+                state.flops = max(state.flops, skip.record["flops"])
+                state.train_seconds = max(state.train_seconds, skip.record["train_seconds"])
+                row.update(checkpoint=skip.record["checkpoint"], spike_losses=skip.record["losses"])
+            log.write({**state.position(), **row})
 
     def _training_columns(self, interval: _Interval, lr: float) -> dict:
-        """A logged row's training columns, averaged over the steps since the last one; resets `interval`.
-        Collective: the loss is summed over ranks (and extra_metrics may gather too)."""
-        W, accum = self.d.world_size, self.opts.loop.grad_accum
-        mean_loss = launch.all_reduce_sum(interval.loss_sum).item() / (interval.steps * accum * W)
+        """A logged row's training columns, averaged over the good steps since the last one; resets
+        `interval`. Collective where extra_metrics gathers."""
+        W = self.d.world_size
         tokens_per_s = interval.tokens / max(interval.seconds, 1e-9)
+        mean_loss = interval.loss_sum / interval.loss_steps
         interval.reset()
         return {
             "loss": mean_loss,
@@ -260,11 +441,21 @@ class Trainer:
         }
 
 
+@dataclass(frozen=True)
+class StepResult:
+    lr: float
+    loss: float  # the mean over ranks and micro-batches; NaN when it was not finite on some rank
+    grad_norm: float | None
+    nonfinite_ranks: int  # ranks whose loss was NaN or infinite
+    good: bool  # applied: finite loss and gradient norm everywhere
+
+
 @dataclass
 class _Interval:
-    """What a metrics row averages over: the steps since the last logged row."""
+    """What a metrics row averages over: the steps since the last logged row (the loss: the good ones)."""
 
-    loss_sum: torch.Tensor  # summed over micro-batches, a float64 scalar on the device
+    loss_sum: float = 0.0
+    loss_steps: int = 0
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -274,9 +465,12 @@ class _Interval:
         self.tokens += tokens
         self.seconds += seconds
 
+    def add_loss(self, loss: float) -> None:
+        self.loss_sum += loss
+        self.loss_steps += 1
+
     def reset(self) -> None:
-        self.loss_sum.zero_()
-        self.steps, self.tokens, self.seconds = 0, 0, 0.0
+        self.loss_sum, self.loss_steps, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0, 0.0
 
 
 def _source_names(data: TokenData) -> list[str]:

@@ -99,7 +99,7 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
         "single",
         1,
         cli("grow", source=hub, target=tmp_path / "large.json", data=tmp_path / "data", out=out, **flags)
-        + ["--fit-steps", "2", "--max-steps", "2"],
+        + ["--fit-steps", "2", "--operator-warmup", "1", "--max-steps", "2"],
     )
     ligo("single", 1, ["export", str(out / "train"), "--out", str(tmp_path / "export")])
     for directory in (out / "train" / "hf", tmp_path / "export"):

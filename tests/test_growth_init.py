@@ -12,7 +12,7 @@ from ligo_ds.options import GrowOptions, flat_options, from_values
 
 from conftest import doubled, ids_for, random_source
 
-GROW = dict(source="s", target="t.json", data="d", out="o", max_steps=10)
+GROW = dict(source="s", target="t.json", data="d", out="o", max_steps=1000)
 
 
 def test_inits():

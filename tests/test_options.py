@@ -20,9 +20,9 @@ from ligo_ds.options.declare import MISSING, shown
 REQUIRED = {
     "prepare": dict(out="d"),
     "inspect": dict(model="m.json"),
-    "pretrain": dict(model="m.json", data="d", out="o", max_steps=10),
+    "pretrain": dict(model="m.json", data="d", out="o", max_steps=1000),
     "fit": dict(source="s", target="t.json", data="d", out="o"),
-    "grow": dict(source="s", target="t.json", data="d", out="o", max_steps=10),
+    "grow": dict(source="s", target="t.json", data="d", out="o", max_steps=1000),
     "export": dict(run="r", out="o"),
     "eval": dict(model="m"),
     "report": dict(runs=["a"], out="o"),
@@ -136,7 +136,10 @@ def test_values_from_a_file_are_type_checked():
 
 
 def test_record_round_trip():
-    opts = from_values(GrowOptions, {**GROW, "fit_steps": 7, "lr": 2e-3, "tying": "inverse", "fit_micro_batch": 2})
+    opts = from_values(
+        GrowOptions,
+        {**GROW, "fit_steps": 7, "operator_warmup": 2, "lr": 2e-3, "tying": "inverse", "fit_micro_batch": 2},
+    )
     assert from_values(GrowOptions, to_flat(opts)) == opts
     assert to_flat(opts)["fit_steps"] == 7 and opts.fit.steps == 7
 
@@ -151,7 +154,15 @@ def test_total_steps_from_tokens():
 def test_grow_phases():
     opts = from_values(
         GrowOptions,
-        {**GROW, "micro_batch": 16, "fit_micro_batch": 4, "fit_steps": 3, "eval_every": 25, "operator_lr": 2e-3},
+        {
+            **GROW,
+            "micro_batch": 16,
+            "fit_micro_batch": 4,
+            "fit_steps": 3,
+            "operator_warmup": 2,
+            "eval_every": 25,
+            "operator_lr": 2e-3,
+        },
     )
     fit, train = opts.fit_phase(), opts.train_phase()
     assert (fit.loop.micro_batch, train.loop.micro_batch) == (4, 16), "--fit-micro-batch applies to the fit only"

@@ -48,7 +48,7 @@ def data(tmp_path):
 
 
 def opts(**over):
-    return from_values(PretrainOptions, {"model": "m.json", "data": "d", "out": "o", "max_steps": 10, **over})
+    return from_values(PretrainOptions, {"model": "m.json", "data": "d", "out": "o", "max_steps": 1000, **over})
 
 
 def test_run_identity_keys_and_values(data):

@@ -113,6 +113,12 @@ def set_lr(engine, lr: float) -> None:
         group["lr"] = lr
 
 
+def steps_skipped(engine) -> int:
+    """Optimizer steps DeepSpeed has skipped so far because the gradient norm was NaN or infinite (the
+    check is all-reduced, so every rank counts the same steps)."""
+    return engine.skipped_steps
+
+
 def grad_norm(engine) -> float | None:
     norm = engine.get_global_grad_norm()
     return None if norm is None else float(norm)

@@ -80,6 +80,12 @@ def _detect_launcher() -> str:
     return "single"
 
 
+def planned_world_size() -> int:
+    """The number of ranks the launcher started, read from its variables before any process group exists."""
+    _env_from_launcher()
+    return int(os.environ.get("WORLD_SIZE") or os.environ["OMPI_COMM_WORLD_SIZE"])
+
+
 def init() -> Dist:
     """Join (or create) the process group. Idempotent."""
     # DeepSpeed JIT-builds an op on first init (deepspeed_shm_comm on CPU); keep its cache per user, not in

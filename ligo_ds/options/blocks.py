@@ -13,7 +13,7 @@ from ..data import VERIFY_MODES
 from ..errors import ConfigError
 from ..growth.init import DEPTH_INITS, WIDTH_INITS
 from ..growth.spec import ORDERS, TYINGS, GrowthSpec
-from .declare import above, at_least, option
+from .declare import above, at_least, option, unit_interval
 
 Flag = Callable[[str], str]  # a block field's name -> the flag that sets it in the current command
 
@@ -72,6 +72,15 @@ class Schedule:
             raise ConfigError(
                 f"learning rates must satisfy 0 <= {flag('min_lr')} ({self.min_lr}) <= {flag('lr')} ({self.lr})"
             )
+        if self.max_steps is not None:  # with --max-tokens the length needs the world size: session.start
+            self.check_warmup(self.max_steps, flag)
+
+    def check_warmup(self, total_steps: int, flag: Flag) -> None:
+        if self.warmup_steps > total_steps:
+            raise ConfigError(
+                f"{flag('warmup_steps')} {self.warmup_steps} is longer than the run ({total_steps} steps): the "
+                "learning rate would never reach its peak"
+            )
 
     @property
     def floor_lr(self) -> float:
@@ -88,8 +97,8 @@ class Optimizer:
     """AdamW's settings besides the learning rate."""
 
     weight_decay: float = option(0.1, "AdamW decay on matrices, never on norms or biases", check=at_least(0))
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.95, "AdamW beta2")
+    beta1: float = option(0.9, "AdamW beta1", check=unit_interval)
+    beta2: float = option(0.95, "AdamW beta2", check=unit_interval)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +198,11 @@ class OperatorFit:
                 f"learning rates must satisfy 0 <= {flag('operator_min_lr')} ({self.operator_min_lr}) "
                 f"<= {flag('operator_lr')} ({self.operator_lr})"
             )
+        if self.steps > 0 and self.operator_warmup > self.steps:
+            raise ConfigError(
+                f"{flag('operator_warmup')} {self.operator_warmup} is longer than the fit ({flag('steps')} "
+                f"{self.steps}): the operator's learning rate would never reach its peak"
+            )
 
     def schedule(self) -> Schedule:
         """The fit's schedule in the shape the trainer takes (a fit of 0 steps runs no loop)."""
@@ -196,7 +210,7 @@ class OperatorFit:
             max_steps=max(1, self.steps),
             lr=self.operator_lr,
             min_lr=self.operator_min_lr,
-            warmup_steps=self.operator_warmup,
+            warmup_steps=min(self.operator_warmup, max(1, self.steps)),  # a fit of 0 steps warms up nothing
         )
 
     def optimizer(self) -> Optimizer:
@@ -204,3 +218,46 @@ class OperatorFit:
 
     # The flags behind the fit loop's lr and decay, for errors about a DeepSpeed config that disagrees.
     FLAGS = {"lr": "--operator-lr", "weight_decay": "--operator-weight-decay"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    """What a run does when training goes wrong (health.py): steps with a non-finite loss or gradient norm
+    are skipped, loss spikes can roll the run back past the data that caused them, and data can be skipped
+    by hand. None of these is part of a run's identity: they may change when a run is resumed."""
+
+    max_bad_steps: int = option(
+        5,
+        "consecutive steps with a non-finite loss or gradient norm (each skipped, nothing saved) before the run "
+        "stops with exit code 3",
+        check=at_least(1),
+    )
+    spike_rollback: bool = option(
+        False,
+        "on a loss spike, reload the last checkpoint saved before it and skip the data from there to the spike "
+        "(checkpoints wait while the loss is above the threshold)",
+    )
+    spike_threshold: float = option(
+        6.0, "a step spikes when its loss exceeds the running mean by this many running deviations", check=above(0)
+    )
+    spike_window: int = option(
+        100,
+        "good steps in the running mean and deviation; no spike is called before there are that many",
+        check=at_least(2),
+    )
+    spike_steps: int = option(3, "consecutive spiking steps that make a spike", check=at_least(1))
+    max_rollbacks: int = option(
+        3, "rollbacks to one checkpoint before the run stops with exit code 3", check=at_least(1)
+    )
+    skip_data: str | None = option(
+        None,
+        "training samples never to train on, FROM:TO[,FROM:TO...] as metrics.jsonl's samples column counts "
+        "them, multiples of the global batch (grow: its training phase)",
+        metavar="RANGES",
+    )
+
+    def check(self, flag: Flag) -> None:
+        if self.skip_data is not None:
+            from ..health import parse_ranges
+
+            parse_ranges(self.skip_data, flag("skip_data"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..growth.spec import GrowthSpec
-from .blocks import Cadence, Data, DeepSpeed, Growth, Loop, OperatorFit, Optimizer, Schedule
+from .blocks import Cadence, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
 from .declare import Command, at_least, between, block, option
 
 
@@ -77,6 +77,7 @@ class PretrainOptions(Command):
     optimizer: Optimizer = block(Optimizer)
     cadence: Cadence = block(Cadence)
     deepspeed: DeepSpeed = block(DeepSpeed)
+    health: Health = block(Health)
 
     def total_steps(self, world_size: int) -> int:
         return self.schedule.total_steps(self.loop.global_batch(world_size), self.data.seq_len)
@@ -91,6 +92,7 @@ class FitOptions(Command):
     loop: Loop = block(Loop)
     cadence: Cadence = block(Cadence, eval_every=25, save_every=50, log_every=5)
     deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    health: Health = block(Health)
 
     def spec(self) -> GrowthSpec:
         """The operator's specification; its random draws follow the run's seed."""
@@ -107,6 +109,7 @@ class FitOptions(Command):
             optimizer=self.fit.optimizer(),
             cadence=self.cadence,
             deepspeed=self.deepspeed,
+            health=self.health,
         )
 
 
@@ -129,6 +132,7 @@ class GrowOptions(Command):
     optimizer: Optimizer = block(Optimizer)
     cadence: Cadence = block(Cadence)
     deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    health: Health = block(Health)
 
     def fit_phase(self) -> FitOptions:
         """RUN_DIR/fit. Its cadence is capped at its length, so a short fit still logs, evaluates and saves."""
@@ -148,6 +152,8 @@ class GrowOptions(Command):
             loop=dataclasses.replace(self.loop, micro_batch=micro),
             cadence=cadence,
             deepspeed=self.deepspeed,
+            # --skip-data counts the training phase's samples
+            health=dataclasses.replace(self.health, skip_data=None),
         )
 
     def train_phase(self) -> PretrainOptions:
@@ -161,6 +167,7 @@ class GrowOptions(Command):
             optimizer=self.optimizer,
             cadence=self.cadence,
             deepspeed=self.deepspeed,
+            health=self.health,
         )
 
     def fit_micro_batch_flag(self) -> str:

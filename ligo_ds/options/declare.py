@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -81,6 +82,11 @@ def at_least(bound: float) -> Check:
 
 def above(bound: float) -> Check:
     return lambda v: None if v > bound else f"more than {bound}"
+
+
+def unit_interval(v: float) -> str | None:
+    """[0, 1): a decay rate such as Adam's betas."""
+    return None if 0 <= v < 1 else "at least 0 and below 1"
 
 
 def between(low: float, high: float) -> Check:
@@ -251,6 +257,9 @@ class Command:
             value = _get(self, o.path)
             if value is None:
                 continue
+            # NaN passes every comparison's negation and inf most bounds: no option means either.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{o.flag} {value!r}: expected a finite number")
             if o.choices is not None and value not in o.choices:
                 raise ConfigError(f"{o.flag} {value!r}: expected one of {', '.join(o.choices)}")
             expected = o.check(value) if o.check is not None else None
