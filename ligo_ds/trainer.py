@@ -201,8 +201,9 @@ class Trainer:
                 trace.close()
         if stopped and self.d.is_main:
             print(
-                f"stopped on request at step {state.step} of {self.total}: checkpoint saved in "
-                f"{run_dir.checkpoints}; rerun the same command to continue",
+                f"stopped on request at step {state.step} of {self.total}: checkpoint "
+                f"{checkpoint.latest_tag(run_dir.checkpoints)} in {run_dir.checkpoints}; rerun the same command "
+                "to continue",
                 file=sys.stderr,
             )
         return stopped
@@ -261,11 +262,7 @@ class Trainer:
                     self.save(state)
                 stop.consume(self.d.is_main)
                 if holding and self.d.is_main:
-                    print(
-                        f"the loss is above its spike threshold at step {state.step}: nothing saved since the "
-                        "last checkpoint, which the rerun resumes from",
-                        file=sys.stderr,
-                    )
+                    print(f"the loss is above its spike threshold at step {state.step}: not saved", file=sys.stderr)
                 return True
         return False
 

@@ -52,6 +52,9 @@ def test_resolved_ds_config_carries_our_settings():
         ({"scheduler": {"type": "WarmupLR"}}, r"sets a scheduler \('WarmupLR'\)"),
         ({"fp16": {"enabled": True}}, "enables fp16"),
         ({"bf16": {"enabled": True}}, r"bf16.enabled=True but --dtype gives fp32"),
+        # what the trainer's non-finite guard relies on DeepSpeed for (trainer.py)
+        ({"zero_optimization": {"stage": 2, "compute_grad_norm": False}}, r"zero_optimization.compute_grad_norm=false"),
+        ({"bf16": {"check_grad_overflow": False}}, r"sets bf16.check_grad_overflow=false; .*--max-bad-steps"),
     ],
 )
 def test_ds_config_conflicts_name_both_values(user, message):
@@ -68,6 +71,11 @@ def test_ds_config_conflicts_name_the_phases_own_flags():
         resolve({"train_micro_batch_size_per_gpu": 8}, flags=flags)
     with pytest.raises(ConfigError, match=r"train_batch_size=32 but --fit-micro-batch x --grad-accum x world size"):
         resolve({"train_batch_size": 32}, flags=flags)
+
+
+def test_a_bf16_run_has_deepspeed_skip_non_finite_steps():
+    assert resolve({}, bf16=True)["bf16"] == {"enabled": True, "check_grad_overflow": True}
+    assert resolve({}, bf16=False)["bf16"] == {"enabled": False}
 
 
 def test_agreeing_ds_config_is_accepted():

@@ -95,7 +95,7 @@ def test_bad_model_for_data(pretrain_setup, tmp_path, change, message):
     result = ligo(
         "single",
         1,
-        train_args(pretrain_setup, tmp_path / "run", "--model", str(tmp_path / "m.json"), "--max-steps", "1"),
+        train_args(pretrain_setup, tmp_path / "run", "--model", str(tmp_path / "m.json"), "--max-steps", "2"),
         check=False,
     )
     assert result.returncode == 2 and message in result.stdout

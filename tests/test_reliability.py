@@ -153,7 +153,7 @@ def consumed(prefix: Path) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("new_world", [1, 4])
+@pytest.mark.parametrize("new_world", [4])  # 2 -> 1 takes the same conversion; 2 -> 4 also splits the batch
 def test_resume_on_another_world_size(inputs, tmp_path, new_world):
     reference = tmp_path / "ref"
     ligo("torchrun", 2, pretrain_args(inputs, reference, 2))
