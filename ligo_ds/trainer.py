@@ -292,10 +292,11 @@ class Trainer:
             crash_point("step")
             engine.step()
             loss_sum += loss.detach().double()
-        # The one collective of every step: the loss summed over ranks, and how many ranks saw it non-finite.
+        # The one collective of every step: the loss summed over ranks, and how many ranks saw it NaN or infinite.
         finite = torch.isfinite(loss_sum)
-        stats = launch.all_reduce_sum(torch.stack([torch.where(finite, loss_sum, 0.0), (~finite).double()]))
-        total, nonfinite = stats.tolist()
+        flags = torch.stack([torch.where(finite, loss_sum, 0.0), loss_sum.isnan().double(), loss_sum.isinf().double()])
+        total, nans, infs = launch.all_reduce_sum(flags).tolist()
+        nonfinite = nans + infs
         applied = ds_engine.steps_skipped(engine) == skipped_before
         if nonfinite and applied:
             raise RuntimeError(
@@ -309,7 +310,8 @@ class Trainer:
         interval.add(per_step * T, elapsed)
         norm = ds_engine.grad_norm(engine)
         if not applied:
-            return StepResult(lr, math.nan if nonfinite else total / (accum * W), norm, int(nonfinite), False)
+            loss = math.nan if nans else math.inf if infs else total / (accum * W)
+            return StepResult(lr, loss, norm, int(nonfinite), False)
         state.step += 1
         state.tokens += per_step * T
         mean = total / (accum * W)
@@ -320,7 +322,7 @@ class Trainer:
     def _bad_step(self, state: TrainState, bad: list[StepResult], log: MetricsLog) -> None:
         """Log a step that was not applied; stop the run once --max-bad-steps have come in a row."""
         r, W = bad[-1], self.d.world_size
-        why = [f"loss non-finite on {r.nonfinite_ranks} of {W} ranks"] if r.nonfinite_ranks else []
+        why = [f"loss {r.loss} on {r.nonfinite_ranks} of {W} ranks"] if r.nonfinite_ranks else []
         if r.grad_norm is None or not math.isfinite(r.grad_norm):
             why.append(f"gradient norm {r.grad_norm}")
         reason = ", ".join(why) or "DeepSpeed skipped the update"
@@ -441,7 +443,7 @@ class Trainer:
 @dataclass(frozen=True)
 class StepResult:
     lr: float
-    loss: float  # the mean over ranks and micro-batches; NaN when it was not finite on some rank
+    loss: float  # the mean over ranks and micro-batches; NaN or inf when it was that on some rank
     grad_norm: float | None
     nonfinite_ranks: int  # ranks whose loss was NaN or infinite
     good: bool  # applied: finite loss and gradient norm everywhere

@@ -190,7 +190,7 @@ def test_a_non_finite_step_on_one_rank_is_skipped_on_both(pretrain_setup, stage)
     assert_same_weights(bad, ref)
     [skipped] = events(bad, "skipped_step")
     assert (skipped["step"], skipped["samples"]) == (2, 12), "the position moved past it; the step count did not"
-    assert skipped["reason"].startswith("loss non-finite on 1 of 2 ranks, gradient norm inf")
+    assert skipped["reason"].startswith("loss nan on 1 of 2 ranks, gradient norm inf")
     assert [(r["skipped_from"], r["skipped_to"]) for r in events(ref, "skip_data")] == [(8, 12)]
     rows = [r for r in read_metrics(bad / "metrics.jsonl") if "loss" in r]
     ref_rows = [r for r in read_metrics(ref / "metrics.jsonl") if "loss" in r]
@@ -209,7 +209,7 @@ def test_bad_steps_in_a_row_stop_the_run_with_exit_3_and_save_nothing(pretrain_s
     assert result.returncode == 3, result.stdout[-3000:]
     lines = [line for line in result.stdout.splitlines() if "training diverged" in line]
     assert lines and all(line == lines[0] for line in lines), result.stdout[-3000:]
-    assert "3 steps in a row went bad at step 5 (loss non-finite on 1 of 2 ranks" in lines[0]
+    assert "3 steps in a row went bad at step 5 (loss inf on 1 of 2 ranks" in lines[0]
     assert f"Last good checkpoint: {out / 'checkpoints' / 'step4'}" in lines[0]
     assert (out / "checkpoints" / "latest").read_text() == "step4"
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir()) == ["step2", "step4"]
