@@ -14,6 +14,7 @@ count FLOPs from the start of the fit, so a grown run compares with a scratch ru
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from . import fit, pretrain, session
 from .distributed import launch
 from .errors import ConfigError
 from .faults import crash_point
-from .options import GrowOptions, to_flat
+from .options import GrowOptions, Health, to_flat
 from .rundir import read_metrics
 
 # What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
@@ -35,14 +36,8 @@ _CADENCE = (
     "peak_tflops",
     "allow_tokenizer_mismatch",
     "verify_data",
-    # what a run does when training goes wrong: policies, not the weights' recipe (options/blocks.py: Health)
-    "max_bad_steps",
-    "spike_rollback",
-    "spike_threshold",
-    "spike_window",
-    "spike_steps",
-    "max_rollbacks",
-    "skip_data",
+    # what a run does when training goes wrong: policies, not the weights' recipe
+    *(f.name for f in fields(Health)),
 )
 
 

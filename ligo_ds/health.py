@@ -82,15 +82,14 @@ class SkipTable:
     """The skips a run makes: the user's ranges and the rollbacks recorded in its run directory."""
 
     def __init__(self, ranges: list[tuple[int, int]], records: list[dict]):
-        self.records = list(records)
-        self._user = [Skip(a, b, "skip_data") for a, b in ranges]
+        self.user, self.records = list(ranges), list(records)
 
     def add(self, record: dict) -> None:
         self.records.append(record)
 
     def at(self, position: int) -> Skip | None:
         """The skip that starts at `position`, reaching furthest; None when there is none."""
-        found = [s for s in self._user if s.start == position]
+        found = [Skip(a, b, "skip_data") for a, b in self.user if a == position]
         found += [Skip(r["from"], r["to"], "rollback", r) for r in self.records if r["from"] == position]
         return max(found, key=lambda s: s.end, default=None)
 

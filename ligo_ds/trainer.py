@@ -124,7 +124,6 @@ class Trainer:
         ranges = parse_ranges(health.skip_data, "--skip-data") if health.skip_data else []
         check_aligned(ranges, opts.loop.global_batch(self.d.world_size), "--skip-data")
         self.skips = SkipTable(ranges, session.run_dir.read_skips())
-        self.skip_ranges = ranges
         self.spiking: list[tuple[int, float]] = []  # (step, loss) of the current run of spiking steps
         self.fresh = True
 
@@ -210,7 +209,7 @@ class Trainer:
 
     def _loop(self, state: TrainState, stop: StopRequest, log: MetricsLog, trace, bar) -> bool:
         cadence, health = self.opts.cadence, self.opts.health
-        for start, end in self.skip_ranges:  # a jump happens where the position reaches FROM, never inside
+        for start, end in self.skips.user:  # a jump happens where the position reaches FROM, never inside
             if start < state.samples < end:
                 raise ConfigError(
                     f"--skip-data {start}:{end}: the run is at sample {state.samples}, inside the range; skip "
@@ -308,15 +307,14 @@ class Trainer:
         state.flops += per_step * T * self.flops_per_token + self.extra_flops_per_step
         state.train_seconds += elapsed
         interval.add(per_step * T, elapsed)
-        norm = ds_engine.grad_norm(engine)
         if not applied:
             loss = math.nan if nans else math.inf if infs else total / (accum * W)
-            return StepResult(lr, loss, norm, int(nonfinite), False)
+            return StepResult(lr, loss, ds_engine.grad_norm(engine), int(nonfinite), False)
         state.step += 1
         state.tokens += per_step * T
         mean = total / (accum * W)
         interval.add_loss(mean)
-        return StepResult(lr, mean, norm, 0, True)
+        return StepResult(lr, mean, None, 0, True)
 
     # ---- health --------------------------------------------------------------------------------
     def _bad_step(self, state: TrainState, bad: list[StepResult], log: MetricsLog) -> None:
@@ -343,26 +341,29 @@ class Trainer:
         )
 
     def _spiked(self, state: TrainState, loss: float, last: bool, log: MetricsLog) -> bool:
-        """Track the running loss statistics; True when a spike must be rolled back now."""
+        """Track the running loss statistics; True when a spike must be rolled back now. Spiking losses stay
+        out of the statistics until they make a spike (else the first would hide the next)."""
         h = self.opts.health
-        if not spikes(state.recent_losses, loss, h.spike_threshold, h.spike_window):
-            self.spiking = []
-            state.recent_losses = [*state.recent_losses, loss][-h.spike_window :]
-            return False
-        self.spiking.append((state.step, loss))
-        if h.spike_rollback:  # a run that cannot end in a spike: its last step rolls back as well
+        spiking = spikes(state.recent_losses, loss, h.spike_threshold, h.spike_window)
+        self.spiking = [*self.spiking, (state.step, loss)] if spiking else []
+        if spiking and h.spike_rollback:  # a run cannot end in a spike: its last step rolls back as well
             return len(self.spiking) >= h.spike_steps or last
-        # Reported once per spike; its losses then join the statistics, which follow a loss that stays up.
-        if len(self.spiking) == h.spike_steps:
+        if spiking and len(self.spiking) < h.spike_steps:
+            return False
+        joining = [loss]
+        if spiking and len(self.spiking) == h.spike_steps:
+            # Without rollback a spike is reported once; its losses then join the statistics, which follow a
+            # loss that stays up.
+            joining = [x for _, x in self.spiking]
             mean, std = running_stats(state.recent_losses)
-            log.write({**state.position(), "event": "spike", "losses": [x for _, x in self.spiking], "mean": mean})
+            log.write({**state.position(), "event": "spike", "losses": joining, "mean": mean})
             if self.d.is_main:
                 print(
                     f"loss spike at steps {self.spiking[0][0]}-{state.step}: {loss:.4f} against a running mean "
                     f"of {mean:.4f} (deviation {std:.4f}); --spike-rollback would roll it back",
                     file=sys.stderr,
                 )
-        state.recent_losses = [*state.recent_losses, loss][-h.spike_window :]
+        state.recent_losses = [*state.recent_losses, *joining][-h.spike_window :]
         return False
 
     def _rollback(self, state: TrainState, log: MetricsLog) -> None:
@@ -383,25 +384,25 @@ class Trainer:
                 f"{where}: rolled back to {ckpts / tag} {h.max_rollbacks} times already (--max-rollbacks) and the "
                 "loss spikes again, so it is not the data alone: lower the learning rate and rerun"
             )
-        spent = TrainState(**asdict(state))
+        spike_end, flops, seconds = state.samples, state.flops, state.train_seconds
         restored = self.resume(tag, TrainState(), rollback=True)
         record = {
             "from": restored.samples,
-            "to": spent.samples,
+            "to": spike_end,
             "checkpoint": tag,
             "step": restored.step,
-            "spike_steps": [self.spiking[0][0], spent.step],
+            "spike_steps": [self.spiking[0][0], state.step],
             "losses": losses,
             "mean": mean,
             "std": std,
-            "flops": spent.flops,
-            "train_seconds": spent.train_seconds,
+            "flops": flops,
+            "train_seconds": seconds,
         }
         if self.d.is_main:
             self.s.run_dir.record_skip(record)
             log.reopen()  # resume() rewrote metrics.jsonl without the spike's rows
             print(
-                f"{where}: rolled back to checkpoint {tag}; skipping samples {restored.samples}-{spent.samples}",
+                f"{where}: rolled back to checkpoint {tag}; skipping samples {restored.samples}-{spike_end}",
                 file=sys.stderr,
             )
         launch.barrier()
@@ -444,7 +445,7 @@ class Trainer:
 class StepResult:
     lr: float
     loss: float  # the mean over ranks and micro-batches; NaN or inf when it was that on some rank
-    grad_norm: float | None
+    grad_norm: float | None  # read only for a step that went bad
     nonfinite_ranks: int  # ranks whose loss was NaN or infinite
     good: bool  # applied: finite loss and gradient norm everywhere
 
@@ -455,12 +456,10 @@ class _Interval:
 
     loss_sum: float = 0.0
     loss_steps: int = 0
-    steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
 
     def add(self, tokens: int, seconds: float) -> None:
-        self.steps += 1
         self.tokens += tokens
         self.seconds += seconds
 
@@ -469,7 +468,7 @@ class _Interval:
         self.loss_steps += 1
 
     def reset(self) -> None:
-        self.loss_sum, self.loss_steps, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0, 0.0
+        self.loss_sum, self.loss_steps, self.tokens, self.seconds = 0.0, 0, 0, 0.0
 
 
 def _source_names(data: TokenData) -> list[str]:

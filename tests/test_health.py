@@ -289,3 +289,16 @@ def test_a_kill_during_the_rollback_resumes_to_the_same_result(pretrain_setup, n
     ligo("torchrun", 2, args, LIGO_DS_LOSS_FAULT="32:40:50")
     assert_same_weights(out, never_saw_the_spike)
     assert len(RunDir(out).read_skips()) == 1 and len(events(out, "rollback")) == 1
+
+
+@pytest.mark.multiproc
+def test_without_rollback_a_spike_is_reported_once_and_training_goes_on(pretrain_setup, tmp_path):
+    # One rank, micro-batch 2: the steps starting at samples 16-22 (steps 9-12) spike 50x.
+    out = tmp_path / "run"
+    args = [*train_args(pretrain_setup, out, "--micro-batch", "2", "--ds-config", "zero2"), *SPIKE[:2], *SPIKE[4:]]
+    result = ligo("single", 1, args, LIGO_DS_LOSS_FAULT="16:24:50")
+    [spike] = events(out, "spike")
+    assert (spike["step"], len(spike["losses"])) == (10, 2) and min(spike["losses"]) > 10 * spike["mean"]
+    assert "loss spike at steps 9-10" in result.stdout and "--spike-rollback would roll it back" in result.stdout
+    assert not (out / "skips.json").exists() and (out / "hf" / "config.json").is_file()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == list(range(1, 15))
