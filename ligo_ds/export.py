@@ -34,7 +34,7 @@ def _grown_state(record: dict, state: dict[str, torch.Tensor]) -> Iterable[tuple
     from .growth import iter_grown_state
     from .options import FitOptions, from_values
 
-    operator, _ = build_operator(from_values(FitOptions, record["fit"], "the fit run's record"))
+    operator = build_operator(from_values(FitOptions, record["fit"], "the fit run's record"))
     prefix = "operator."
     coefficients = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     trainable = {n for n, p in operator.named_parameters() if p.requires_grad}

@@ -13,7 +13,7 @@ def crash_point(site: str) -> None:
     the N-th time it passes SITE ("step": after a backward, before the optimizer step; "eval": inside an
     evaluation; "checkpoint": shards written but not yet committed; "handoff": between fit and pretraining;
     "prepare": after a chunk of documents is written; "rollback": a spike rollback recorded, before training
-    goes on).
+    goes on; "prune": a checkpoint renamed away for removal, not yet deleted).
     Without the variable it does nothing."""
     spec = os.environ.get("LIGO_DS_CRASH_AT")
     if not spec or spec.rpartition(":")[0] != site:

@@ -21,11 +21,13 @@ from . import session, tokenizer
 from .data import TokenData, open_data
 from .distributed import engine as ds_engine
 from .distributed import launch, partition
+from .ds_config import ds_config_path, zero_stage
+from .errors import ConfigError
 from .flops import operator_flops
-from .growth import GrownModel, LiGOOperator, iter_grown_state
-from .hf_io import load_model
+from .growth import GrownModel, LiGOOperator, iter_grown_state, meta_operator
+from .hf_io import SourceWeights
 from .model_config import ModelConfig
-from .options import FitOptions, to_flat
+from .options import FitOptions, load_json, to_flat
 from .rundir import RunDir, source_record, versions, write_json_atomic
 from .trainer import StopRequest, Trainer, TrainState
 
@@ -33,12 +35,10 @@ from .trainer import StopRequest, Trainer, TrainState
 MOVEMENT_GROUPS = {"residual.": "moved_residual", "layer_widths.": "moved_layer_width", "depth.": "moved_depth"}
 
 
-def build_operator(opts: FitOptions) -> tuple[LiGOOperator, dict]:
-    """The operator from the source checkpoint, unpartitioned (to count its FLOPs, and for --steps 0),
-    and the source's weights."""
-    source = load_model(opts.growth.source)
-    target = ModelConfig.from_file(opts.growth.target)
-    return LiGOOperator(source.state_dict(), source.cfg, target, opts.spec()), source.state_dict()
+def build_operator(opts: FitOptions) -> LiGOOperator:
+    """The operator from the source checkpoint, unpartitioned (--steps 0)."""
+    source = SourceWeights(opts.growth.source)
+    return LiGOOperator(source, source.cfg, ModelConfig.from_file(opts.growth.target), opts.spec())
 
 
 def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: bool) -> dict[str, float]:
@@ -59,6 +59,22 @@ def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: b
     }
 
 
+def check_compute(opts: FitOptions, checkpointing_flag: str) -> None:
+    """Refuse selective checkpointing in a ZeRO-3 fit. A block's region recomputed in the backward holds
+    the production of its weights, whose operator modules ZeRO-3 gathers and releases by hooks inside
+    that region; selective checkpointing replays the region op for op, and the hooks' ops differ between
+    the forward and the replay (DeepSpeed 0.19.8, torch 2.13: "aten.empty.memory_format encountered during
+    backward but not found in storage"). Pretraining has no such hooks inside a block (gather_whole)."""
+    if opts.compute.activation_checkpointing != "selective":
+        return
+    ds = opts.deepspeed.ds_config
+    if zero_stage(load_json(ds_config_path(ds), "ds config")) == 3:
+        raise ConfigError(
+            f"{checkpointing_flag} selective cannot run in a fit under ZeRO-3 (--ds-config {ds}): ZeRO-3 "
+            "gathers the operator's weights inside each block's recomputed region; use full or none, or ZeRO-1/2"
+        )
+
+
 @dataclass
 class FitResult:
     hf: Path  # the grown model as an HF checkpoint
@@ -75,11 +91,12 @@ def run(
     keep_operator: bool = False,
     stop_file: Path | None = None,
     micro_batch_flag: str = "--micro-batch",
+    checkpointing_flag: str = "--activation-checkpointing",
 ) -> FitResult:
     """Fit (or resume fitting) the operator; write the grown model to `hf_out` (default RUN_DIR/hf).
 
     `micro_batch_flag` names the flag the fit's micro-batch came from (grow's --fit-micro-batch, when
-    given), for errors about a DeepSpeed config that disagrees with it.
+    given), for errors about a DeepSpeed config that disagrees with it; `checkpointing_flag` likewise.
     """
     loop = opts.training_loop()
     data = open_data(opts.data.data)
@@ -93,10 +110,12 @@ def run(
         "fit_steps": opts.fit.steps,
     }
     if opts.fit.steps == 0:
-        operator = _initialisation_only(opts, target, data, extra_identity, hf_out)
-        return FitResult(Path(hf_out or Path(opts.out) / "hf"), 0.0, 0.0, operator if keep_operator else None)
+        # No operator is kept: a hand-off reads the grown model back from disk, tensor by tensor, on every rank.
+        return FitResult(_initialisation_only(opts, target, data, extra_identity, hf_out), 0.0, 0.0, None)
 
-    reference, source_state = build_operator(opts)
+    check_compute(opts, checkpointing_flag)
+    src_cfg = ModelConfig.from_file(opts.growth.source)
+    shapes = meta_operator(src_cfg, target, spec)  # sizes and FLOPs from shapes alone: no weights read
     flags = {**opts.fit.FLAGS, "micro_batch": micro_batch_flag, "model": "--target"}
     s = session.start(
         loop,
@@ -106,17 +125,23 @@ def run(
         flags=flags,
         extra_record={
             "fit": to_flat(opts),
-            "operator_params": reference.param_counts(),
+            "operator_params": shapes.param_counts(),
             **source_record(opts.growth.source),
         },
     )
     d = s.d
-    prod_flops = launch.broadcast_object(operator_flops(reference) if d.is_main else None)
-    del reference
-    src_cfg = ModelConfig.from_file(opts.growth.source)
+    prod_flops = operator_flops(shapes)
+    # The source is read tensor by tensor as the operator is built: under ZeRO-3 each source layer is
+    # partitioned as soon as it exists, so no rank holds more than one layer of it (or of the operator).
+    source_state = SourceWeights(opts.growth.source)
+    c = opts.compute
     model = ds_engine.build_model(
-        lambda: GrownModel(LiGOOperator(source_state, src_cfg, target, spec)), s.ds_config, s.dtype
+        lambda: GrownModel(LiGOOperator(source_state, src_cfg, target, spec), c.activation_checkpointing, c.loss_chunk),
+        s.ds_config,
+        s.dtype,
     )
+    if c.compile:
+        model.compile_blocks()
     trainable = [p for p in model.parameters() if p.requires_grad]
     initial = {
         n: partition.local_shard(p).detach().double().cpu().clone()
@@ -154,21 +179,21 @@ def run(
 
 def _initialisation_only(
     opts: FitOptions, target: ModelConfig, data: TokenData, extra_identity: dict, hf_out: str | Path | None
-) -> LiGOOperator:
-    """--steps 0: no engine; rank 0 writes the initialised operator's model (the heuristics)."""
+) -> Path:
+    """--steps 0: no engine; rank 0 builds the initialised operator and writes its model (the heuristics)."""
     d = launch.init()
     run_dir = RunDir(opts.out)
-    operator, _ = build_operator(opts)
+    shapes = meta_operator(ModelConfig.from_file(opts.growth.source), target, opts.spec())
     identity = {"target": str(Path(opts.growth.target).resolve()), "data": str(data.dir.resolve()), **extra_identity}
     record = {
         "fit": to_flat(opts),
         **source_record(opts.growth.source),
         "model_config": target.to_hf(),
         "versions": versions(),
-        "operator_params": operator.param_counts(),
+        "operator_params": shapes.param_counts(),
         **session.hub_record(),
     }
     launch.on_rank0(d, lambda: run_dir.claim(identity, record))
     hf = Path(hf_out or run_dir.hf)
-    session.write_hf(target, iter_grown_state(operator), hf, d, torch.float32, data, collective=False)
-    return operator
+    tensors = iter_grown_state(build_operator(opts)) if d.is_main else iter(())
+    return session.write_hf(target, tensors, hf, d, torch.float32, data, collective=False)

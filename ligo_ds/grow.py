@@ -23,7 +23,7 @@ from . import fit, pretrain, session
 from .distributed import launch
 from .errors import ConfigError
 from .faults import crash_point
-from .options import GrowOptions, Health, to_flat
+from .options import Compute, GrowOptions, Health, to_flat
 from .rundir import read_metrics
 
 # What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
@@ -38,6 +38,8 @@ _CADENCE = (
     "verify_data",
     # what a run does when training goes wrong: policies, not the weights' recipe
     *(f.name for f in fields(Health)),
+    # how the forward and backward run: the same numbers within float rounding
+    *(f.name for f in fields(Compute)),
 )
 
 
@@ -90,7 +92,12 @@ def run(opts: GrowOptions) -> Path | None:
     # found only after the fit would waste it.
     session.ds_config_for(train_opts, launch.init())
     result = fit.run(
-        fit_opts, hf_out=grown, keep_operator=True, stop_file=out / "STOP", micro_batch_flag=opts.fit_micro_batch_flag()
+        fit_opts,
+        hf_out=grown,
+        keep_operator=True,
+        stop_file=out / "STOP",
+        micro_batch_flag=opts.fit_micro_batch_flag(),
+        checkpointing_flag="--fit-activation-checkpointing",
     )
     if result.stopped:
         return None

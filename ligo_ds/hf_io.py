@@ -5,8 +5,9 @@ A checkpoint directory holds config.json and weights as safetensors (one file, o
 weights_only=True: user files are never unpickled). Tensor names may carry the causal-LM class's prefix
 or not (`_Layout`); names and layouts are translated by the tables in families.py.
 
-Writing streams: `write_checkpoint` takes an iterator of (our name, tensor) and closes a shard as soon
-as it is full, so a caller can produce a large model block by block without holding all of it.
+Writing streams: `write_checkpoint` lays the files out from the config and writes each (our name,
+tensor) of an iterator to its place as it comes, so a caller can produce a large model block by block
+without holding more than one tensor of it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .errors import ConfigError
 from .families import ARCHITECTURES, FAMILIES, template
@@ -183,6 +183,59 @@ def _layout(cfg: ModelConfig, keys: list[str]) -> _Layout:
     return _Layout(prefix=prefix if base_only else "", ignore=ignore)
 
 
+class SourceWeights(Mapping):
+    """An HF checkpoint directory's weights under our names, each read from disk when asked for: what a
+    consumer that keeps one tensor at a time (the operator's ZeRO-3 partitions) reads a model through.
+    Built after checking the files hold exactly what the config describes (every tensor and no other)."""
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32):
+        self.path, self.dtype = Path(path), dtype
+        self.cfg = ModelConfig.from_file(self.path)
+        self.reader = CheckpointReader(self.path)
+        self.layout = _layout(self.cfg, self.reader.keys())
+        with torch.device("meta"):
+            self.shapes = {k: p.shape for k, p in Decoder(self.cfg).state_dict().items()}
+        self.tied = tied_names(self.cfg)
+        used = set()
+        where = f" (a base-model checkpoint: names without {self.layout.prefix!r})" if self.layout.prefix else ""
+        for ours in self.shapes:
+            if ours in self.tied:
+                continue
+            for hf_name in hf_names(self.cfg, ours):
+                name = self.layout.name(hf_name)
+                if name not in self.reader:
+                    where = (
+                        f" (a base-model checkpoint: names without {self.layout.prefix!r})"
+                        if self.layout.prefix
+                        else ""
+                    )
+                    raise ConfigError(
+                        f"checkpoint {str(self.path)!r}{where} lacks tensor {name!r} that its config requires"
+                    )
+                used.add(name)
+        extra = [
+            k
+            for k in self.reader.keys()
+            if k not in used and not self.layout.ignored(k) and not (k == "lm_head.weight" and self.tied)
+        ]
+        if extra:
+            shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
+            raise ConfigError(
+                f"checkpoint {str(self.path)!r} has {len(extra)} tensor(s) its config does not describe: {shown}"
+            )
+
+    def __getitem__(self, ours: str) -> torch.Tensor:
+        shape = self.shapes[ours]
+        read = "tok_emb.weight" if ours in self.tied else ours  # a tied head is the embedding
+        return hf_to_ours(self.cfg, read, shape, lambda n: self.reader.get(self.layout.name(n))).to(self.dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
     """An HF checkpoint directory -> our Decoder with its weights; a config.json file -> random init."""
     path = Path(path)
@@ -193,38 +246,63 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
         raise ConfigError(
             f"model path {str(path)!r} does not exist (expected an HF checkpoint directory or a config.json file)"
         )
-    cfg = ModelConfig.from_file(path)
-    reader = CheckpointReader(path)
-    layout = _layout(cfg, reader.keys())
+    weights = SourceWeights(path, dtype)
     with torch.device("meta"):
-        model = Decoder(cfg)
-    state = {}
-    skip = tied_names(cfg)
-    used: set[str] = set()
-
-    def get(hf_name: str) -> torch.Tensor:
-        name = layout.name(hf_name)
-        if name not in reader:
-            where = f" (a base-model checkpoint: names without {layout.prefix!r})" if layout.prefix else ""
-            raise ConfigError(f"checkpoint {str(path)!r}{where} lacks tensor {name!r} that its config requires")
-        used.add(name)
-        return reader.get(name)
-
-    for ours, param in model.state_dict().items():
-        if ours not in skip:
-            state[ours] = hf_to_ours(cfg, ours, param.shape, get).to(dtype)
-    extra = [
-        k for k in reader.keys() if k not in used and not layout.ignored(k) and not (k == "lm_head.weight" and skip)
-    ]
-    if extra:
-        shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
-        raise ConfigError(f"checkpoint {str(path)!r} has {len(extra)} tensor(s) its config does not describe: {shown}")
-    model.load_state_dict({**state, **{k: state["tok_emb.weight"] for k in skip}}, assign=True)
+        model = Decoder(weights.cfg)
+    state = {k: weights[k] for k in weights if k not in weights.tied}
+    model.load_state_dict({**state, **{k: state["tok_emb.weight"] for k in weights.tied}}, assign=True)
     model.tie_weights()
     return model.to(device)
 
 
 # ---- writing --------------------------------------------------------------------------------------
+
+
+# safetensors' names of the dtypes we write
+ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+@dataclass
+class _Slot:
+    """Where one HF tensor goes: its shard file, byte offset in it, and what it must be."""
+
+    shard: int
+    offset: int
+    shape: tuple[int, ...]
+
+
+def _plan_shards(cfg: ModelConfig, dtype: torch.dtype, max_shard_bytes: int) -> tuple[dict[str, _Slot], list[dict]]:
+    """Every HF tensor's slot, and each shard's safetensors header, from the config alone (the model's
+    tensors on the meta device): the files can be laid out before a single weight exists."""
+    with torch.device("meta"):
+        model = Decoder(cfg)
+    skip, size = tied_names(cfg), torch.empty((), dtype=dtype).element_size()
+    slots: dict[str, _Slot] = {}
+    headers: list[dict] = [{}]
+    used = 0
+    for ours, meta in model.state_dict().items():
+        if ours in skip:
+            continue
+        for name, piece in ours_to_hf(cfg, ours, meta):
+            nbytes = piece.numel() * size
+            if headers[-1] and used + nbytes > max_shard_bytes:
+                headers.append({})
+                used = 0
+            headers[-1][name] = {
+                "dtype": ST_DTYPES[dtype],
+                "shape": list(piece.shape),
+                "data_offsets": [used, used + nbytes],
+            }
+            slots[name] = _Slot(len(headers) - 1, used, tuple(piece.shape))
+            used += nbytes
+    return slots, headers
+
+
+def _header_bytes(header: dict) -> bytes:
+    """safetensors' header: its length (8 bytes, little-endian), then JSON padded to a multiple of 8."""
+    text = json.dumps({"__metadata__": {"format": "pt"}, **header}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
 
 
 def write_checkpoint(
@@ -238,6 +316,9 @@ def write_checkpoint(
 ) -> Path:
     """Write our tensors as an HF checkpoint directory that transformers loads.
 
+    The shard files are laid out from the config first (_plan_shards) and each tensor is written to its
+    place as it arrives, in any order, so the writer holds one tensor at a time, never a shard: a large
+    model produced block by block (the operator's grown model, a ZeRO-3 gather) streams to disk.
     The directory is assembled beside `out_dir` and renamed into place, so a crash never leaves a
     half-written checkpoint where a previous good one was. `extra` writes more files into it (the
     tokenizer) and returns the config.json entries they imply (its special token ids).
@@ -247,38 +328,11 @@ def write_checkpoint(
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    skip = tied_names(cfg)
-    written: list[tuple[Path, list[str]]] = []  # (temporary shard file, HF names in it)
-    shard: dict[str, torch.Tensor] = {}
-    size = total = 0
-
-    def flush() -> None:
-        path = tmp / f"shard-{len(written)}.safetensors"
-        save_file(shard, str(path), metadata={"format": "pt"})
-        written.append((path, list(shard)))
-
-    for ours, tensor in named_tensors:
-        if ours in skip:
-            continue
-        for name, piece in ours_to_hf(cfg, ours, tensor.detach().to("cpu", dtype)):
-            nbytes = piece.numel() * piece.element_size()
-            if shard and size + nbytes > max_shard_bytes:
-                flush()
-                shard, size = {}, 0
-            shard[name] = piece
-            size += nbytes
-            total += nbytes
-    flush()
-    if len(written) == 1:
-        written[0][0].rename(tmp / SAFETENSORS)
-    else:
-        weight_map = {}
-        for i, (path, names) in enumerate(written):
-            final = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
-            path.rename(tmp / final)
-            weight_map.update(dict.fromkeys(names, final))
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
+    try:
+        _write_shards(cfg, named_tensors, tmp, dtype, max_shard_bytes, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     hf = cfg.to_hf(DTYPE_NAMES[dtype])
     hf["architectures"] = [ARCHITECTURES[cfg.model_type]]
     if extra is not None:
@@ -286,6 +340,58 @@ def write_checkpoint(
     (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     _replace_dir(tmp, out_dir)
     return out_dir
+
+
+def _write_shards(
+    cfg: ModelConfig,
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    tmp: Path,
+    dtype: torch.dtype,
+    max_shard_bytes: int,
+    out_dir: Path,
+) -> None:
+    slots, headers = _plan_shards(cfg, dtype, max_shard_bytes)
+    names = (
+        [SAFETENSORS]
+        if len(headers) == 1
+        else [f"model-{i + 1:05d}-of-{len(headers):05d}.safetensors" for i in range(len(headers))]
+    )
+    files, starts = [], []
+    for name, header in zip(names, headers):
+        f = open(tmp / name, "wb")
+        head = _header_bytes(header)
+        f.write(head)
+        f.truncate(len(head) + max((e for v in header.values() for e in v["data_offsets"][1:]), default=0))
+        files.append(f)
+        starts.append(len(head))
+    written: set[str] = set()
+    skip = tied_names(cfg)
+    try:
+        for ours, tensor in named_tensors:
+            if ours in skip:
+                continue
+            for name, piece in ours_to_hf(cfg, ours, tensor.detach().to("cpu", dtype)):
+                slot = slots.get(name)
+                if slot is None or slot.shape != tuple(piece.shape) or name in written:
+                    raise ValueError(
+                        f"writing {str(out_dir)!r}: tensor {name!r} {tuple(piece.shape)} is not one of the model's "
+                        f"(expected {slot.shape if slot else 'no such tensor'}{', once' if slot else ''})"
+                    )
+                f = files[slot.shard]
+                f.seek(starts[slot.shard] + slot.offset)
+                f.write(piece.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                written.add(name)
+    finally:
+        for f in files:
+            f.close()
+    missing = sorted(set(slots) - written)
+    if missing:
+        raise ValueError(f"writing {str(out_dir)!r}: {len(missing)} tensors never came, e.g. {missing[:3]}")
+    if len(headers) > 1:
+        weight_map = {name: names[slot.shard] for name, slot in slots.items()}
+        total = sum(v["data_offsets"][1] - v["data_offsets"][0] for h in headers for v in h.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compute import LOSS_CHUNK, checkpointed, chunked_lm_loss, compile_forward
 from .model_config import ModelConfig
 from .rope import apply_rope, rope_tables
 
@@ -122,7 +123,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """One residual block; `checkpointing` (compute.CHECKPOINTING) is what it keeps for the backward."""
+
+    def __init__(self, cfg: ModelConfig, checkpointing: str = "none"):
         super().__init__()
         # GPT-2's scaled init of the projections that write into the residual stream.
         out_std = cfg.initializer_range / math.sqrt(2 * cfg.num_layers)
@@ -130,31 +133,62 @@ class Block(nn.Module):
         self.attn = Attention(cfg, out_std)
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg, out_std)
+        self.checkpointing = checkpointing
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        # Checkpointed inside the module's call, so that ZeRO-3's gather and release hooks, which run around
+        # the call, stay outside the region recomputed in the backward (selective checkpointing replays
+        # that region op for op and refuses one whose ops differ).
+        return checkpointed(self.checkpointing, self.residual, x_BTD, rope)
+
+    def residual(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         x_BTD = x_BTD + self.attn(self.norm1(x_BTD), rope)
         x_BTD = x_BTD + self.mlp(self.norm2(x_BTD))
         return x_BTD
 
 
-class Decoder(nn.Module):
-    """A causal LM: `model(ids)` gives logits (B, T, V); `model(ids, targets)` gives the mean loss."""
+class LMHead(Linear):
+    """The output projection: `head(h)` gives the logits, `head(h, targets, chunk)` the mean loss over
+    chunks of `chunk` tokens without the whole batch's logits (compute.chunked_lm_loss). The loss is
+    computed inside this module's forward because under ZeRO-3 that is where its weight, tied to the
+    embedding or not, is gathered."""
 
-    def __init__(self, cfg: ModelConfig):
+    def forward(self, h_BTD: torch.Tensor, targets_BT: torch.Tensor | None = None, chunk: int = LOSS_CHUNK):
+        if targets_BT is None:
+            return super().forward(h_BTD)
+        return chunked_lm_loss(h_BTD, self.weight, targets_BT, chunk)
+
+
+class Decoder(nn.Module):
+    """A causal LM: `model(ids)` gives logits (B, T, V); `model(ids, targets)` gives the mean loss.
+
+    `checkpointing` (compute.CHECKPOINTING) is what each block keeps for the backward; `loss_chunk` the
+    tokens per chunk of the head and loss. Neither changes the numbers beyond float rounding, nor does
+    compile_blocks()."""
+
+    def __init__(self, cfg: ModelConfig, checkpointing: str = "none", loss_chunk: int = LOSS_CHUNK):
         super().__init__()
         self.cfg = cfg
+        self.loss_chunk = loss_chunk
         std = cfg.initializer_range
         self.tok_emb = Embedding(cfg.vocab_size, cfg.hidden_size, std)
         self.pos_emb = Embedding(cfg.max_positions, cfg.hidden_size, std) if cfg.positions == "learned" else None
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, checkpointing) for _ in range(cfg.num_layers))
         self.norm = make_norm(cfg)
-        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, std)
+        self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size, False, std)
         self.tie_weights()
 
     def tie_weights(self) -> None:
         """Share the embedding with the head when the config ties them (again after a meta-device load)."""
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+
+    def compile_blocks(self) -> None:
+        """torch.compile each block's forward; every block has the same code and shapes, so one compilation
+        serves them all. Call it after construction: under zero.Init, importing torch._dynamo fails
+        (DeepSpeed 0.19.8 patches torch.Tensor.__new__ there, and dynamo checks its signature)."""
+        for block in self.blocks:
+            compile_forward(block)
 
     def embed(self, ids_BT: torch.Tensor) -> torch.Tensor:
         T = ids_BT.shape[1]
@@ -175,10 +209,10 @@ class Decoder(nn.Module):
         rope = self.rope(ids_BT.shape[1], ids_BT.device)
         for block in self.blocks:
             x_BTD = block(x_BTD, rope)
-        logits_BTV = self.lm_head(self.norm(x_BTD))
+        x_BTD = self.norm(x_BTD)
         if targets_BT is None:
-            return logits_BTV
-        return lm_loss(logits_BTV, targets_BT)
+            return self.lm_head(x_BTD)
+        return self.lm_head(x_BTD, targets_BT, self.loss_chunk)
 
     def num_params(self) -> int:
         """Unique parameters (a tied head counts once); under ZeRO-3 the full, not the local, size."""
@@ -187,5 +221,6 @@ class Decoder(nn.Module):
 
 
 def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in float32 (bf16 log-softmax over a large vocabulary is lossy)."""
+    """Mean next-token cross-entropy in float32 (bf16 log-softmax over a large vocabulary is lossy) of
+    whole-batch logits: the reference the chunked head (compute.chunked_lm_loss) is tested against."""
     return F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())

@@ -47,16 +47,26 @@ def run(
     data = open_data(opts.data.data)
     s = session.start(opts, model_cfg, data, extra_identity=extra_identity)
     torch.manual_seed(opts.loop.seed)
-    model = ds_engine.build_model(lambda: Decoder(model_cfg), s.ds_config, s.dtype)
+    c = opts.compute
+    model = ds_engine.build_model(
+        lambda: Decoder(model_cfg, c.activation_checkpointing, c.loss_chunk), s.ds_config, s.dtype
+    )
+    if c.activation_checkpointing != "none" or c.compile:
+        # a block's recomputed or compiled forward must not contain ZeRO-3's per-submodule hooks
+        ds_engine.gather_whole(list(model.blocks), s.ds_config)
+    if c.compile:
+        model.compile_blocks()
     tag = session.plan_resume(s)
-    if tag is None:
+    branch = session.plan_branch(s, opts) if tag is None and opts.branch_from else None
+    if tag is None and branch is None:
         if init_weights is None and Path(opts.model).is_dir():
             init_weights = hf_weight_source(Path(opts.model), model_cfg)
         if init_weights is not None:
             partition.load_weights(model, init_weights, tied_names(model_cfg))
     engine = ds_engine.make_engine(model, ds_engine.param_groups(model, opts.optimizer.weight_decay), s.ds_config)
     trainer = Trainer(engine, s, opts, model_cfg, data)
-    state = trainer.resume(tag, TrainState(flops=initial_flops, train_seconds=initial_seconds))
+    fresh = TrainState(flops=initial_flops, train_seconds=initial_seconds)
+    state = trainer.branch(*branch) if branch else trainer.resume(tag, fresh)
     stop = StopRequest(Path(stop_file or s.run_dir.root / "STOP"), s.d.device)
     if trainer.train(state, stop):
         return None

@@ -1,17 +1,94 @@
-"""The learning rate at each step: a pure function of the step, the run's length and its Schedule."""
+"""The learning rate at each step: a pure function of the step, the run's length and its Schedule.
+
+Every schedule warms up linearly over warmup_steps, then follows its shape to the floor at `total`:
+  cosine    cosine decay over the whole rest of the run (the default, and what older runs trained with)
+  wsd       warmup-stable-decay: the peak until the last decay_fraction of the run, then a decay to the floor
+            (linear, cosine or 1-sqrt). Every step of the stable phase has the same lr whatever the run's
+            length, so a run can branch from there into a longer or shorter decay (`--branch-from`).
+  constant  the peak to the end
+"""
 
 from __future__ import annotations
 
 import math
 
+from .errors import ConfigError
 from .options import Schedule
 
+# The decay of wsd: progress p in [0, 1] through the decay -> the share of (peak - floor) still left.
+DECAY_SHAPES = {
+    "linear": lambda p: 1 - p,
+    "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+    "1-sqrt": lambda p: 1 - math.sqrt(p),  # Hägele et al. 2024: ends lower than linear at the same length
+}
 
-def lr_at(step: int, total: int, schedule: Schedule) -> float:
-    """Linear warmup to `lr` over warmup_steps, then cosine decay to the floor at `total`."""
-    s = schedule
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
+
+def decay_steps(total: int, schedule: Schedule) -> int:
+    """Steps of wsd's decay: decay_fraction of the run, rounded, at least one."""
+    return max(1, round(schedule.wsd_fraction * total))
+
+
+def decay_start(total: int, schedule: Schedule) -> int:
+    """The first step whose lr is below the peak: the end of the warmup (cosine), of the stable phase (wsd),
+    or never (constant)."""
+    if schedule.schedule == "constant":
+        return total
+    if schedule.schedule == "wsd":
+        return total - decay_steps(total, schedule)
+    return schedule.warmup_steps
+
+
+def _cosine(step: int, total: int, s: Schedule) -> float:
     span = max(1, total - s.warmup_steps)
     progress = min(1.0, (step - s.warmup_steps) / span)
     return s.floor_lr + 0.5 * (s.lr - s.floor_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _wsd(step: int, total: int, s: Schedule) -> float:
+    n = decay_steps(total, s)
+    progress = min(1.0, max(0.0, (step - (total - n)) / n))
+    return s.floor_lr + (s.lr - s.floor_lr) * DECAY_SHAPES[s.wsd_shape](progress)
+
+
+SHAPES = {"cosine": _cosine, "wsd": _wsd, "constant": lambda step, total, s: s.lr}
+
+
+def lr_at(step: int, total: int, schedule: Schedule) -> float:
+    """The lr of the update that follows `step` updates, in a run of `total`."""
+    s = schedule
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    return SHAPES[s.schedule](step, total, s)
+
+
+def check_fits(total: int, schedule: Schedule, flag) -> None:
+    """Refuse a warmup (and a wsd decay) that does not fit in a run of `total` steps."""
+    s = schedule
+    if s.warmup_steps > total:
+        raise ConfigError(
+            f"{flag('warmup_steps')} {s.warmup_steps} is longer than the run ({total} steps): the learning rate "
+            "would never reach its peak"
+        )
+    if s.schedule == "wsd" and s.warmup_steps > decay_start(total, s):
+        raise ConfigError(
+            f"{flag('warmup_steps')} {s.warmup_steps} and {flag('decay_fraction')} {s.wsd_fraction} "
+            f"({decay_steps(total, s)} decay steps) do not fit in the run's {total} steps: the decay would start "
+            "before the warmup ends"
+        )
+
+
+def check_branch(step: int, old_total: int, old: Schedule, new_total: int, new: Schedule) -> None:
+    """A run continues another's state at `step` only where both schedules give the same lr there and on
+    the way (the other run's stable phase, as wsd has): otherwise the branch would jump in lr."""
+    if step > new_total:
+        raise ConfigError(f"the branch point, step {step}, is past the new run's end ({new_total} steps)")
+    old_lr, new_lr = lr_at(step, old_total, old), lr_at(step, new_total, new)
+    if step > min(decay_start(old_total, old), decay_start(new_total, new)) or not math.isclose(
+        old_lr, new_lr, rel_tol=1e-12
+    ):
+        raise ConfigError(
+            f"cannot branch at step {step}: the run branched from has lr {old_lr:.6g} there and decays from step "
+            f"{decay_start(old_total, old)}; this run's schedule gives {new_lr:.6g} and decays from step "
+            f"{decay_start(new_total, new)}. Branch from a checkpoint of the stable phase (before both decays), "
+            "with the same --lr and --warmup-steps"
+        )

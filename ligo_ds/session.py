@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .errors import ConfigError
 from .hf_io import write_checkpoint
 from .metrics import device_name
 from .model_config import ModelConfig
-from .options import PretrainOptions, load_json, to_flat
+from .options import PretrainOptions, Schedule, load_json, to_flat
 from .rundir import RunDir, data_identity, versions, write_json_atomic
 
 
@@ -37,6 +38,7 @@ class Session:
     dtype: torch.dtype
     run_dir: RunDir
     resuming: bool
+    identity: dict  # what the run directory was claimed with (RunDir.claim)
 
 
 def _sha(value) -> str:
@@ -59,10 +61,13 @@ def run_identity(
         "lr": s.lr,
         "min_lr": s.min_lr,
         "warmup_steps": s.warmup_steps,
+        # Only a non-cosine schedule adds a key, so runs written before schedules had names still resume.
+        **({"schedule": s.shape()} if s.shape() else {}),
         "weight_decay": o.weight_decay,
         "beta1": o.beta1,
         "beta2": o.beta2,
         "grad_clip": opts.loop.grad_clip,
+        **({"branched_from": str(Path(opts.branch_from).resolve())} if opts.branch_from else {}),
         "seed": opts.loop.seed,
         "zero_stage": stage,
         "dtype": dtype,
@@ -161,7 +166,8 @@ def start(
     resuming = launch.on_rank0(d, lambda: run_dir.claim(identity, record))
     if d.is_main:
         write_json_atomic(run_dir.ds_config, ds_config)
-    return Session(d, ds_config, torch.bfloat16 if dtype_name == "bf16" else torch.float32, run_dir, resuming)
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    return Session(d, ds_config, dtype, run_dir, resuming, identity)
 
 
 def plan_resume(s: Session) -> str | None:
@@ -172,7 +178,13 @@ def plan_resume(s: Session) -> str | None:
     tag = checkpoint.latest_tag(s.run_dir.checkpoints) if s.resuming else None
     if tag is None:
         return None
-    manifest = checkpoint.read_manifest(s.run_dir.checkpoints, tag)
+    return _loadable(s, s.run_dir.checkpoints, tag)
+
+
+def _loadable(s: Session, ckpt_dir: Path, tag: str) -> str:
+    """`tag` in `ckpt_dir` checked complete, converted to the universal layout when another number of
+    ranks wrote it (and the engine told to load that)."""
+    manifest = checkpoint.read_manifest(ckpt_dir, tag)
     if manifest["world_size"] == s.d.world_size:
         return tag
     if s.d.is_main:
@@ -182,7 +194,50 @@ def plan_resume(s: Session) -> str | None:
             file=sys.stderr,
         )
     s.ds_config.setdefault("checkpoint", {})["load_universal"] = True
-    return checkpoint.to_universal(s.run_dir.checkpoints, tag, s.d.rank)
+    return checkpoint.to_universal(ckpt_dir, tag, s.d.rank)
+
+
+# What may differ between a run and the run it branched from: its length and the schedule after the
+# branch point (check_branch holds the lr continuous).
+BRANCH_MAY_DIFFER = ("total_steps", "min_lr", "schedule", "branched_from")
+
+
+def plan_branch(s: Session, opts: PretrainOptions) -> tuple[Path, str]:
+    """--branch-from RUN/checkpoints/TAG for a run starting fresh: (checkpoint directory, tag to load), after
+    checking the other run is this one up to its length and schedule, and that the lr is continuous."""
+    from .schedule import check_branch
+
+    given = opts.branch_from
+    ckpt = Path(given)
+    run = ckpt.parent.parent
+    if ckpt.parent.name != "checkpoints" or not (run / "config.json").is_file() or not ckpt.is_dir():
+        raise ConfigError(
+            f"--branch-from {given!r}: expected a checkpoint of a ligo_ds run, RUN_DIR/checkpoints/TAG "
+            f"(a run's tags are listed in its checkpoints/ directory)"
+        )
+    theirs = json.loads((run / "config.json").read_text()).get("identity") or {}
+    diffs = [
+        f"{k}: {theirs.get(k)!r} there, {s.identity.get(k)!r} here"
+        for k in sorted(set(theirs) | set(s.identity))
+        if k not in BRANCH_MAY_DIFFER and theirs.get(k) != s.identity.get(k)
+    ]
+    if diffs:
+        raise ConfigError(
+            f"--branch-from {given!r}: that run differs from this one in more than its length and schedule: "
+            f"{'; '.join(diffs)}"
+        )
+    if not re.fullmatch(r"step\d+", ckpt.name):
+        raise ConfigError(f"--branch-from {given!r}: {ckpt.name!r} is not a checkpoint tag (stepN)")
+    step = int(ckpt.name.removeprefix("step"))  # the trainer names each checkpoint by its step
+    theirs_schedule = Schedule(
+        max_steps=theirs["total_steps"],
+        lr=theirs["lr"],
+        min_lr=theirs["min_lr"],
+        warmup_steps=theirs["warmup_steps"],
+        **(theirs.get("schedule") or {}),
+    )
+    check_branch(step, theirs["total_steps"], theirs_schedule, s.identity["total_steps"], opts.schedule)
+    return ckpt.parent, _loadable(s, ckpt.parent, ckpt.name)
 
 
 def write_hf(

@@ -138,15 +138,30 @@ class Trainer:
             if s.resuming and self.d.is_main:
                 s.run_dir.truncate_metrics(-1)
             return fresh
-        client = checkpoint.load_checkpoint(self.engine, s.run_dir.checkpoints, tag)
+        state = self._load(s.run_dir.checkpoints, tag)
+        if self.d.is_main:
+            s.run_dir.truncate_metrics(state.step)
+            if not rollback:
+                print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {state.step})", file=sys.stderr)
+        return state
+
+    def branch(self, ckpt_dir: Path, tag: str) -> TrainState:
+        """Start this run from another run's checkpoint (session.plan_branch): its weights, optimizer state,
+        RNGs and position; this run's log starts at that step."""
+        s = self.s
+        self.fresh = True  # the first row and, with --spike-rollback, a checkpoint at the branch point
+        if s.resuming and self.d.is_main:
+            s.run_dir.truncate_metrics(-1)
+        state = self._load(ckpt_dir, tag)
+        if self.d.is_main:
+            print(f"branching {s.run_dir.root} from {ckpt_dir / tag} (step {state.step})", file=sys.stderr)
+        return state
+
+    def _load(self, ckpt_dir: Path, tag: str) -> TrainState:
+        client = checkpoint.load_checkpoint(self.engine, ckpt_dir, tag)
         random.setstate(client["rng"]["python"])
         np.random.set_state(client["rng"]["numpy"])
         torch.set_rng_state(client["rng"]["torch"])
-        step = client["train_state"]["step"]
-        if self.d.is_main:
-            s.run_dir.truncate_metrics(step)
-            if not rollback:
-                print(f"resuming {s.run_dir.root} from checkpoint {tag} (step {step})", file=sys.stderr)
         return TrainState(**client["train_state"])
 
     def save(self, state: TrainState) -> None:
@@ -155,7 +170,12 @@ class Trainer:
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
             **checkpoint.universal_info(),
         }
-        checkpoint.save_checkpoint(self.engine, self.s.run_dir.checkpoints, f"step{state.step}", client, self.d.rank)
+        ckpts, cadence = self.s.run_dir.checkpoints, self.opts.cadence
+        checkpoint.save_checkpoint(self.engine, ckpts, f"step{state.step}", client, self.d.rank)
+        if cadence.keep_last is not None and self.d.is_main:  # only once `latest` names the new one
+            removed = checkpoint.prune(ckpts, cadence.keep_last, cadence.keep_every)
+            if removed:
+                print(f"checkpoints: removed {', '.join(removed)} (--keep-last {cadence.keep_last})", file=sys.stderr)
 
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -12,7 +12,9 @@
 #   DATA        DATA_DIR from `ligo-ds prepare`                               (required)
 #   RUN_DIR     where fit/, grown/, train/ go                                 (required)
 #   DS_CONFIG   zero3 (default), zero2, zero3_offload or a JSON path
-#   FIT_STEPS   operator steps (default 100)      MAX_STEPS  pretraining steps of the grown model (default 10000)
+#   FIT_STEPS   operator steps (default 100)
+#   MAX_TOKENS  the grown model's pretraining tokens (1e11, 100B, 2.5T), or MAX_STEPS its optimizer steps:
+#               one of them (required, unless EXTRA_ARGS gives --max-tokens or --max-steps)
 #   LAUNCHER    torchrun (default), srun or deepspeed (see slurm/launch.sh)
 #   GPUS_PER_NODE  ranks per node (default: the GPUs Slurm gave the node)
 #   EXTRA_ARGS  more `ligo-ds grow` flags, e.g. "--micro-batch 16 --lr 3e-4 --width-init net2net"
@@ -34,7 +36,7 @@ set -uo pipefail
 : "${TARGET:?set TARGET to the large model's config.json}"
 : "${DATA:?set DATA to a prepared DATA_DIR}"
 : "${RUN_DIR:?set RUN_DIR}"
-: "${DS_CONFIG:=zero3}" "${FIT_STEPS:=100}" "${MAX_STEPS:=10000}" "${EXTRA_ARGS:=}"
+: "${DS_CONFIG:=zero3}" "${FIT_STEPS:=100}" "${EXTRA_ARGS:=}"
 
 cd "${SLURM_SUBMIT_DIR:-.}"
 # sbatch runs a copy of this script; the original (beside launch.sh) is the job's Command.
@@ -42,4 +44,4 @@ source "$(dirname "$(scontrol show job "$SLURM_JOB_ID" | sed -n 's/^ *Command=\(
 
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
 ligo_launch "$RUN_DIR/train/hf/config.json" grow --source "$SOURCE" --target "$TARGET" --data "$DATA" \
-  --out "$RUN_DIR" --ds-config "$DS_CONFIG" --fit-steps "$FIT_STEPS" --max-steps "$MAX_STEPS" $EXTRA_ARGS
+  --out "$RUN_DIR" --ds-config "$DS_CONFIG" --fit-steps "$FIT_STEPS" $(ligo_length_args) $EXTRA_ARGS

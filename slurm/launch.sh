@@ -21,6 +21,13 @@ MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 : "${MASTER_PORT:=$((20000 + SLURM_JOB_ID % 20000))}"
 export MASTER_ADDR MASTER_PORT
 
+# The run's length as ligo-ds flags, from MAX_TOKENS (e.g. 1e11, 100B, 2.5T) or MAX_STEPS, whichever is set;
+# neither where EXTRA_ARGS gives the length itself. ligo-ds refuses a run given both or neither.
+ligo_length_args() {
+  if [ -n "${MAX_TOKENS:-}" ]; then echo "--max-tokens $MAX_TOKENS"; fi
+  if [ -n "${MAX_STEPS:-}" ]; then echo "--max-steps $MAX_STEPS"; fi
+}
+
 LIGO_STOP_REQUESTED=0
 ligo_on_signal() {
   LIGO_STOP_REQUESTED=1

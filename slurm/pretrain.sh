@@ -5,7 +5,7 @@
 #   MODEL=configs/gpt2-small.json DATA=data/c4 RUN_DIR=runs/small sbatch slurm/pretrain.sh
 #
 #   MODEL       an HF config.json (from scratch) or an HF checkpoint directory   (required)
-#   DATA, RUN_DIR, DS_CONFIG (default zero2), MAX_STEPS (default 10000), LAUNCHER, GPUS_PER_NODE,
+#   DATA, RUN_DIR, DS_CONFIG (default zero2), MAX_TOKENS or MAX_STEPS, LAUNCHER, GPUS_PER_NODE,
 #   EXTRA_ARGS  as in slurm/grow_gpt.sh
 #SBATCH --job-name=ligo-pretrain
 #SBATCH --nodes=1
@@ -22,7 +22,7 @@ set -uo pipefail
 : "${MODEL:?set MODEL to a config.json or HF checkpoint directory}"
 : "${DATA:?set DATA to a prepared DATA_DIR}"
 : "${RUN_DIR:?set RUN_DIR}"
-: "${DS_CONFIG:=zero2}" "${MAX_STEPS:=10000}" "${EXTRA_ARGS:=}"
+: "${DS_CONFIG:=zero2}" "${EXTRA_ARGS:=}"
 
 cd "${SLURM_SUBMIT_DIR:-.}"
 # sbatch runs a copy of this script; the original (beside launch.sh) is the job's Command.
@@ -30,4 +30,4 @@ source "$(dirname "$(scontrol show job "$SLURM_JOB_ID" | sed -n 's/^ *Command=\(
 
 # shellcheck disable=SC2086
 ligo_launch "$RUN_DIR/hf/config.json" pretrain --model "$MODEL" --data "$DATA" --out "$RUN_DIR" \
-  --ds-config "$DS_CONFIG" --max-steps "$MAX_STEPS" $EXTRA_ARGS
+  --ds-config "$DS_CONFIG" $(ligo_length_args) $EXTRA_ARGS

@@ -6,7 +6,7 @@ import pytest
 
 from ligo_ds import ModelConfig
 from ligo_ds.flops import matmul_params, operator_flops, peak_flops, train_flops_per_token
-from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise
+from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise, meta_operator
 from ligo_ds.model import Decoder
 
 from conftest import HF_CASES, doubled, ids_for, random_source
@@ -51,6 +51,8 @@ def test_operator_flops_are_a_fit_step_less_the_large_models_own(case, spec):
 
     counted = operator_flops(op)
     assert all(p.grad is None for p in op.parameters()), "counting leaves no gradients behind"
-    whole = step_flops(GrownModel(op, checkpoint_blocks=False))
+    # What the fit counts: the same operator on the meta device, from the shapes alone
+    assert operator_flops(meta_operator(src.cfg, op.tgt, spec)) == counted
+    whole = step_flops(GrownModel(op, checkpointing="none"))
     own = step_flops(materialise(op).train())
     assert counted == whole - own > 0

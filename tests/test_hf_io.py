@@ -76,6 +76,30 @@ def test_resave_replaces_stale_shards(hf_checkpoint, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_the_writer_takes_tensors_in_any_order_and_refuses_an_incomplete_stream(hf_checkpoint, tmp_path):
+    """write_checkpoint lays the files out from the config, so it holds one tensor at a time: the stream's
+    order does not matter (a ZeRO-3 gather and the operator's blocks come in other orders), and a missing,
+    repeated or misshapen tensor is an error, not a file with zeros in it."""
+    from ligo_ds.hf_io import write_checkpoint
+
+    _, directory = hf_checkpoint("llama_gqa_tied")
+    ours = load_model(directory)
+    state = list(ours.state_dict().items())
+    for name, items in (("forward", state), ("backward", state[::-1])):
+        write_checkpoint(ours.cfg, items, tmp_path / name, max_shard_bytes=40_000)
+    for shard in json.loads((tmp_path / "forward" / SAFETENSORS_INDEX).read_text())["weight_map"].values():
+        assert (tmp_path / "forward" / shard).read_bytes() == (tmp_path / "backward" / shard).read_bytes()
+    torch.testing.assert_close(load_model(tmp_path / "backward").state_dict(), ours.state_dict(), atol=0, rtol=0)
+    for bad, message in (
+        (state[:3] + state[4:], "tensors never came"),
+        ([*state, state[3]], "is not one of the model's"),
+        ([(n, t[:1]) if i == 3 else (n, t) for i, (n, t) in enumerate(state)], "is not one of the model's"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            write_checkpoint(ours.cfg, bad, tmp_path / "bad")
+        assert not list(tmp_path.glob("*bad*")), "nothing is left behind"
+
+
 # ---- every file layout transformers loads --------------------------------------------------------------
 
 

@@ -358,14 +358,16 @@ def test_eos_token_flag_overrides_and_a_tokenizer_without_eos_is_refused(text_fo
 def test_size_flags_accept_suffixes():
     from ligo_ds.options.declare import integer
 
-    assert [integer(v) for v in ("4096", "1e11", "512M", "100B", "2.5T", "1_000")] == [
+    assert [integer(v) for v in ("4096", "1e11", "512M", "100B", "2.5T", "1_000", "1.1K", "2.3T")] == [
         4096,
         10**11,
         512 * 10**6,
         10**11,
         25 * 10**11,
         1000,
+        1100,  # not 1100.0000000000002, as 1.1 * 1000 is in floats
+        23 * 10**11,
     ]
-    for bad in ("1.5", "abc", "2.5K5"):
+    for bad in ("1.5", "abc", "2.5K5", "nan", "inf", "1e"):
         with pytest.raises(ValueError):
             integer(bad)

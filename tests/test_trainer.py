@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from ligo_ds.rundir import read_metrics
+
 from conftest import losses, train_args
 from procs import command, job_env, kill_tree, ligo
 
@@ -34,11 +36,20 @@ def test_two_ranks_match_one_process(pretrain_setup, pretrain_reference, stage):
     assert ds["zero_optimization"]["stage"] == int(stage[4])
 
 
-def test_stop_and_resume_equals_uninterrupted(pretrain_setup):
-    args = "--max-steps 24 --micro-batch 2 --ds-config zero3 --save-every 5 --eval-every 10".split()
-    straight = pretrain_setup / "straight"
-    ligo("torchrun", 2, train_args(pretrain_setup, straight, *args))
+# A warmup-stable-decay run: its decay starts at step 12 of 24.
+WSD = "--max-steps 24 --micro-batch 2 --ds-config zero3 --save-every 5 --eval-every 10 --schedule wsd "
+WSD += "--decay-fraction 0.5"
 
+
+@pytest.fixture(scope="module")
+def straight(pretrain_setup):
+    out = pretrain_setup / "straight"
+    ligo("torchrun", 2, train_args(pretrain_setup, out, *WSD.split()))
+    return out
+
+
+def test_stop_and_resume_mid_decay_equals_uninterrupted(pretrain_setup, straight):
+    args = WSD.split()
     broken = pretrain_setup / "broken"
     proc = subprocess.Popen(
         command("torchrun", 2, train_args(pretrain_setup, broken, *args)),
@@ -48,18 +59,54 @@ def test_stop_and_resume_equals_uninterrupted(pretrain_setup):
         start_new_session=True,
     )
     deadline = time.time() + 180
-    while time.time() < deadline:  # kill once a checkpoint beyond the first exists, mid-run
+    while time.time() < deadline:  # kill once a checkpoint inside the decay exists, mid-run
         latest = broken / "checkpoints" / "latest"
-        if latest.is_file() and latest.read_text().strip() not in ("step5",):
+        if latest.is_file() and latest.read_text().strip() not in ("step5", "step10"):
             break
         time.sleep(0.05)
     kill_tree(proc.pid)
     proc.wait()
     killed_at = (broken / "checkpoints" / "latest").read_text().strip()
-    assert killed_at != "step24", "the job was meant to be killed before it finished"
+    assert killed_at in ("step15", "step20"), f"the job was meant to be killed in its decay, not at {killed_at}"
     result = ligo("torchrun", 2, train_args(pretrain_setup, broken, *args))
     assert f"from checkpoint {killed_at}" in result.stdout
     assert losses(broken) == losses(straight)
-    for name in ("model.safetensors",):
-        a = (straight / "hf" / name).read_bytes()
-        assert a == (broken / "hf" / name).read_bytes(), "same final weights"
+    lrs = [r["lr"] for r in read_metrics(straight / "metrics.jsonl") if "lr" in r]
+    assert lrs[1:13] == [3e-3] * 12 and lrs[13] < 3e-3, "the peak through update 13, then decaying"
+    assert (straight / "hf" / "model.safetensors").read_bytes() == (broken / "hf" / "model.safetensors").read_bytes()
+
+
+def test_a_branch_from_the_stable_phase_equals_a_run_of_its_own_length(pretrain_setup, straight):
+    """The 24-step run's checkpoint at step 10 (stable) continued to 20 steps (decay from 10) is the
+    20-step run: weights, optimizer state, RNGs and data position all carried over."""
+    twenty = WSD.replace("--max-steps 24", "--max-steps 20").split()
+    direct, branched = pretrain_setup / "direct20", pretrain_setup / "branched20"
+    ligo("torchrun", 2, train_args(pretrain_setup, direct, *twenty))
+    result = ligo(
+        "torchrun",
+        2,
+        train_args(pretrain_setup, branched, *twenty, "--branch-from", straight / "checkpoints" / "step10"),
+    )
+    assert "branching" in result.stdout and "(step 10)" in result.stdout
+    rows = read_metrics(branched / "metrics.jsonl")
+    assert rows[0]["step"] == 10 and rows[-1]["step"] == 20
+    expect = {r["step"]: r.get("loss") for r in read_metrics(direct / "metrics.jsonl") if r["step"] > 10}
+    assert {r["step"]: r.get("loss") for r in rows[1:]} == expect
+    assert (direct / "hf" / "model.safetensors").read_bytes() == (branched / "hf" / "model.safetensors").read_bytes()
+    # Inside the other run's decay (from step 12) the lr no longer matches: refused, nothing trained.
+    refused = ligo(
+        "single",
+        1,
+        train_args(
+            pretrain_setup,
+            pretrain_setup / "late",
+            *twenty,
+            "--micro-batch",
+            "4",
+            "--branch-from",
+            straight / "checkpoints" / "step15",
+        ),
+        check=False,
+    )
+    assert refused.returncode == 2 and "cannot branch at step 15" in refused.stdout, refused.stdout[-2000:]
+    assert not (pretrain_setup / "late" / "checkpoints").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,11 +54,7 @@ def save_checkpoint(engine, ckpt_dir: Path, tag: str, client_state: dict, rank: 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, ckpt_dir / "latest")
-        fd = os.open(ckpt_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(ckpt_dir)
     barrier()
 
 
@@ -72,6 +69,12 @@ def _write_synced(path: Path, text: str) -> None:
 
 def read_manifest(ckpt_dir: Path, tag: str) -> dict:
     """The manifest of a checkpoint, after checking every file it lists is there with its size."""
+    if not (ckpt_dir / tag).is_dir():
+        have = ", ".join(sorted(step_tags(ckpt_dir), key=step_of)) or "none"
+        raise ConfigError(
+            f"no checkpoint {tag!r} in {str(ckpt_dir)!r} (there: {have}; --keep-last and --keep-every decide "
+            "which a run keeps)"
+        )
     path = ckpt_dir / tag / MANIFEST
     if not path.is_file():
         raise ConfigError(
@@ -92,6 +95,60 @@ def read_manifest(ckpt_dir: Path, tag: str) -> dict:
             "files, or point checkpoints/latest at an earlier complete tag"
         )
     return manifest
+
+
+# ---- retention -------------------------------------------------------------------------------------
+# A checkpoint is pruned by renaming it to .pruned-TAG (atomic) and then deleting that: a kill at any point
+# leaves each tag whole or gone, and what is left of a .pruned- directory is deleted by the next prune.
+_STEP_TAG = re.compile(r"step(\d+)")
+PRUNED = ".pruned-"
+
+
+def step_of(tag: str) -> int:
+    return int(_STEP_TAG.fullmatch(tag).group(1))
+
+
+def step_tags(ckpt_dir: Path) -> list[str]:
+    """The trainer's checkpoints in `ckpt_dir` (stepN), without their universal conversions."""
+    if not ckpt_dir.is_dir():
+        return []
+    return [p.name for p in ckpt_dir.iterdir() if p.is_dir() and _STEP_TAG.fullmatch(p.name)]
+
+
+def to_prune(tags: list[str], latest: str, keep_last: int, keep_every: int | None) -> list[str]:
+    """The tags retention removes: all but the newest `keep_last`, those at multiples of `keep_every` steps,
+    and `latest` (whatever its step: a resume and a rollback load it)."""
+    newest = sorted(tags, key=step_of)[-keep_last:]
+    kept = {latest, *newest, *(t for t in tags if keep_every and step_of(t) % keep_every == 0)}
+    return sorted((t for t in tags if t not in kept), key=step_of)
+
+
+def prune(ckpt_dir: Path, keep_last: int, keep_every: int | None) -> list[str]:
+    """Apply retention to `ckpt_dir` after a save (rank 0 only); returns the tags removed. A tag's universal
+    conversion (stepN_universal) goes with it."""
+    for leftover in ckpt_dir.glob(f"{PRUNED}*"):  # a prune killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    latest = latest_tag(ckpt_dir)
+    if latest is None:
+        return []
+    removed = to_prune(step_tags(ckpt_dir), latest, keep_last, keep_every)
+    for tag in removed:
+        for name in (tag, f"{tag}_universal"):
+            if (ckpt_dir / name).exists():
+                os.replace(ckpt_dir / name, ckpt_dir / f"{PRUNED}{name}")
+        _fsync_dir(ckpt_dir)
+        crash_point("prune")
+        for name in (tag, f"{tag}_universal"):
+            shutil.rmtree(ckpt_dir / f"{PRUNED}{name}", ignore_errors=True)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def latest_tag(ckpt_dir: Path) -> str | None:

@@ -37,6 +37,19 @@ def build_model(make: Callable[[], torch.nn.Module], ds_config: dict, dtype: tor
     return model
 
 
+def gather_whole(modules: list[torch.nn.Module], ds_config: dict) -> None:
+    """Under ZeRO-3, gather each of `modules` whole, by hooks around its own call, instead of by hooks around
+    each of its submodules' calls (a ZeRO-3 "leaf module"). Then nothing of ZeRO-3 runs inside the module's
+    forward: what selective checkpointing recomputes there is the model's ops alone, and torch.compile
+    sees a forward without graph breaks. Call it before make_engine, which registers the hooks."""
+    if zero_stage(ds_config) != 3:
+        return
+    from deepspeed.utils import set_z3_leaf_module
+
+    for module in modules:
+        set_z3_leaf_module(module, True)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices (embeddings included, as nanoGPT), none on norms and biases."""
     decay, no_decay, seen = [], [], set()

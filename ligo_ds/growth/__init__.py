@@ -3,10 +3,11 @@ into what and how (spec.py), which expansion acts where (layout.py), the operato
 (operator.py), and the grown model's forward and materialisation (grown.py)."""
 
 from .grown import GrownModel, iter_grown_state, materialise, write_grown
-from .operator import LiGOOperator, grow
+from .operator import LiGOOperator, grow, meta_operator
 from .spec import GrowthSpec, check_growable
 
 __all__ = [
+    "meta_operator",
     "GrowthSpec",
     "GrownModel",
     "LiGOOperator",

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
 
+from ..compute import LOSS_CHUNK, Selective, checkpointed, chunked_lm_loss, compile_forward
 from ..hf_io import write_checkpoint
-from ..model import Block, Decoder, lm_loss, make_norm
+from ..model import Block, Decoder, make_norm
 from ..rope import rope_tables
 from .operator import LiGOOperator
 
@@ -26,25 +26,39 @@ class GrownModel(nn.Module):
     """The target architecture run on weights the operator produces, block by block.
 
     `model(ids)` gives logits, `model(ids, targets)` the mean loss, exactly as Decoder. Gradients reach
-    only the operator's coefficients. With `checkpoint_blocks`, a block's weights are recomputed in the
-    backward pass instead of being kept, so about one block's weights are alive at a time.
+    only the operator's coefficients. `checkpointing` (compute.CHECKPOINTING) is over a block's weight
+    production and its forward together: full (the default) recomputes a block's weights in the backward
+    pass instead of keeping them, so about one block's weights are alive at a time; selective recomputes
+    them too but keeps the block's own matmul and attention outputs; none keeps everything.
     """
 
-    def __init__(self, operator: LiGOOperator, checkpoint_blocks: bool = True):
+    def __init__(self, operator: LiGOOperator, checkpointing: str = "full", loss_chunk: int = LOSS_CHUNK):
         super().__init__()
         self.operator = operator
-        self.checkpoint_blocks = checkpoint_blocks
+        self.checkpointing, self.loss_chunk, self._compile = checkpointing, loss_chunk, False
+        self._selective = Selective(on=False)  # on only around a block's own forward: see Selective
         self._skeleton: list = []  # meta-device modules for functional_call; built lazily, outside zero.Init
 
     def _skel(self) -> tuple[nn.Module, nn.Module]:
         if not self._skeleton:
             with torch.device("meta"):
                 self._skeleton.extend([Block(self.operator.tgt), make_norm(self.operator.tgt)])
+            if self._compile:
+                compile_forward(self._skeleton[0])
         return self._skeleton[0], self._skeleton[1]
+
+    def compile_blocks(self) -> None:
+        """torch.compile the blocks' forward: one skeleton runs every layer, so it is compiled once. The
+        operator's weight production stays eager: under ZeRO-3 its modules are gathered one at a time by
+        hooks that would break the compiled graph at every module."""
+        self._compile = True
+        self._skeleton.clear()
 
     def _block_forward(self, i: int, x: torch.Tensor, depth: dict, rope) -> torch.Tensor:
         block, _ = self._skel()
-        return functional_call(block, self.operator.block(i, depth), (x, rope))
+        weights = self.operator.block(i, depth)
+        with self._selective.saving():
+            return functional_call(block, weights, (x, rope))
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.operator.tgt
@@ -56,15 +70,12 @@ class GrownModel(nn.Module):
         rope = rope_tables(cfg, T, ids.device) if cfg.positions == "rope" else None
         depth = self.operator.depth()
         for i in range(cfg.num_layers):
-            if self.checkpoint_blocks and torch.is_grad_enabled():
-                x = checkpoint(self._block_forward, i, x, depth, rope, use_reentrant=False)
-            else:
-                x = self._block_forward(i, x, depth, rope)
+            x = checkpointed(self.checkpointing, self._block_forward, i, x, depth, rope, policy=self._selective)
         _, norm = self._skel()
         x = functional_call(norm, {k[len("norm.") :]: v for k, v in g.items() if k.startswith("norm.")}, (x,))
         head = g["tok_emb.weight"] if cfg.tie_embeddings else g["lm_head.weight"]
-        logits = F.linear(x, head)
-        return logits if targets is None else lm_loss(logits, targets)
+        # The head is a tensor the operator produced, not a parameter: nothing to gather, call it directly.
+        return F.linear(x, head) if targets is None else chunked_lm_loss(x, head, targets, self.loss_chunk)
 
 
 @torch.no_grad()

@@ -247,6 +247,16 @@ class LiGOOperator(nn.Module):
         )
 
 
+def meta_operator(src: ModelConfig, tgt: ModelConfig, spec: GrowthSpec) -> LiGOOperator:
+    """The operator on the meta device: its parameter counts and FLOPs (flops.operator_flops) from shapes
+    alone, with no source weights read and no target produced."""
+    from ..model import Decoder
+
+    with torch.device("meta"):
+        source = Decoder(src).state_dict()
+    return LiGOOperator(source, src, tgt, spec).to("meta")  # the coefficients are drawn on the CPU first
+
+
 def grow(source: nn.Module, target: ModelConfig, spec: GrowthSpec) -> LiGOOperator:
     """The operator from a source Decoder (its weights are copied into frozen parameters)."""
     return LiGOOperator(dict(source.state_dict()), source.cfg, target, spec)

@@ -1,7 +1,7 @@
 """Every option of every command, declared once (declare.py: the machinery; blocks.py: what pretrain,
 fit and grow share; commands.py: each command's options)."""
 
-from .blocks import Cadence, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
+from .blocks import Cadence, Compute, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
 from .commands import (
     EvalOptions,
     ExportOptions,
@@ -25,6 +25,7 @@ from .declare import (
 
 __all__ = [
     "Cadence",
+    "Compute",
     "Data",
     "DeepSpeed",
     "EvalOptions",

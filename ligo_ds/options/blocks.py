@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..compute import CHECKPOINTING, LOSS_CHUNK
 from ..data import VERIFY_MODES
 from ..errors import ConfigError
 from ..growth.init import DEPTH_INITS, WIDTH_INITS
 from ..growth.spec import ORDERS, TYINGS, GrowthSpec
-from .declare import above, at_least, option, unit_interval
+from .declare import above, at_least, between, option, unit_interval
 
 Flag = Callable[[str], str]  # a block field's name -> the flag that sets it in the current command
 
@@ -52,15 +53,37 @@ class Loop:
         return self.micro_batch * self.grad_accum * world_size
 
 
+SCHEDULES = ("cosine", "wsd", "constant")
+DECAYS = ("linear", "cosine", "1-sqrt")  # schedule.DECAY_SHAPES
+DEFAULT_DECAY_FRACTION = 0.2
+DEFAULT_DECAY_SHAPE = "linear"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Schedule:
-    """How long to train, and the learning rate over that time (linear warmup, cosine decay)."""
+    """How long to train, and the learning rate over that time (schedule.py: linear warmup, then cosine
+    decay, warmup-stable-decay, or constant)."""
 
     max_steps: int | None = option(None, "optimizer steps (or give --max-tokens)", check=at_least(1))
-    max_tokens: int | None = option(None, "training tokens, rounded up to whole steps", check=at_least(1))
+    max_tokens: int | None = option(
+        None, "training tokens, rounded up to whole steps (e.g. 1e11, 100B, 2.5T)", check=at_least(1)
+    )
     lr: float = option(6e-4, "peak learning rate", check=above(0))
-    min_lr: float | None = option(None, "cosine floor", shown_default="lr / 10", check=at_least(0))
+    min_lr: float | None = option(None, "the floor the decay ends at", shown_default="lr / 10", check=at_least(0))
     warmup_steps: int = option(100, "linear warmup steps", check=at_least(0))
+    schedule: str = option(
+        "cosine",
+        "after the warmup: cosine decay to the floor, wsd (stable at the peak, then --decay-fraction of the run "
+        "decaying), or constant",
+        choices=SCHEDULES,
+    )
+    decay_fraction: float | None = option(
+        None,
+        "wsd: the share of the run spent decaying",
+        shown_default=str(DEFAULT_DECAY_FRACTION),
+        check=between(0.0, 1.0),
+    )
+    decay_shape: str | None = option(None, "wsd: the decay's shape", choices=DECAYS, shown_default=DEFAULT_DECAY_SHAPE)
 
     def check(self, flag: Flag) -> None:
         if (self.max_steps is None) == (self.max_tokens is None):
@@ -68,6 +91,15 @@ class Schedule:
                 f"give exactly one of {flag('max_steps')} ({self.max_steps}) and {flag('max_tokens')} "
                 f"({self.max_tokens})"
             )
+        if self.schedule != "wsd":
+            for name in ("decay_fraction", "decay_shape"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{flag(name)} {getattr(self, name)} shapes wsd's decay; this run's "
+                        f"{flag('schedule')} is {self.schedule}"
+                    )
+        if self.schedule == "constant" and self.min_lr is not None:
+            raise ConfigError(f"{flag('min_lr')} {self.min_lr}: a constant {flag('schedule')} never decays to a floor")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ConfigError(
                 f"learning rates must satisfy 0 <= {flag('min_lr')} ({self.min_lr}) <= {flag('lr')} ({self.lr})"
@@ -76,15 +108,29 @@ class Schedule:
             self.check_warmup(self.max_steps, flag)
 
     def check_warmup(self, total_steps: int, flag: Flag) -> None:
-        if self.warmup_steps > total_steps:
-            raise ConfigError(
-                f"{flag('warmup_steps')} {self.warmup_steps} is longer than the run ({total_steps} steps): the "
-                "learning rate would never reach its peak"
-            )
+        from ..schedule import check_fits
+
+        check_fits(total_steps, self, flag)
 
     @property
     def floor_lr(self) -> float:
         return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def wsd_fraction(self) -> float:
+        return DEFAULT_DECAY_FRACTION if self.decay_fraction is None else self.decay_fraction
+
+    @property
+    def wsd_shape(self) -> str:
+        return DEFAULT_DECAY_SHAPE if self.decay_shape is None else self.decay_shape
+
+    def shape(self) -> dict:
+        """The schedule's shape beyond lr, min_lr and warmup, for a run's identity: {} for cosine."""
+        return {
+            "cosine": {},
+            "constant": {"schedule": "constant"},
+            "wsd": {"schedule": "wsd", "decay_fraction": self.wsd_fraction, "decay_shape": self.wsd_shape},
+        }[self.schedule]
 
     def total_steps(self, sequences_per_step: int, seq_len: int) -> int:
         if self.max_steps is not None:
@@ -109,6 +155,30 @@ class Cadence:
     eval_samples: int = option(64, "validation windows per pass, the same set at every pass", check=at_least(1))
     save_every: int = option(500, "steps between checkpoints (one is always written at the end)", check=at_least(1))
     log_every: int = option(10, "steps between metrics rows", check=at_least(1))
+    # Retention is not part of a run's identity: it may change on a resume. The checkpoint `latest` names is
+    # never removed (a resume and a spike rollback load it).
+    keep_last: int | None = option(
+        None, "keep only the newest N checkpoints (and --keep-every's)", shown_default="all", check=at_least(1)
+    )
+    keep_every: int | None = option(
+        None,
+        "with --keep-last: also keep every checkpoint whose step is a multiple of K (a multiple of --save-every)",
+        check=at_least(1),
+    )
+
+    def check(self, flag: Flag) -> None:
+        if self.keep_every is None:
+            return
+        if self.keep_last is None:
+            raise ConfigError(
+                f"{flag('keep_every')} {self.keep_every} keeps checkpoints that {flag('keep_last')} would remove; "
+                f"without {flag('keep_last')} every checkpoint is kept"
+            )
+        if self.keep_every % self.save_every:
+            raise ConfigError(
+                f"{flag('keep_every')} {self.keep_every} is not a multiple of {flag('save_every')} "
+                f"{self.save_every}: only steps that are multiples of both have checkpoints to keep"
+            )
 
 
 DTYPES = ("auto", "bf16", "fp32")
@@ -261,3 +331,22 @@ class Health:
             from ..health import parse_ranges
 
             parse_ranges(self.skip_data, flag("skip_data"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compute:
+    """How the forward and backward run: memory against speed (compute.py). None of these changes the numbers
+    beyond float rounding, so none is part of a run's identity: a resumed run may switch them."""
+
+    activation_checkpointing: str = option(
+        "none",
+        "what each block keeps for the backward: everything (none), only its input, recomputing the block "
+        "(full), or its matmul and attention outputs, recomputing norms, activations and rope (selective)",
+        choices=CHECKPOINTING,
+    )
+    loss_chunk: int = option(
+        LOSS_CHUNK,
+        "tokens per chunk of the LM head and loss: no more than this many tokens' logits exist at once",
+        check=at_least(1),
+    )
+    compile: bool = option(False, "torch.compile each block's forward (needs a C++ compiler on the CPU)")

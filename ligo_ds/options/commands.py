@@ -10,8 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compute import CHECKPOINTING
 from ..growth.spec import GrowthSpec
-from .blocks import Cadence, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
+from .blocks import Cadence, Compute, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
 from .declare import Command, at_least, between, block, option
 
 
@@ -74,9 +75,17 @@ class PretrainOptions(Command):
     data: Data = block(Data)
     loop: Loop = block(Loop)
     schedule: Schedule = block(Schedule)
+    branch_from: str | None = option(
+        None,
+        "start from another run's checkpoint (weights, optimizer state, data position) and train it to this "
+        "run's length: RUN_DIR/checkpoints/TAG from the stable phase of a --schedule wsd run, the same run "
+        "up to its length and schedule",
+        metavar="CHECKPOINT",
+    )
     optimizer: Optimizer = block(Optimizer)
     cadence: Cadence = block(Cadence)
     deepspeed: DeepSpeed = block(DeepSpeed)
+    compute: Compute = block(Compute)
     health: Health = block(Health)
 
     def total_steps(self, world_size: int) -> int:
@@ -92,6 +101,8 @@ class FitOptions(Command):
     loop: Loop = block(Loop)
     cadence: Cadence = block(Cadence, eval_every=25, save_every=50, log_every=5)
     deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    # full: a block's weights are produced again in the backward instead of kept, one block's alive at a time
+    compute: Compute = block(Compute, activation_checkpointing="full")
     health: Health = block(Health)
 
     def spec(self) -> GrowthSpec:
@@ -109,6 +120,7 @@ class FitOptions(Command):
             optimizer=self.fit.optimizer(),
             cadence=self.cadence,
             deepspeed=self.deepspeed,
+            compute=self.compute,
             health=self.health,
         )
 
@@ -126,12 +138,16 @@ class GrowOptions(Command):
     fit_micro_batch: int | None = option(
         None, "sequences per rank per fit step", shown_default="--micro-batch", check=at_least(1)
     )
+    # The fit keeps its own default: its blocks' weights are produced from the operator, and checkpointing
+    # them is what keeps one block's weights alive at a time (--activation-checkpointing is the training's).
+    fit_activation_checkpointing: str = option("full", "--activation-checkpointing of the fit", choices=CHECKPOINTING)
     data: Data = block(Data)
     loop: Loop = block(Loop)
     schedule: Schedule = block(Schedule)
     optimizer: Optimizer = block(Optimizer)
     cadence: Cadence = block(Cadence)
     deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    compute: Compute = block(Compute)
     health: Health = block(Health)
 
     def fit_phase(self) -> FitOptions:
@@ -143,6 +159,7 @@ class GrowOptions(Command):
             eval_every=min(self.cadence.eval_every, steps),
             save_every=min(self.cadence.save_every, steps),
             log_every=min(self.cadence.log_every, steps),
+            keep_every=None,  # counted in the training phase's steps; the fit keeps its --keep-last newest
         )
         return FitOptions(
             growth=self.growth,
@@ -152,6 +169,7 @@ class GrowOptions(Command):
             loop=dataclasses.replace(self.loop, micro_batch=micro),
             cadence=cadence,
             deepspeed=self.deepspeed,
+            compute=dataclasses.replace(self.compute, activation_checkpointing=self.fit_activation_checkpointing),
             # --skip-data counts the training phase's samples
             health=dataclasses.replace(self.health, skip_data=None),
         )
@@ -167,6 +185,7 @@ class GrowOptions(Command):
             optimizer=self.optimizer,
             cadence=self.cadence,
             deepspeed=self.deepspeed,
+            compute=self.compute,
             health=self.health,
         )
 

@@ -27,6 +27,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +184,12 @@ def integer(text: str) -> int:
         return int(number) * scale
     except ValueError:
         pass
+    # Decimal, not float: 1.1K is 1100 exactly (in floats 1.1 * 1000 is 1100.0000000000002, not an integer).
     try:
-        value = float(number) * scale
-    except ValueError:
+        value = Decimal(number) * scale
+    except InvalidOperation:
         raise ValueError(text) from None
-    if not value.is_integer():
+    if not value.is_finite() or value != value.to_integral_value():
         raise ValueError(text)
     return int(value)
 
