@@ -275,6 +275,21 @@ def pretrain_setup(tmp_path_factory):
     return root
 
 
+def refused_up_front(tmp_path, capsys, extra: list[str], message: str) -> None:
+    """`ligo-ds pretrain` with `extra` flags, in this process: exit 2 with one line matching `message`,
+    before any input is read or anything written."""
+    import re
+
+    from ligo_ds.cli import main
+
+    out = tmp_path / "run"
+    args = cli("pretrain", model=tmp_path / "tiny.json", data=tmp_path / "data", out=out, max_steps=10, warmup_steps=2)
+    assert main([*args, *extra]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not out.exists()
+
+
 def cli(command: str, *args, **flags) -> list[str]:
     """A `ligo-ds` command line: cli("fit", seq_len=32) -> ["fit", "--seq-len", "32"]; positional `args`
     (strings or paths) follow the flags."""

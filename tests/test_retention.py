@@ -3,14 +3,12 @@ in the middle of pruning leaves a run that resumes to the uninterrupted result."
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from ligo_ds.distributed.checkpoint import PRUNED, prune, read_manifest, to_prune
 from ligo_ds.errors import ConfigError
 
-from conftest import cli, train_args
+from conftest import refused_up_front, train_args
 from procs import ligo
 
 TAGS = [f"step{s}" for s in (2, 4, 6, 8, 10, 12)]
@@ -56,14 +54,7 @@ BAD = [
 
 @pytest.mark.parametrize("extra, message", BAD, ids=[" ".join(e) for e, _ in BAD])
 def test_bad_retention_is_refused_in_one_line(tmp_path, capsys, extra, message):
-    from ligo_ds.cli import main
-
-    out = tmp_path / "run"
-    args = cli("pretrain", model=tmp_path / "tiny.json", data=tmp_path / "data", out=out, max_steps=10, warmup_steps=2)
-    assert main([*args, *extra]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and re.search(message, lines[0]), lines
-    assert not out.exists()
+    refused_up_front(tmp_path, capsys, extra, message)
 
 
 @pytest.mark.multiproc

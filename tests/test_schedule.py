@@ -81,18 +81,9 @@ BAD_SCHEDULES = [
 
 @pytest.mark.parametrize("extra, message", BAD_SCHEDULES, ids=[" ".join(e) for e, _ in BAD_SCHEDULES])
 def test_bad_schedule_is_refused_in_one_line(tmp_path, capsys, extra, message):
-    import re
+    from conftest import refused_up_front
 
-    from ligo_ds.cli import main
-
-    from conftest import cli
-
-    out = tmp_path / "run"
-    args = cli("pretrain", model=tmp_path / "tiny.json", data=tmp_path / "data", out=out, max_steps=10, warmup_steps=2)
-    assert main([*args, *extra]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert re.search(message, lines[-1]), lines
-    assert not out.exists()
+    refused_up_front(tmp_path, capsys, extra, message)
 
 
 def test_only_a_schedule_other_than_cosine_joins_the_run_identity():
