@@ -361,7 +361,7 @@ def _write_shards(
         f = open(tmp / name, "wb")
         head = _header_bytes(header)
         f.write(head)
-        f.truncate(len(head) + max((e for v in header.values() for e in v["data_offsets"][1:]), default=0))
+        f.truncate(len(head) + sum(end - start for start, end in (v["data_offsets"] for v in header.values())))
         files.append(f)
         starts.append(len(head))
     written: set[str] = set()

@@ -13,7 +13,7 @@ from . import session
 from .data import open_data
 from .distributed import engine as ds_engine
 from .distributed import partition
-from .hf_io import CheckpointReader, hf_to_ours, tied_names
+from .hf_io import SourceWeights, tied_names
 from .model import Decoder
 from .model_config import ModelConfig
 from .options import PretrainOptions
@@ -22,9 +22,11 @@ from .trainer import StopRequest, Trainer, TrainState
 WeightSource = Callable[[str, torch.Size], torch.Tensor]
 
 
-def hf_weight_source(directory: Path, model_cfg: ModelConfig) -> WeightSource:
-    reader = CheckpointReader(directory)
-    return lambda name, shape: hf_to_ours(model_cfg, name, shape, reader.get)
+def hf_weight_source(directory: Path) -> WeightSource:
+    """An HF checkpoint's weights one tensor at a time, in any layout load_model reads (a base-model file's
+    names without the class prefix included), checked against its config first."""
+    weights = SourceWeights(directory)
+    return lambda name, shape: weights[name]
 
 
 def run(
@@ -60,7 +62,7 @@ def run(
     branch = session.plan_branch(s, opts) if tag is None and opts.branch_from else None
     if tag is None and branch is None:
         if init_weights is None and Path(opts.model).is_dir():
-            init_weights = hf_weight_source(Path(opts.model), model_cfg)
+            init_weights = hf_weight_source(Path(opts.model))
         if init_weights is not None:
             partition.load_weights(model, init_weights, tied_names(model_cfg))
     engine = ds_engine.make_engine(model, ds_engine.param_groups(model, opts.optimizer.weight_decay), s.ds_config)

@@ -143,6 +143,12 @@ def test_every_layout_transformers_loads(case, layout, tmp_path):
         theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()(ids).logits
         torch.testing.assert_close(theirs, model(ids).logits, atol=0, rtol=0)  # the file is complete
         torch.testing.assert_close(load_model(tmp_path).eval()(ids), theirs, atol=ATOL, rtol=0)
+    # `pretrain --model DIR` (and grow's training phase) reads the same files a tensor at a time
+    from ligo_ds.pretrain import hf_weight_source
+
+    source = hf_weight_source(tmp_path)
+    for name, tensor in load_model(tmp_path).state_dict().items():
+        torch.testing.assert_close(source(name, tensor.shape), tensor, atol=0, rtol=0)
 
 
 def test_base_model_checkpoint_of_an_untied_model_lacks_its_head(tmp_path):
