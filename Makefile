@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,mpi]'
 	touch $(STAMP)
 
-# System packages the launcher tests run for real: OpenMPI (mpirun), Slurm and munge. Installed when
-# missing and we are root on a Debian-like machine; otherwise the tests that need them say what to install.
-SYSTEM_PACKAGES = openmpi-bin libopenmpi-dev slurm-wlm munge
+# System packages the launcher tests run for real: OpenMPI (mpirun), Slurm and munge, and for the nodes of
+# tests/multinode/cluster.sh an sshd and pdsh (mpirun and the deepspeed runner reach the other nodes over
+# ssh). Installed when missing and we are root on a Debian-like machine; otherwise the tests that need them
+# say what to install.
+SYSTEM_PACKAGES = openmpi-bin libopenmpi-dev slurm-wlm munge openssh-server pdsh
 system-deps:
-	@if ! command -v mpirun >/dev/null 2>&1 || ! command -v slurmctld >/dev/null 2>&1 || ! [ -x /usr/sbin/munged ]; then \
+	@if ! command -v mpirun >/dev/null 2>&1 || ! command -v slurmctld >/dev/null 2>&1 || ! [ -x /usr/sbin/munged ] \
+	  || ! [ -x /usr/sbin/sshd ] || ! command -v pdsh >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $(SYSTEM_PACKAGES)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
@@ -37,12 +40,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# A real single-node Slurm runs for the duration of the tests and is stopped by PID afterwards, pass or
-# fail. Without root (it needs munge) the Slurm tests skip locally and fail under CI=true.
+# Three nodes (network namespaces with an sshd and a slurmd each, slurmctld beside them: a real multi-node
+# Slurm) run for the duration of the tests and are removed by name and PID afterwards, pass or fail.
+# Without root (namespaces, munge), or where the start fails, the multi-node tests skip locally; under
+# CI=true a failed start stops `make test` at once.
 test: lint $(STAMP) system-deps
-	@if [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null 2>&1; then tests/slurm/cluster.sh start; fi
-	SLURM_CONF=$(CURDIR)/.slurm/slurm.conf $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	  if [ -f .slurm/slurmctld.pid ]; then tests/slurm/cluster.sh stop; fi; exit $$rc
+	@if [ "$$(id -u)" = 0 ]; then tests/multinode/cluster.sh start 3 || [ -z "$$CI" ]; fi
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ -f .multinode/nodes ]; then tests/multinode/cluster.sh stop; fi; exit $$rc
 
 demo: $(STAMP)
 	$(PY) -m ligo_ds.demo --out demo

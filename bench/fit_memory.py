@@ -5,8 +5,9 @@
     python bench/fit_memory.py --code /other/ligo_ds_checkout   # another version's code (before/after)
 
 Each rank's peak resident set (VmHWM from /proc) is read while the job runs; the ranks' processes are the
-Python processes under torchrun. `base` is a rank's resident set once torch and deepspeed are imported and
-before anything is read (measured separately): the memory no sharding can remove. The table shows the
+Python processes under torchrun. `base` is a rank's resident set once torch, deepspeed and transformers'
+model class for the source are imported and before any weight is read (measured separately): the memory
+no sharding can remove. The table shows the
 largest and smallest rank's peak, the same above `base`, and the ratio of the largest to one rank's.
 """
 
@@ -86,9 +87,15 @@ def run_and_watch(argv: list[str], env: dict, cwd: Path, log: Path) -> dict[int,
     return peaks
 
 
-def base_rss(env: dict, cwd: Path) -> int:
-    code = "import torch, deepspeed, ligo_ds.fit, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True)
+def base_rss(env: dict, cwd: Path, source: Path) -> int:
+    # What a rank imports before it reads any weight: torch, deepspeed, ligo_ds, and transformers with the
+    # source's model class (hf_io.SourceWeights asks the class for its checkpoint layout; ~0.15 GB).
+    code = (
+        "import sys, resource, torch, deepspeed, ligo_ds.fit; from ligo_ds.hf_io import SourceWeights; "
+        "SourceWeights(sys.argv[1]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    argv = [sys.executable, "-c", code, str(source)]
+    out = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) * 1024
 
 
@@ -142,7 +149,7 @@ def main() -> int:
         # the live memory's (the runs are slower: every large tensor is a fresh mapping).
         "MALLOC_MMAP_THRESHOLD_": "131072",
     }
-    base = base_rss(env, code)
+    base = base_rss(env, code, source)
     rows = []
     for n in [int(x) for x in args.ranks.split(",")]:
         out = work / f"run{n}"

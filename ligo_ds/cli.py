@@ -24,6 +24,7 @@ from .options import (
     FitOptions,
     GrowOptions,
     InspectOptions,
+    PlanOptions,
     PrepareOptions,
     PretrainOptions,
     ReportOptions,
@@ -182,6 +183,51 @@ def cmd_report(opts: ReportOptions) -> int:
     return 0
 
 
+def cmd_plan(opts: PlanOptions) -> int:
+    """Per-rank memory of a fit and of pretraining, the operator's size, FLOPs and time per step, as a table.
+
+    Reads config.json files only (TARGET, and SOURCE for the fit's row) and the DeepSpeed JSON; builds
+    nothing but the operator on the meta device. Memory is a sum of named terms (ligo_ds/plan.py says
+    each one's formula); bench/plan.py checks them against measured peaks. Exits 2, naming what would
+    fit, when a phase needs more than --gpu-memory per rank.
+    """
+    from .flops import PEAK_TFLOPS
+    from .model_config import ModelConfig
+    from .plan import GiB, Setup, check_fits, load_zero, plan, render
+
+    tgt = ModelConfig.from_file(opts.target)
+    src = None if opts.source is None else ModelConfig.from_file(opts.source)
+    d = opts.deepspeed
+    dtype = d.dtype if d.dtype != "auto" else ("bf16" if opts.device == "cuda" else "fp32")
+    # Without --peak-tflops a GPU is taken to be an H100/H200 (flops.PEAK_TFLOPS); a CPU has no time column.
+    peak = d.peak_tflops * 1e12 if d.peak_tflops else (PEAK_TFLOPS["H100"] * 1e12 if opts.device == "cuda" else None)
+    setup = Setup(
+        world_size=opts.world_size,
+        zero=load_zero(d.ds_config),
+        dtype=dtype,
+        device=opts.device,
+        micro_batch=opts.micro_batch,
+        fit_micro_batch=opts.fit_micro_batch or opts.micro_batch,
+        seq_len=opts.seq_len,
+        checkpointing=opts.activation_checkpointing,
+        fit_checkpointing=opts.fit_activation_checkpointing,
+        loss_chunk=opts.loss_chunk,
+        mfu=opts.mfu,
+        peak_flops=peak,
+    )
+    phases = plan(tgt, src, setup, opts.order)
+    sizes = {"target parameters": tgt.num_params()}
+    if src is not None:
+        from .plan import operator_sizes
+
+        coeffs, frozen, _, _ = operator_sizes(src, tgt, opts.order)
+        sizes = {"source parameters": frozen, "operator coefficients": coeffs, **sizes}
+    print(render(phases, setup, sizes))
+    limit = int(opts.gpu_memory * GiB) if opts.gpu_memory and opts.device == "cuda" else None
+    check_fits(phases, limit, lambda alt: plan(tgt, src, alt, opts.order), setup)
+    return 0
+
+
 # name -> (function, its options, whether it takes --config FILE). The order is the order of --help.
 COMMANDS: dict[str, tuple[Callable[[Any], int], type, bool]] = {
     "prepare": (cmd_prepare, PrepareOptions, True),
@@ -192,6 +238,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], int], type, bool]] = {
     "export": (cmd_export, ExportOptions, False),
     "eval": (cmd_eval, EvalOptions, False),
     "report": (cmd_report, ReportOptions, False),
+    "plan": (cmd_plan, PlanOptions, True),
 }
 
 

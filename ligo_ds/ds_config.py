@@ -137,3 +137,57 @@ def resolve_ds_config(
     out.setdefault("steps_per_print", 2**31 - 1)  # we log ourselves
     out.setdefault("wall_clock_breakdown", False)
     return out
+
+
+# ---- the fit's ZeRO-3 sizes ------------------------------------------------------------------------
+
+# The ZeRO-3 knobs that size what a rank holds beyond its own partition, with DeepSpeed 0.19.8's defaults
+# (deepspeed/runtime/zero/config.py), none of which depends on the number of ranks:
+#   reduce_bucket_size           the gradient bucket, allocated whole with contiguous_gradients
+#   stage3_prefetch_bucket_size  parameters gathered ahead of the module that needs them
+#   stage3_max_live_parameters   gathered parameters beyond which nothing more is prefetched
+#   stage3_max_reuse_distance    a module whose parameters are read again within this many elements keeps
+#                                them gathered (the fit reads every source layer for every target block)
+#   sub_group_size               optimizer sub-groups; DeepSpeed zero-fills a gradient buffer the size of the
+#                                largest sub-group's whole (unpartitioned) parameters, and the optimizer's
+#                                step works on one sub-group at a time
+ZERO3_SIZE_DEFAULTS = {
+    "reduce_bucket_size": 500_000_000,
+    "stage3_prefetch_bucket_size": 50_000_000,
+    "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_max_reuse_distance": 1_000_000_000,
+    "sub_group_size": 1_000_000_000,
+}
+# Optimizer sub-groups of at least this many elements per rank: each is a separate optimizer step, and on
+# GPUs thousands of tiny steps would cost more in launches than their buffers save.
+MIN_SUB_GROUP = 1_000_000
+
+
+def fit_zero3_bounds(block_params: int, world_size: int) -> dict[str, int]:
+    """Upper bounds for the fit's ZeRO-3 size knobs: each buffer at most one target block of `block_params`
+    parameters, so that what a rank holds beyond its partition does not grow with the model's depth, and
+    the optimizer's sub-groups about one block in all (a rank's share of it, at least MIN_SUB_GROUP)."""
+    b = block_params
+    return {
+        "reduce_bucket_size": b,
+        "stage3_prefetch_bucket_size": b,
+        "stage3_max_live_parameters": 2 * b,  # the module running plus one block prefetched
+        "stage3_max_reuse_distance": b,
+        "sub_group_size": max(-(-b // world_size), MIN_SUB_GROUP),
+    }
+
+
+def bound_zero3_sizes(ds_config: dict, bounds: dict[str, int]) -> tuple[dict, dict[str, tuple[int, int]]]:
+    """(ds_config with each knob of `bounds` at most its bound, {knob: (was, now)} for the knobs the config
+    set above it). A ZeRO-1/2 config is returned as it is."""
+    if zero_stage(ds_config) != 3:
+        return ds_config, {}
+    out = copy.deepcopy(ds_config)
+    zero = out["zero_optimization"]
+    lowered = {}
+    for key, bound in bounds.items():
+        was = int(zero.get(key, ZERO3_SIZE_DEFAULTS[key]))
+        zero[key] = min(was, bound)
+        if key in ds_config["zero_optimization"] and was > bound:
+            lowered[key] = (was, bound)
+    return out, lowered

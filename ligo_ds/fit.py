@@ -21,11 +21,12 @@ from . import session, tokenizer
 from .data import TokenData, open_data
 from .distributed import engine as ds_engine
 from .distributed import launch, partition
-from .ds_config import ds_config_path, zero_stage
+from .ds_config import bound_zero3_sizes, ds_config_path, fit_zero3_bounds, zero_stage
 from .errors import ConfigError
-from .flops import operator_flops
+from .flops import operator_flops, vocab_flops_per_token
 from .growth import GrownModel, LiGOOperator, iter_grown_state, meta_operator
 from .hf_io import SourceWeights
+from .model import Block
 from .model_config import ModelConfig
 from .options import FitOptions, load_json, to_flat
 from .rundir import RunDir, source_record, versions, write_json_atomic
@@ -48,7 +49,7 @@ def movement(model: GrownModel, initial: dict[str, torch.Tensor], partitioned: b
         if name not in initial:
             continue
         k = next(i for i, prefix in enumerate(MOVEMENT_GROUPS) if name.startswith(prefix))
-        now, start = partition.local_shard(p).double().cpu(), initial[name]
+        now, start = partition.local_shard(p).double().cpu(), initial[name].double()
         sums[2 * k] += (now - start).square().sum()
         sums[2 * k + 1] += start.square().sum()
     if partitioned:
@@ -73,6 +74,19 @@ def check_compute(opts: FitOptions, checkpointing_flag: str) -> None:
             f"{checkpointing_flag} selective cannot run in a fit under ZeRO-3 (--ds-config {ds}): ZeRO-3 "
             "gathers the operator's weights inside each block's recomputed region; use full or none, or ZeRO-1/2"
         )
+
+
+def _bound_zero3(s: session.Session, target: ModelConfig) -> None:
+    """Hold the fit's ZeRO-3 buffers to about one target block (ds_config.fit_zero3_bounds), in the config
+    DeepSpeed gets and in the run's ds_config.json; a knob the DeepSpeed JSON set higher is named."""
+    with torch.device("meta"):
+        block = sum(p.numel() for p in Block(target).parameters())
+    s.ds_config, lowered = bound_zero3_sizes(s.ds_config, fit_zero3_bounds(block, s.d.world_size))
+    if s.d.is_main:
+        write_json_atomic(s.run_dir.ds_config, s.ds_config)
+        if lowered:
+            shown = ", ".join(f"{k} {was:,} -> {now:,}" for k, (was, now) in lowered.items())
+            print(f"fit: ZeRO-3 buffers held to one target block ({block:,} parameters): {shown}", flush=True)
 
 
 @dataclass
@@ -130,6 +144,7 @@ def run(
         },
     )
     d = s.d
+    _bound_zero3(s, target)
     prod_flops = operator_flops(shapes)
     # The source is read tensor by tensor as the operator is built: under ZeRO-3 each source layer is
     # partitioned as soon as it exists, so no rank holds more than one layer of it (or of the operator).
@@ -143,8 +158,9 @@ def run(
     if c.compile:
         model.compile_blocks()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    # Kept in the parameters' own dtype (exact), converted to float64 only in movement().
     initial = {
-        n: partition.local_shard(p).detach().double().cpu().clone()
+        n: partition.local_shard(p).detach().cpu().clone()
         for n, p in model.operator.named_parameters()
         if p.requires_grad
     }
@@ -156,8 +172,11 @@ def run(
     if d.is_main:
         write_json_atomic(s.run_dir.root / "partition.json", report)
     partitioned = partition.is_partitioned(trainable[0])
-    # Every rank produces all the weights, and back-propagates into the operator, on every micro-batch.
-    extra = float(prod_flops * d.world_size * opts.loop.grad_accum)
+    # Every rank produces all the weights, and back-propagates into the operator, on every micro-batch; its
+    # embedding and head cost per token what vocab_flops_per_token says beyond the large model's head.
+    micro_tokens = opts.loop.micro_batch * opts.data.seq_len
+    per_micro = prod_flops + micro_tokens * vocab_flops_per_token(shapes)
+    extra = float(per_micro * d.world_size * opts.loop.grad_accum)
     trainer = Trainer(
         engine,
         s,

@@ -12,7 +12,9 @@ and token forward, counted over the full T x T square (the PaLM convention, whic
 are usually quoted against), with d_attn = heads x head_dim.
 
 A LiGO fit step adds the operator's own work, `operator_flops`: producing every large weight and
-back-propagating into the coefficients, counted by running it once.
+back-propagating into the coefficients, counted by running it once; and per token `vocab_flops_per_token`,
+what the fit's embedding and head cost beyond the large model's head (negative: the fit never produces the
+vocabulary x D2 matrices and runs its head at the source's width, growth/operator.py LiGOOperator.head).
 """
 
 from __future__ import annotations
@@ -63,7 +65,19 @@ def operator_flops(operator: LiGOOperator) -> int:
             torch.autograd.grad(tensors, learned, [torch.ones_like(t) for t in tensors], allow_unused=True)
         return counter.get_total_flops()
 
-    return count(operator.global_weights) + operator.tgt.num_layers * count(lambda: operator.block(0, operator.depth()))
+    blocks = operator.tgt.num_layers * count(lambda: operator.block(0, operator.depth()))
+    residual = count(lambda: operator.residual(groups=operator.vocab_groups()))  # what embed and head read
+    return count(lambda: operator.global_weights(vocab=False)) + residual + blocks
+
+
+def vocab_flops_per_token(operator: LiGOOperator) -> int:
+    """Per trained token, the fit's embedding and head less the large model's head (6 V D2, counted in
+    train_flops_per_token). The fit widens each token's embedding row (2 D1 D2, and as much again for the
+    residual matrix's gradient), takes the head's input to the source's width, h M (2 D2 D1; its backward
+    twice that), and runs the source's head on it (2 V D1, and its input gradient as much again: the
+    source's matrix is frozen)."""
+    d1, d2, v = operator.src.hidden_size, operator.tgt.hidden_size, operator.tgt.vocab_size
+    return 4 * d1 * d2 + 6 * d2 * d1 + 4 * v * d1 - 6 * v * d2
 
 
 # Dense bf16 tensor-core peaks from vendor datasheets, matched as substrings of the device name.

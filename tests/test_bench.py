@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
+import time
 
 import pytest
 
-from ligo_ds.options import PrepareOptions, to_args
-from ligo_ds.prepare import prepare
+from ligo_ds.options import to_args
 from ligo_ds.report import compare, load_curve
 from ligo_ds.rundir import read_metrics
 
@@ -30,22 +31,69 @@ def corpus(tmp_path_factory):
     return root
 
 
-def test_throughput_tiny(corpus, tmp_path):
-    prepare(PrepareOptions(source=str(corpus / "corpus"), out=str(tmp_path / "data"), vocab_size=320, val_fraction=0.1))
-    script = [sys.executable, ROOT / "bench" / "throughput.py"]
-    out = subprocess.run(
-        [*map(str, script), *to_args(preset="tiny", data=tmp_path / "data", json=tmp_path / "t.json")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=job_env(),
-        cwd=ROOT,
+def test_gpu_run_tiny_runs_each_stage_and_stops_one_at_its_budget(tmp_path):
+    """bench/gpu_run.sh --tiny, the GPU run's script on the CPU: set-up (the GPU's steps skipped), the tiny
+    data, a savings stage stopped by its budget (its runs still packed without weights, the next stage
+    still run, exit 1), and throughput's sweep with a non-default row that the fit is compared with."""
+    env = {**job_env(), "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "GPU_RUN_WORK": str(tmp_path / "work")}
+    script = ["bash", str(ROOT / "bench" / "gpu_run.sh"), "--tiny", "savings", "llama", "throughput"]
+    run = subprocess.run(
+        script, capture_output=True, text=True, timeout=900, env={**env, "SAVINGS_BUDGET_S": "6"}, cwd=ROOT
     )
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads((tmp_path / "t.json").read_text())
-    assert result["peak_flops"] > 0 and len(result["rows"]) == 1 and len(result["fit"]) == 1
-    assert all(r["ligo_tokens_per_s"] > 0 and r["hf_tokens_per_s"] > 0 for r in result["rows"])
-    assert "| gpt2-2L/64 | zero3 | 1 | 2 |" in out.stdout and "fit step / train step" in out.stdout
+    assert run.returncode == 1 and "not complete: savings llama (exit 124)" in run.stdout, run.stdout[-4000:]
+    out = tmp_path / "out"
+    names = ["gpu_run.log", "savings_llama.md", "savings_llama.tar.gz", "throughput.md", "throughput.tar.gz"]
+    assert sorted(f.name for f in out.iterdir()) == names
+    assert "TORCH_CUDA_ARCH_LIST and FusedAdam skipped" in (out / "gpu_run.log").read_text()
+    assert "stopped at its budget of 6 s" in (out / "savings_llama.md").read_text()
+    with tarfile.open(out / "savings_llama.tar.gz") as packed:
+        kept = packed.getnames()
+    assert all(n.startswith("tiny/") and "checkpoints" not in n and not n.endswith(".safetensors") for n in kept)
+
+    with tarfile.open(out / "throughput.tar.gz") as packed:
+        result = json.load(packed.extractfile("./throughput.json"))
+        jobs_log = packed.extractfile("./jobs.log").read().decode()
+    rows = {r["name"]: r for r in result["rows"]}
+    assert result["peak_flops"] > 0 and not result["skipped"] and len(rows) == 3
+    assert all(r["tokens_per_s"] > 0 and "failed" not in r for r in rows.values())
+    variant, fit = rows["ligo_ds_gpt2-2L_64_zero3_x1_c0_full_l0"], rows["fit_gpt2-2L_64_zero3_x1_c0_full_l0_paper"]
+    assert variant["checkpointing"] == "full" and not variant["chunked_loss"] and fit["train_row"] == variant["name"]
+    # the row's options reach its command line: one chunk is the whole micro-batch, 2 x 32 tokens
+    assert jobs_log.count("--no-compile --activation-checkpointing full --loss-chunk 64") == 2
+    table = (out / "throughput.md").read_text()
+    assert "| gpt2-2L/64 | zero3 | 1 | 2 | ligo_ds | no | full | one chunk |" in table
+    assert "| gpt2-2L/64 | zero3 | 1 | 2 | HF + DeepSpeed |" in table and "fit step / training step" in table
+    assert table in (out / "gpu_run.log").read_text()
+
+
+def test_throughput_budget_cuts_the_end_of_the_list_and_a_failed_job_stays_a_row():
+    """throughput.py's loop over stand-in jobs of half a second: a job starts only while the longest so far
+    fits in what is left of the budget, and is given that much time (plus 30 s); a failed job is a row
+    marked failed, and the next job still runs."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import throughput
+
+    started = []
+
+    class Jobs:
+        peak, log = 1e12, "jobs.log"
+
+        def run(self, job, timeout):
+            started.append((job.kind, timeout))
+            time.sleep(0.5)
+            if job.kind == "hf":
+                raise throughput.JobFailed("exit code 1")
+            return 1000.0, 0.5
+
+    p = throughput.PRESETS["tiny"]  # the HF baseline, one ligo_ds row, the fit
+    results, skipped = throughput.run_preset(p, Jobs(), budget=1.4)
+    assert [kind for kind, _ in started] == ["hf", "ligo_ds"] and [j.kind for j in skipped] == ["fit"]
+    assert started[0][1] == pytest.approx(31.4, abs=0.05) and started[1][1] == pytest.approx(30.9, abs=0.2)
+    hf, ours = (results[j] for j in p.jobs[:2])
+    assert hf["failed"] == "exit code 1" and ours["tokens_per_s"] == 1000.0 and 0 < ours["mfu"] < 1
+    table = throughput.tables(p, results, skipped)
+    assert "| HF + DeepSpeed | - | - | whole batch, F.cross_entropy | failed | - | - | - |" in table
+    assert "| ligo_ds | no | full | one chunk | 1,000 |" in table and f"skipped (budget): {p.jobs[2].name}" in table
 
 
 def test_prepare_bench_tiny_merges_its_rows_with_another_implementations(tmp_path):

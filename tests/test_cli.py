@@ -23,7 +23,7 @@ def ligo(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_help_lists_every_subcommand():
     out = ligo("--help")
     assert out.returncode == 0
-    for name in ("prepare", "pretrain", "fit", "grow", "export", "eval", "report", "inspect"):
+    for name in ("prepare", "pretrain", "fit", "grow", "export", "eval", "report", "inspect", "plan"):
         assert f"    {name}" in out.stdout
 
 

@@ -98,3 +98,20 @@ def test_presets_ship_in_the_package():
         path = ds_config_path(name)
         assert path.parent.name == "ds_configs" and zero_stage(load_json(path, "preset")) == int(name[4])
     assert ds_config_path("my.json").name == "my.json", "a path is taken as given"
+
+
+def test_fit_bounds_zero3_buffers_to_one_block():
+    from ligo_ds.ds_config import MIN_SUB_GROUP, bound_zero3_sizes, fit_zero3_bounds
+
+    bounds = fit_zero3_bounds(8_000_000, 4)
+    assert bounds["reduce_bucket_size"] == bounds["stage3_max_reuse_distance"] == 8_000_000
+    assert bounds["sub_group_size"] == 2_000_000 and fit_zero3_bounds(8_000_000, 64)["sub_group_size"] == MIN_SUB_GROUP
+    preset = load_json(ds_config_path("zero3"), "ds")
+    out, lowered = bound_zero3_sizes(preset, bounds)
+    zero = out["zero_optimization"]
+    assert zero["reduce_bucket_size"] == 8_000_000 and zero["sub_group_size"] == 2_000_000
+    assert lowered["reduce_bucket_size"] == (50_000_000, 8_000_000) and "sub_group_size" not in lowered
+    assert preset["zero_optimization"]["reduce_bucket_size"] == 50_000_000, "the user's dict is left as it was"
+    small = {"zero_optimization": {"stage": 3, "reduce_bucket_size": 1000}}
+    assert bound_zero3_sizes(small, bounds)[0]["zero_optimization"]["reduce_bucket_size"] == 1000
+    assert bound_zero3_sizes({"zero_optimization": {"stage": 2}}, bounds) == ({"zero_optimization": {"stage": 2}}, {})

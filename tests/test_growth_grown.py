@@ -68,4 +68,4 @@ def test_gradients_reach_operator_only(case):
     assert learned and frozen
     assert [n for n, p in learned if p.grad is None or not p.grad.abs().sum() > 0] == []
     assert [n for n, p in frozen if p.grad is not None] == []
-    assert {n.split(".")[0] for n, _ in frozen} == {"source_layers", "source_global"}
+    assert {n.split(".")[0] for n, _ in frozen} == {"source_layers", "source_global", "source_vocab"}

@@ -26,6 +26,7 @@ REQUIRED = {
     "export": dict(run="r", out="o"),
     "eval": dict(model="m"),
     "report": dict(runs=["a"], out="o"),
+    "plan": dict(target="t.json"),
 }
 PRETRAIN = REQUIRED["pretrain"]
 GROW = REQUIRED["grow"]

@@ -109,8 +109,10 @@ def init() -> Dist:
         accel.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
-        # Ranks on one machine share its cores; oversubscribed intra-op threads slow every rank down.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        # Ranks on one machine share its cores; oversubscribed intra-op threads slow every rank down. The
+        # cores are those this process may run on (a Slurm or cgroup allocation), not all the machine's.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // max(1, local_world)))
         device = torch.device("cpu")
     return Dist(rank, world, local_rank, local_world, device, launcher)
 

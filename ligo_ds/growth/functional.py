@@ -24,6 +24,11 @@ def expand(w_OI: torch.Tensor, out_B: torch.Tensor | None, in_A: torch.Tensor | 
     return w_OI
 
 
+def expand_rows(x: torch.Tensor, in_A: torch.Tensor) -> torch.Tensor:
+    """x A^T over the last dim of x (any leading dims): rows of W, expanded as expand(W, None, A) would."""
+    return (x.flatten(0, -2) @ in_A.T).unflatten(0, x.shape[:-1])
+
+
 def expand_heads(w: torch.Tensor, e_HH: torch.Tensor, head_dim: int, dim: int) -> torch.Tensor:
     """Apply (E kron I_head_dim) along `dim` of `w` without materialising the Kronecker product.
 

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..compute import LOSS_CHUNK, Selective, checkpointed, chunked_lm_loss, compile_forward
+from ..compute import LOSS_CHUNK, Selective, checkpointed, compile_forward
 from ..hf_io import write_checkpoint
 from ..model import Block, Decoder, make_norm
 from ..rope import rope_tables
@@ -62,9 +61,12 @@ class GrownModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.operator.tgt
-        g = self.operator.global_weights()
+        # The vocabulary matrices are not produced: the embedding widens the batch's rows and the head runs
+        # at the source's width (LiGOOperator.embed, .head), so no rank holds a vocabulary x D2 matrix.
+        g = self.operator.global_weights(vocab=False)
+        residual = self.operator.residual(groups=self.operator.vocab_groups())
         T = ids.shape[1]
-        x = F.embedding(ids, g["tok_emb.weight"])
+        x = self.operator.embed(ids, residual)
         if "pos_emb.weight" in g:
             x = x + g["pos_emb.weight"][:T]
         rope = rope_tables(cfg, T, ids.device) if cfg.positions == "rope" else None
@@ -73,9 +75,7 @@ class GrownModel(nn.Module):
             x = checkpointed(self.checkpointing, self._block_forward, i, x, depth, rope, policy=self._selective)
         _, norm = self._skel()
         x = functional_call(norm, {k[len("norm.") :]: v for k, v in g.items() if k.startswith("norm.")}, (x,))
-        head = g["tok_emb.weight"] if cfg.tie_embeddings else g["lm_head.weight"]
-        # The head is a tensor the operator produced, not a parameter: nothing to gather, call it directly.
-        return F.linear(x, head) if targets is None else chunked_lm_loss(x, head, targets, self.loss_chunk)
+        return self.operator.head(x, residual, targets, self.loss_chunk)
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ fresh tensors: that is the contract ZeRO-3's gather/release hooks assume (a part
 complete only during its owner's forward). The source weights are frozen parameters, so ZeRO-3
 partitions them too.
 
-    SourceLayer   frozen weights of one source layer (and one module for embeddings/final norm/head)
+    SourceLayer   frozen weights of one source layer (and one module for the vocabulary matrices, one for
+                  the positions and final norm)
     LayerWidth    per-layer expansions: heads of Q, K, V (E_q, E_k, E_v) and the MLP hidden units (B_mlp)
     ResidualWidth the one global residual expansion B_emb
     DepthMixing   one L2 x L1 matrix per module kind
@@ -18,8 +19,10 @@ and materialisation are in grown.py.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..compute import chunked_lm_loss
 from ..model_config import ModelConfig
 from . import functional as G
 from . import init as I
@@ -36,6 +39,9 @@ from .layout import (
 from .spec import ORDERS, TYINGS, GrowthSpec, check_growable
 
 Sides = tuple  # (group on dim 0, group on dim 1), each a width group name or None
+# The vocabulary x width matrices. A fit never produces them whole: it widens a batch's embedding rows and
+# runs the head at the source's width (LiGOOperator.embed, .head); only an export produces them.
+VOCAB = ("tok_emb.weight", "lm_head.weight")
 
 
 def apply_side(w: torch.Tensor, mat: torch.Tensor, dim: int, heads: bool, head_dim: int) -> torch.Tensor:
@@ -46,7 +52,11 @@ def apply_side(w: torch.Tensor, mat: torch.Tensor, dim: int, heads: bool, head_d
 
 class SourceLayer(nn.Module):
     """Frozen copies of given tensors, as parameters named by position; forward returns them, in order,
-    as fresh tensors. What each one is lives with the operator (one list for every layer)."""
+    as fresh tensors. What each one is lives with the operator (one list for every layer).
+
+    forward(read) returns read(tensors) instead, computed while they are gathered: what a consumer needs
+    of a large tensor (a few rows, a product) without a copy of it. Its results must not require grad,
+    so that autograd keeps nothing of the tensors (ZeRO-3 frees them when forward returns)."""
 
     def __init__(self, tensors: list[torch.Tensor]):
         super().__init__()
@@ -54,8 +64,13 @@ class SourceLayer(nn.Module):
             t = t.detach().clone(memory_format=torch.contiguous_format)
             self.register_parameter(str(i), nn.Parameter(t, requires_grad=False))
 
-    def forward(self) -> list[torch.Tensor]:
-        return [p.clone() for p in self.parameters(recurse=False)]
+    def forward(self, read=None):
+        tensors = list(self.parameters(recurse=False))
+        if read is None:
+            return [p.clone() for p in tensors]
+        out = read(tensors)
+        assert not any(t.requires_grad for t in out if isinstance(t, torch.Tensor)), "read must not keep the tensors"
+        return out
 
 
 class LayerWidth(nn.Module):
@@ -107,13 +122,19 @@ class ResidualWidth(nn.Module):
         self.b_emb = nn.Parameter(b_emb.clone())
         self.tying, self.tied_head = tying, tied_head
 
-    def forward(self, pieces: list[tuple[Sides, torch.Tensor]]) -> list[torch.Tensor]:
+    def forward(self, pieces: list[tuple[Sides, torch.Tensor]] | None = None, groups: frozenset = frozenset()):
+        """The shared groups applied to each piece; without pieces, the matrices of `groups` (fresh tensors)."""
         b = self.b_emb
-        a = TYINGS[self.tying](b)
+        if pieces is not None:
+            groups = {g for sides, _ in pieces for g in sides}
         # With a tied head the embedding is a producer (B) and the head reads through it, so under
         # 'inverse' the copy counts are folded into the final norm instead: the head's input side is then
-        # B itself, and the norm's output side the left inverse.
+        # B itself, and the norm's output side the left inverse. A is computed only when read.
+        needs_a = "emb_in" in groups or ("emb_final" in groups and self.tied_head)
+        a = TYINGS[self.tying](b) if needs_a else None
         mats = {"emb": b, "emb_in": a, "emb_final": a if self.tied_head else b}
+        if pieces is None:
+            return {k: mats[k].clone() for k in groups}
         out = []
         for sides, w in pieces:
             for dim, group in enumerate(sides):
@@ -155,9 +176,10 @@ class LiGOOperator(nn.Module):
             self.block_pieces = pieces
             layers.append(SourceLayer(tensors))
         self.source_layers = nn.ModuleList(layers)
-        self.global_names = [
-            k for k in GLOBAL_LAYOUT if k in source_state and not (k == "lm_head.weight" and src.tie_embeddings)
-        ]
+        names = [k for k in GLOBAL_LAYOUT if k in source_state and not (k == "lm_head.weight" and src.tie_embeddings)]
+        self.vocab_names = [k for k in names if k in VOCAB]
+        self.global_names = [k for k in names if k not in VOCAB]
+        self.source_vocab = SourceLayer([source_state[k] for k in self.vocab_names])
         self.source_global = SourceLayer([source_state[k] for k in self.global_names])
         # The order of draws from `gen` below fixes the initial operator for a seed: keep it.
         width = I.WIDTH_INITS[spec.width_init]
@@ -222,10 +244,58 @@ class LiGOOperator(nn.Module):
         grown = self.residual(list(zip(self._sides(), acc)))
         return fuse(list(zip(self.block_pieces, grown)))
 
-    def global_weights(self) -> dict[str, torch.Tensor]:
-        tensors = self.source_global()
-        grown = self.residual([(GLOBAL_LAYOUT[name], t) for name, t in zip(self.global_names, tensors)])
-        return dict(zip(self.global_names, grown))
+    def global_weights(self, vocab: bool = True) -> dict[str, torch.Tensor]:
+        """The weights outside the blocks; `vocab=False` leaves out the vocabulary matrices (see VOCAB)."""
+        grown = self.residual([(GLOBAL_LAYOUT[n], t) for n, t in zip(self.global_names, self.source_global())])
+        out = dict(zip(self.global_names, grown))
+        if not vocab:
+            return out
+        if torch.is_grad_enabled():
+            tensors = self.source_vocab()
+            grown = self.residual([(GLOBAL_LAYOUT[n], t) for n, t in zip(self.vocab_names, tensors)])
+        else:  # nothing is kept for a backward: widen the source's matrices where they lie, without a copy
+            residual = self.residual(groups=frozenset(GLOBAL_LAYOUT[n][1] for n in self.vocab_names))
+            sides = [self._vocab_side(n, residual)[1] for n in self.vocab_names]
+            grown = self.source_vocab(lambda tensors: [G.expand(t, None, m) for t, m in zip(tensors, sides)])
+        out.update(zip(self.vocab_names, grown))
+        return {n: out[n] for n in GLOBAL_LAYOUT if n in out}  # in the table's order, as the files list them
+
+    def vocab_groups(self) -> frozenset:
+        """The residual groups the fit's embedding and head read (embed, head): residual(groups=...)."""
+        head = "tok_emb.weight" if self.tgt.tie_embeddings else "lm_head.weight"
+        return frozenset(GLOBAL_LAYOUT[n][1] for n in ("tok_emb.weight", head))
+
+    def _vocab_side(self, name: str, residual: dict[str, torch.Tensor]) -> tuple[int, torch.Tensor]:
+        """(position among the source's vocabulary matrices, the matrix M of its input side): the grown
+        matrix is W M^T, W the source's (vocabulary x D1), M (D2 x D1)."""
+        out, inp = GLOBAL_LAYOUT[name]
+        assert out is None and inp in residual, f"{name}: a vocabulary matrix is widened on its input side only"
+        return self.vocab_names.index(name), residual[inp]
+
+    def embed(self, ids: torch.Tensor, residual: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The grown token embedding of `ids` (B x T x D2), `residual` the residual groups' matrices
+        (self.residual(groups=self.vocab_groups())). Row r of W M^T is (row r of W) M^T: only the batch's
+        rows are widened."""
+        k, m = self._vocab_side("tok_emb.weight", residual)
+        rows = self.source_vocab(lambda tensors: F.embedding(ids, tensors[k]))
+        return G.expand_rows(rows, m)
+
+    def head(
+        self, h: torch.Tensor, residual: dict[str, torch.Tensor], targets: torch.Tensor | None, loss_chunk: int
+    ) -> torch.Tensor:
+        """The grown head on hidden states h (B x T x D2): logits, or the mean loss against `targets`
+        (compute.chunked_lm_loss). The head is W M^T, so h (W M^T)^T = (h M) W^T: it runs at the source's
+        width, on the source's own matrix, and the vocabulary x D2 head is never formed."""
+        k, m = self._vocab_side("tok_emb.weight" if self.tgt.tie_embeddings else "lm_head.weight", residual)
+        h_m = h @ m
+        grad = torch.is_grad_enabled() and h_m.requires_grad
+        if targets is None:
+            if grad:  # logits to back-propagate through need W kept: take a copy (never in a fit)
+                w = self.source_vocab()[k]
+                return F.linear(h_m, w)
+            return self.source_vocab(lambda tensors: F.linear(h_m, tensors[k]))
+        loss, d_hm = self.source_vocab(lambda tensors: _loss_and_grad(h_m, tensors[k], targets, loss_chunk, grad))
+        return _WithGrad.apply(h_m, loss, d_hm) if grad else loss
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def param_counts(self) -> dict[str, int]:
@@ -247,14 +317,39 @@ class LiGOOperator(nn.Module):
         )
 
 
+def _loss_and_grad(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int, grad: bool):
+    """(mean loss of the head w on h, its gradient with respect to h or None), neither requiring grad.
+    chunked_lm_loss computes the gradient in its forward, a chunk at a time; w is frozen, so its
+    backward only scales that gradient and reads nothing of w."""
+    h = h.detach().requires_grad_(grad)
+    with torch.enable_grad():
+        loss = chunked_lm_loss(h, w, targets, chunk)
+    d_h = torch.autograd.grad(loss, h)[0] if grad else None
+    return loss.detach(), d_h
+
+
+class _WithGrad(torch.autograd.Function):
+    """`loss` as a function of `x` whose gradient `d_x` is already known: backward returns d_x scaled."""
+
+    @staticmethod
+    def forward(ctx, x, loss, d_x):
+        ctx.save_for_backward(d_x)
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d_x,) = ctx.saved_tensors
+        return d_x * grad.to(d_x.dtype), None, None
+
+
 def meta_operator(src: ModelConfig, tgt: ModelConfig, spec: GrowthSpec) -> LiGOOperator:
     """The operator on the meta device: its parameter counts and FLOPs (flops.operator_flops) from shapes
     alone, with no source weights read and no target produced."""
     from ..model import Decoder
 
+    # The coefficients' random draws run on the meta device too: at 1B -> 8B they would be gigabytes on the CPU.
     with torch.device("meta"):
-        source = Decoder(src).state_dict()
-    return LiGOOperator(source, src, tgt, spec).to("meta")  # the coefficients are drawn on the CPU first
+        return LiGOOperator(Decoder(src).state_dict(), src, tgt, spec)
 
 
 def grow(source: nn.Module, target: ModelConfig, spec: GrowthSpec) -> LiGOOperator:

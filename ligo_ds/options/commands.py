@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compute import CHECKPOINTING
-from ..growth.spec import GrowthSpec
+from ..compute import CHECKPOINTING, LOSS_CHUNK
+from ..growth.spec import ORDERS, GrowthSpec
 from .blocks import Cadence, Compute, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
 from .declare import Command, at_least, between, block, option
 
@@ -194,6 +194,42 @@ class GrowOptions(Command):
         return "--micro-batch" if self.fit_micro_batch is None else "--fit-micro-batch"
 
 
+DEVICES = ("cuda", "cpu")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanOptions(Command):
+    target: str = option(
+        help="the model to train (or grow into): an HF config.json or a directory holding one",
+        metavar="CONFIG",
+        hub="config",
+    )
+    source: str | None = option(
+        None,
+        "the small model to grow from (its config.json or directory): adds the fit's row",
+        metavar="CONFIG",
+        hub="config",
+    )
+    order: str = option("paper", "the operator's order (it sets the operator's size)", choices=ORDERS)
+    world_size: int = option(8, "data-parallel ranks (GPUs, or processes on the CPU)", check=at_least(1))
+    micro_batch: int = option(8, "sequences per rank per forward", check=at_least(1))
+    fit_micro_batch: int | None = option(
+        None, "sequences per rank per fit step", shown_default="--micro-batch", check=at_least(1)
+    )
+    seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+    deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    activation_checkpointing: str = option(
+        "none", "what each block keeps for the backward in pretraining (as `pretrain` takes it)", choices=CHECKPOINTING
+    )
+    fit_activation_checkpointing: str = option("full", "--activation-checkpointing of the fit", choices=CHECKPOINTING)
+    loss_chunk: int = option(LOSS_CHUNK, "tokens per chunk of the LM head and loss", check=at_least(1))
+    device: str = option("cuda", "where training runs: on cpu the device's memory is the host's", choices=DEVICES)
+    gpu_memory: float | None = option(
+        80.0, "memory per rank to fit in, GiB (0: do not check)", check=at_least(0), metavar="GIB"
+    )
+    mfu: float = option(0.4, "model FLOPs utilisation for the time per step", check=between(0.0, 1.0))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions(Command):
     run: str = option(help="a pretrain or fit RUN_DIR", metavar="RUN_DIR", positional=True)
@@ -238,6 +274,7 @@ __all__ = [
     "FitOptions",
     "GrowOptions",
     "InspectOptions",
+    "PlanOptions",
     "PrepareOptions",
     "PretrainOptions",
     "ReportOptions",
