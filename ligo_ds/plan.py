@@ -381,28 +381,24 @@ def load_zero(path: str) -> Zero:
 
 
 def alternatives(setup: Setup) -> list[tuple[str, Setup]]:
-    """Changes a user can make, cheapest first, each as (the flags, the setup)."""
+    """Changes a user can make, cheapest first, each as (the flags, the setup). A DeepSpeed preset is
+    planned with its own knobs, as `--ds-config PRESET` would run it."""
+    z3, offload = load_zero("zero3"), load_zero("zero3_offload")
     out = []
     if setup.checkpointing != "full":
         out.append(("--activation-checkpointing full", replace(setup, checkpointing="full")))
     if setup.zero.stage < 3:
-        out.append(("--ds-config zero3", replace(setup, zero=replace(setup.zero, stage=3))))
-    z3 = replace(setup.zero, stage=3)
+        out.append(("--ds-config zero3", replace(setup, zero=z3)))
     if not setup.zero.offload_optimizer:
-        off = replace(z3, offload_optimizer=True, offload_param=True)
-        out.append(("--ds-config zero3_offload", replace(setup, zero=off)))
+        out.append(("--ds-config zero3_offload", replace(setup, zero=offload)))
     for n in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
         if n > setup.world_size:
-            out.append((f"--ds-config zero3 on {n} ranks", replace(setup, zero=z3, world_size=n)))
+            out.append((f"--ds-config zero3 --world-size {n}", replace(setup, zero=z3, world_size=n)))
     micro = setup.micro_batch
     while micro > 1:
         micro //= 2
-        out.append(
-            (
-                f"--micro-batch {micro}",
-                replace(setup, micro_batch=micro, fit_micro_batch=min(micro, setup.fit_micro_batch)),
-            )
-        )
+        smaller = replace(setup, micro_batch=micro, fit_micro_batch=min(micro, setup.fit_micro_batch))
+        out.append((f"--micro-batch {micro}", smaller))
     return out
 
 
@@ -421,15 +417,12 @@ def check_fits(phases: list[Phase], limit: int | None, rebuild, setup: Setup) ->
             fixes.append(f"{flags} ({need / GiB:.1f} GiB)")
         if len(fixes) == 3:
             break
-    would = "; it would fit with " + ", or ".join(fixes) if fixes else "; nothing tried fits (" + _tried(setup) + ")"
+    tried = "activation checkpointing, ZeRO-3, offload, up to 1024 ranks, micro-batch 1"
+    would = "; it would fit with " + ", or ".join(fixes) if fixes else f"; nothing tried fits ({tried})"
     raise ConfigError(
         f"does not fit: {worst.name} needs {worst.device_total / GiB:.1f} GiB per rank, more than the "
         f"{limit / GiB:g} GiB given{would}"
     )
-
-
-def _tried(setup: Setup) -> str:
-    return "activation checkpointing, ZeRO-3, offload, up to 1024 ranks, micro-batch 1"
 
 
 # ---- the table -------------------------------------------------------------------------------------------

@@ -8,12 +8,10 @@ import json
 import re
 import subprocess
 import sys
-import weakref
+from pathlib import Path
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from ligo_ds.model import Block
 from ligo_ds.model_config import ModelConfig
@@ -32,44 +30,17 @@ from ligo_ds.rope import rope_tables
 
 from conftest import HF_CASES, doubled, random_source
 
-LAYOUTS = ["gpt2", "gpt2_untied_gelu", "llama", "llama_bias", "qwen2_gqa", "mistral_window_headdim"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from compute import LiveBytes, autograd_saved  # noqa: E402  (bench/compute.py's counters)
 
 
 def saved_by_autograd(block: Block, x: torch.Tensor, rope) -> int:
-    """Bytes of the distinct storages autograd keeps for the block's backward, its weights and the rope
-    tables (shared by every block) left out."""
-    skip = {p.untyped_storage().data_ptr() for p in block.parameters()}
-    skip |= {t.untyped_storage().data_ptr() for t in rope or ()}
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in skip:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        block(x, rope)
-    return sum(saved.values())
+    """Bytes autograd keeps for the block's backward, its weights and the rope tables (shared by every
+    block) left out."""
+    return autograd_saved(lambda: block(x, rope), [*block.parameters(), *(rope or ())])[1]
 
 
-class Created(TorchDispatchMode):
-    """Bytes of the storages ops create while active that are still alive (what a selective checkpoint keeps
-    is out of autograd's saved-tensor hooks' sight, so it is counted this way)."""
-
-    def __init__(self, existing: list[torch.Tensor]):
-        super().__init__()
-        self.existing = {t.untyped_storage().data_ptr() for t in existing}  # weights and their views
-        self.sizes: dict[int, int] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes():
-                ptr = t.untyped_storage().data_ptr()
-                if ptr not in self.sizes and ptr not in self.existing:
-                    self.sizes[ptr] = t.untyped_storage().nbytes()
-                    weakref.finalize(t.untyped_storage(), self.sizes.pop, ptr, None)
-        return out
+LAYOUTS = ["gpt2", "gpt2_untied_gelu", "llama", "llama_bias", "qwen2_gqa", "mistral_window_headdim"]
 
 
 # In bf16 the CPU's RMSNorm keeps its input and normalised input upcast to fp32 (CUDA's fused kernel does
@@ -90,10 +61,12 @@ def test_a_blocks_activations_are_what_autograd_keeps(case, dtype):
         kept, kept32 = block_activation_elements(cfg, mode)
         expected = B * T * (kept * w + kept32 * 4) + (window_mask_bytes(cfg, T) if mode == "none" else 0)
         if mode == "selective":
-            with Created([*block.parameters(), x, *(rope or ())]) as created:
+            # what a selective checkpoint keeps is out of autograd's saved-tensor hooks' sight: count the
+            # storages the block's ops create that are still alive, less its output (its input is not created
+            # inside it)
+            with LiveBytes([*block.parameters(), x, *(rope or ())]) as created:
                 y = block(x, rope)
-            # the block's input is not created inside it, its output is not kept for its backward
-            held = sum(created.sizes.values()) - y.untyped_storage().nbytes()
+            held = created.held(y)
             assert held == expected - B * T * cfg.hidden_size * w, (case, mode)
         elif dtype == torch.float32:
             assert saved_by_autograd(block, x, rope) == expected, (case, mode)
@@ -237,9 +210,14 @@ def test_plan_prints_the_table_and_refuses_what_does_not_fit(tmp_path, capsys):
     assert re.search(
         r"pretrain needs [\d.]+ GiB per rank, more than the 80 GiB given; it would fit with .*zero3", lines[0]
     )
-    # and each suggestion does fit: take the first one
-    first = re.search(r"it would fit with (--\S+ \S+)", lines[0]).group(1).split()
-    assert plan_cli(capsys, *flags, "--world-size", "2", "--ds-config", "zero1", *first).returncode == 0
+    # and every suggestion is flags that, given, do fit with the figure it named
+    suggestions = re.findall(r"((?:--\S+ \S+ ?)+) \(([\d.]+) GiB\)", lines[0].split("it would fit with ")[1])
+    assert len(suggestions) == 3, lines[0]
+    for given, gib in suggestions:
+        fixed = plan_cli(capsys, *flags, "--world-size", "2", "--ds-config", "zero1", *given.split())
+        assert fixed.returncode == 0, (given, fixed.stderr)
+        row = next(line for line in fixed.stdout.splitlines() if line.startswith("| pretrain"))
+        assert float(row.split("|")[8]) == pytest.approx(float(gib), abs=0.051), (given, row)
 
 
 @pytest.mark.parametrize(
@@ -265,9 +243,7 @@ def test_bad_plans_are_refused_in_one_line(tmp_path, capsys, extra, message):
 @pytest.mark.multiproc
 def test_the_plan_is_within_a_quarter_of_measured_peaks(tmp_path):
     """Real 2-rank ZeRO-3 runs, a pretraining and a fit, on shapes whose memory is mostly the model's (GPT-2's
-    vocabulary), through bench/plan.py: the plan's total against the peak the run's metrics report."""
-    from pathlib import Path
-
+    vocabulary), through bench/plan.py: the plan's total against the largest rank's peak resident set."""
     out = tmp_path / "rows.json"
     bench = Path(__file__).resolve().parent.parent / "bench" / "plan.py"
     done = subprocess.run(
