@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages the launcher tests run for real: OpenMPI (mpirun), Slurm and munge, and for the nodes of
-# tests/multinode/cluster.sh an sshd and pdsh (mpirun and the deepspeed runner reach the other nodes over
-# ssh). Installed when missing and we are root on a Debian-like machine; otherwise the tests that need them
-# say what to install.
-SYSTEM_PACKAGES = openmpi-bin libopenmpi-dev slurm-wlm munge openssh-server pdsh
+# tests/multinode/cluster.sh iproute2 (namespaces, veths, the bridge), an sshd and pdsh (mpirun and the
+# deepspeed runner reach the other nodes over ssh; slim images lack even `ip`). Installed when missing and
+# we are root on a Debian-like machine; otherwise the tests that need them say what to install.
+SYSTEM_PACKAGES = openmpi-bin libopenmpi-dev slurm-wlm munge openssh-server pdsh iproute2
 system-deps:
 	@if ! command -v mpirun >/dev/null 2>&1 || ! command -v slurmctld >/dev/null 2>&1 || ! [ -x /usr/sbin/munged ] \
-	  || ! [ -x /usr/sbin/sshd ] || ! command -v pdsh >/dev/null 2>&1; then \
+	  || ! [ -x /usr/sbin/sshd ] || ! command -v pdsh >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $(SYSTEM_PACKAGES)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
