@@ -76,6 +76,10 @@ def ligo(
             f.write(job_log.read_text())
     if result.returncode != 0:
         raise SystemExit(f"failed: ligo-ds {' '.join(args)} (see {job_log or log})")
+    # A run stopped on request (SIGTERM, SIGUSR1: a preemption) checkpoints and exits 0 unfinished: the
+    # study must not read its partial curve as a result, nor record it as made.
+    if done is not None and not done.is_file():
+        raise SystemExit(f"stopped before its end: ligo-ds {' '.join(args)} (see {job_log or log}); rerun to resume it")
     if record is not None:
         record.write_text(json.dumps({"args": job}, indent=1))
     seconds = time.perf_counter() - start

@@ -4,6 +4,8 @@
     python bench/savings.py --preset gpu      # larger models, one H100/H200, 4 jobs sharing it
     python bench/savings.py --preset gpu --jobs 8 --devices 0,1,2,3,4,5,6,7   # a node of 8 GPUs
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
+    python bench/savings.py --preset cpu --families gpt2 --methods ligo,net2net_zero \
+        --budgets 0.25,0.5,0.75,1 --schedules lemon,wsd   # grown runs on schedules of their own
 
 Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model for the large model's
 steps and batch at a few learning rates, each held at its peak after warmup (no decay: see `study`), and
@@ -13,6 +15,12 @@ then grow the small model with each heuristic (an operator special case written 
 and with LiGO (the fitted operator), and train every grown model with the same data order, batch,
 schedule and token budget as scratch. `ligo-ds report` then writes report.md / report.csv /
 loss_vs_flops.png per family.
+With --budgets and --schedules each grown method also trains on full schedules of its own: every
+schedule of GROWN_SCHEDULES named (short or no re-warmup, a peak-lr factor, wsd, LEMON's keep-the-peak)
+at every length named (fractions of the scratch run's tokens). The report then gives each method's
+saving at the shortest length whose final loss reaches the target (the best schedule at each length,
+as the scratch sweep keeps its best lr), the length a user should train for, and the saving at every
+loss the scratch run reaches on its way (saving_vs_loss.png).
 Every job is a real `ligo-ds` command; rerunning the script resumes what is unfinished.
 With --jobs N, up to N jobs run at once (the families side by side, and within a family the two sweeps,
 then the grown runs), each pinned to a device of --devices in turn. Small models leave a GPU mostly idle
@@ -158,6 +166,64 @@ def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     }
 
 
+# How a grown model trains: name -> (its warmup as a share of the scratch run's, its peak lr as a multiple
+# of the scratch run's best, schedule flags). Each runs over the grown run's own length (--budgets), so
+# its decay ends with the run. --schedules picks the ones swept; at each length the lowest final loss
+# counts, as the scratch sweep keeps its best lr.
+GROWN_SCHEDULES = {
+    # LEMON (Wang et al., ICLR 2024): keep the scratch peak, decay faster. The scratch run's own warmup,
+    # peak and cosine, over the shorter run; at length 1 it is the scratch run's schedule.
+    "lemon": (1.0, 1.0, ()),
+    # The grown model starts near the small model's loss: the bet that a sixth of the warmup settles Adam's
+    # moments without spending steps below the peak. On the cpu preset it lost to lemon at a quarter of
+    # the length (bench/HISTORY.md item 24).
+    "short-warmup": (1 / 6, 1.0, ()),
+    # Constant at the peak, then a 1-sqrt decay over the last 30 % (Hägele et al. 2024).
+    "wsd": (1 / 6, 1.0, ("--schedule", "wsd", "--decay-fraction", "0.3", "--decay-shape", "1-sqrt")),
+    # No re-warmup at all, from half the peak: the grown weights are trained ones, not an initialisation.
+    "no-warmup": (0.0, 0.5, ()),
+}
+
+
+def grown_schedule(p: Preset, name: str, lr: float, budget: float) -> tuple[float, int, int, tuple[str, ...]]:
+    """(peak lr, steps, warmup steps, schedule flags) of a grown run on `name` over `budget` of the scratch
+    run's steps."""
+    share, factor, flags = GROWN_SCHEDULES[name]
+    return lr * factor, max(1, round(budget * p.large_steps)), round(share * p.warmup), flags
+
+
+def with_warmup(common: list[str], warmup: int) -> list[str]:
+    """The study's common flags with another --warmup-steps (in place, so a run on the scratch run's
+    schedule keeps the command, and the record, it had before grown schedules)."""
+    i = common.index("--warmup-steps")
+    return [*common[: i + 1], str(warmup), *common[i + 2 :]]
+
+
+def run_name(method: str, budget: float, schedule: str) -> str:
+    """`ligo` for the scratch run's length and schedule (the study before budgets), `ligo_0.5x_wsd` else."""
+    return method if (budget, schedule) == (1.0, "lemon") else f"{method}_{budget:g}x_{schedule}"
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    try:
+        budgets = tuple(sorted({float(b) for b in text.split(",")}))
+    except ValueError:
+        budgets = ()
+    if not budgets or any(not 0 < b <= 4 for b in budgets):
+        raise SystemExit(
+            f"--budgets {text!r}: expected fractions of the scratch run's tokens in (0, 4], e.g. 0.25,0.5,1"
+        )
+    return budgets
+
+
+def choose(text: str, known, flag: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise SystemExit(f"{flag} {text!r}: unknown {unknown}; expected some of {', '.join(known)}")
+    return names
+
+
 def best_of(sweep: list[tuple[float, float, Path]], what: str, family: str) -> tuple[float, float, Path]:
     """The (final val, lr, run) with the lowest loss, saying so, and warning when it is the sweep's edge."""
     best = min(sweep)
@@ -177,7 +243,19 @@ def best_of(sweep: list[tuple[float, float, Path]], what: str, family: str) -> t
     return best
 
 
-def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs) -> Path:
+SEED = 1234  # every run's (weights' init, data order, the operator's random mixes); --seed for others
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The grown runs of a study: methods x lengths x schedules."""
+
+    methods: tuple = ("net2net_stack", "net2net_interpolate", "net2net_zero", "ligo")
+    budgets: tuple = (1.0,)
+    schedules: tuple = ("lemon",)
+
+
+def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs, grid: Grid = Grid(), seed: int = SEED) -> Path:
     small_cfg, large_cfg = p.families[family]
     fam = work / family
     fam.mkdir(parents=True, exist_ok=True)
@@ -193,7 +271,7 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs) -> Path:
         log_every=p.eval_every,
         save_every=10 * p.large_steps,
         ds_config=p.ds_config,
-        seed=1234,
+        seed=seed,
     )
     runs = fam / "runs"
     # The small model keeps its peak lr after warmup (no decay), as a checkpoint meant for growth is taken
@@ -220,15 +298,20 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs) -> Path:
             file=sys.stderr,
         )
     grown = []
-    for name, (steps, options) in grown_runs(p).items():
-        out = runs / name
+    methods = grown_runs(p)
+    for name in grid.methods:
+        steps, options = methods[name]
         if steps and p.fit_micro_batch is not None:
             options = [*options, *to_args(fit_micro_batch=p.fit_micro_batch)]
-        head = to_args(source=small / "hf", target=fam / "large.json", out=out, fit_steps=steps)
-        tail = to_args(
-            operator_lr=p.operator_lr, operator_warmup=max(1, steps // 10), lr=best_lr, max_steps=p.large_steps
-        )
-        grown.append((out, jobs.submit("grow", *head, *options, *tail, *common, done=out / "train/hf/config.json")))
+        for budget in grid.budgets:
+            for schedule in grid.schedules:
+                out = runs / run_name(name, budget, schedule)
+                head = to_args(source=small / "hf", target=fam / "large.json", out=out, fit_steps=steps)
+                lr, length, warmup, flags = grown_schedule(p, schedule, best_lr, budget)
+                tail = to_args(operator_lr=p.operator_lr, operator_warmup=max(1, steps // 10), lr=lr, max_steps=length)
+                done = out / "train/hf/config.json"
+                argv = [*head, *options, *tail, *with_warmup(common, warmup), *flags]
+                grown.append((out, jobs.submit("grow", *argv, done=done)))
     for _, job in grown:
         job.result()
     report = fam / "report"
@@ -253,9 +336,35 @@ def main() -> int:
         help="comma-separated GPU ids the jobs are spread over, e.g. 0,1,2,3, "
         "counted among the devices this script sees (default: every job sees them all)",
     )
+    parser.add_argument(
+        "--budgets",
+        default="1",
+        help="lengths of the grown runs' schedules, in fractions of the scratch run's tokens, e.g. 0.25,0.5,0.75,1 "
+        "(default 1: the scratch run's length)",
+    )
+    parser.add_argument(
+        "--schedules",
+        default="lemon",
+        help=f"the grown runs' schedules swept at each length, some of {', '.join(GROWN_SCHEDULES)} "
+        "(default lemon: the scratch run's schedule over the grown run's length)",
+    )
+    parser.add_argument(
+        "--methods", help="grown runs, some of net2net_stack, net2net_interpolate, net2net_zero, ligo (default all)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"every run's seed (default {SEED}); another seed is a whole study of its own, under OUT/PRESET_seedN",
+    )
     args = parser.parse_args()
     p = PRESETS[args.preset]
-    work = Path(args.out) / args.preset
+    grid = Grid(
+        methods=choose(args.methods, list(grown_runs(p)), "--methods") if args.methods else Grid.methods,
+        budgets=parse_budgets(args.budgets),
+        schedules=choose(args.schedules, list(GROWN_SCHEDULES), "--schedules"),
+    )
+    work = Path(args.out) / (args.preset if args.seed == SEED else f"{args.preset}_seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
     log = work / "jobs.log"
     data = Path(args.data).resolve() if args.data else work / "data"
@@ -280,10 +389,12 @@ def main() -> int:
         ligo("prepare", "--source", source, "--out", str(data), "--force", *p.data_args, log=log)
     try:
         if jobs.jobs == 1:  # one family after the other, in the order of the job log before --jobs
-            reports = [study(p, family, data, work, jobs) for family in families]
+            reports = [study(p, family, data, work, jobs, grid, args.seed) for family in families]
         else:
             with ThreadPoolExecutor(max_workers=len(families)) as side_by_side:
-                futures = [side_by_side.submit(study, p, family, data, work, jobs) for family in families]
+                futures = [
+                    side_by_side.submit(study, p, family, data, work, jobs, grid, args.seed) for family in families
+                ]
                 reports = [f.result() for f in futures]
     finally:
         jobs.close()

@@ -136,6 +136,15 @@ def cmd_grow(opts: GrowOptions) -> int:
     Fits the LiGO operator (RUN_DIR/fit), writes the grown model (RUN_DIR/grown), hands it to DeepSpeed
     pretraining partitioned by ZeRO (each rank writes its own partition) and trains it (RUN_DIR/train).
     Options shared by both phases (batch, sequence length, cadence, DeepSpeed config) apply to both.
+
+    How long to train the grown model (the --max-steps or --max-tokens of its schedule) is the choice that
+    matters most: it starts near the small model's loss, so it needs far fewer tokens than a scratch run.
+    Recommended: a full schedule of about a third of the scratch run's tokens, keeping the scratch run's
+    --lr and --warmup-steps (cosine to the floor over the shorter run: LEMON's "keep the peak, decay
+    faster"). In the CPU study (bench/README.md) a GPT-2 grown this way reached the scratch run's final
+    loss with 0.29-0.30 of its tokens, fit included; shorter warmups did no better at a quarter of the
+    length, wsd (--schedule wsd) a little better at half of it. Measure it on your own pair with
+    bench/savings.py --budgets.
     """
     from .grow import run
 

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .budgets import Budget, BudgetSaving, best_per_length, budget_crossing, saving_curve
 from .errors import ConfigError
 from .rundir import read_metrics, val_protocol
 
@@ -38,6 +39,9 @@ class Curve:
     small_protocol: dict | None = None  # how small_val was measured (rundir.val_protocol)
     protocol: dict | None = None  # how this run's validation loss was measured
     notes: dict = field(default_factory=dict)
+    tokens: int | None = None  # training tokens its schedule runs for (the fit's left out)
+    schedule: dict | None = None  # lr, floor, warmup and shape of its training schedule
+    method: str | None = None  # a grown run's fit, whole but for its directory: runs of one method share it
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -74,6 +78,18 @@ def _config(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+SCHEDULE_KEYS = ("lr", "min_lr", "warmup_steps", "schedule")
+
+
+def _length(config: dict) -> tuple[int | None, dict | None]:
+    """(training tokens, schedule) from a run's recorded identity; (None, None) for a run without one."""
+    ident = config.get("identity") or {}
+    if not all(k in ident for k in ("total_steps", "global_batch", "seq_len")):
+        return None, None
+    tokens = ident["total_steps"] * ident["global_batch"] * ident["seq_len"]
+    return tokens, {k: ident.get(k) for k in SCHEDULE_KEYS}
+
+
 def load_curve(run: str | Path) -> Curve:
     run = Path(run)
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
@@ -81,6 +97,8 @@ def load_curve(run: str | Path) -> Curve:
         fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
         points = fit_points + _val_points(run / "train" / "metrics.jsonl")
         fit = fit_cfg.get("fit", {})
+        train_cfg = _config(run / "train" / "config.json")
+        method = {k: v for k, v in fit.items() if k != "out"}
         # Recorded when the fit started (None for a source made elsewhere), so a run dir copied from
         # another machine keeps it.
         return Curve(
@@ -90,15 +108,25 @@ def load_curve(run: str | Path) -> Curve:
             fit_cfg.get("source_pretraining_flops"),
             fit_cfg.get("source_final_val_loss"),
             fit_cfg.get("source_val_protocol"),
-            val_protocol(_config(run / "train" / "config.json")),
+            val_protocol(train_cfg),
             {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"), "depth_init": fit.get("depth_init")},
+            *_length(train_cfg),
+            method=json.dumps(method, sort_keys=True) if fit else None,
         )
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")
     config = _config(run / "config.json")
     model = config.get("options", {}).get("model", "")
     kind = "scratch" if model.endswith(".json") else "pretrain"
-    return Curve(run.name, kind, _val_points(run / "metrics.jsonl"), protocol=val_protocol(config))
+    tokens, schedule = _length(config)
+    return Curve(
+        run.name,
+        kind,
+        _val_points(run / "metrics.jsonl"),
+        protocol=val_protocol(config),
+        tokens=tokens,
+        schedule=schedule,
+    )
 
 
 @dataclass
@@ -165,6 +193,121 @@ def compare(curves: list[Curve], scratch: str | None = None) -> tuple[Curve, lis
             )
         )
     return base, rows
+
+
+@dataclass
+class Method:
+    """A growth method's runs (the grown runs sharing one fit) on schedules of their own."""
+
+    name: str
+    runs: list[str]
+    same_schedule: float | None  # the saving of its run on the scratch run's schedule and length
+    budgets: list[Budget]  # the best run per length, shortest first
+    crossing: BudgetSaving | None
+    saving: float | None  # 1 - crossing.flops / the scratch run's FLOPs
+
+
+def _label(names: list[str]) -> str:
+    """The names' common leading words (ligo, ligo_0.5x_wsd -> ligo), or the first name when they share none."""
+    words = [n.split("_") for n in names]
+    common = []
+    for parts in zip(*words):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    return "_".join(common) or sorted(names)[0]
+
+
+def methods(base: Curve, curves: list[Curve], rows: list[Row]) -> list[Method]:
+    """The grown runs grouped by method, each group's own-schedule saving (budgets.py)."""
+    groups: dict[str, list[Curve]] = {}
+    for c in curves:
+        if c.kind == "grown" and c.method is not None:
+            groups.setdefault(c.method, []).append(c)
+    saving = {r.name: r.saving for r in rows}
+    total = base.final[0]
+    out = []
+    for group in groups.values():
+        names = [c.name for c in group]
+        same = [c for c in group if c.tokens == base.tokens and c.schedule == base.schedule and c.tokens]
+        budgets = [
+            Budget(c.tokens / base.tokens, c.final[0], c.final[2], c.name) for c in group if c.tokens and base.tokens
+        ]
+        hit = budget_crossing(budgets, base.final[2])
+        out.append(
+            Method(
+                _label(names),
+                names,
+                saving[same[0].name] if same else None,
+                best_per_length(budgets),
+                hit,
+                None if hit is None else 1 - hit.flops / total,
+            )
+        )
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def own_schedule_markdown(base: Curve, found: list[Method]) -> str:
+    lines = [
+        "",
+        "## On their own schedule",
+        "",
+        f"Each method's grown model trained to the end of full schedules of several lengths, in fractions of "
+        f"the scratch run's {base.tokens:,} tokens; at each length the schedule with the lowest final loss "
+        "counts. Saving: 1 - FLOPs (fit included) of the shortest length whose final loss reaches the target, "
+        "interpolated between lengths, / the scratch run's FLOPs.",
+        "",
+        "| method | runs | saving on scratch's schedule | saving on its own | length reaching the target | "
+        "final val loss by length |",
+        "|---|---|---|---|---|---|",
+    ]
+    advice = []
+    for m in found:
+        by_length = ", ".join(f"{b.fraction:g}: {b.final_val:.4f} ({b.name})" for b in m.budgets)
+        c = m.crossing
+        if c is None:
+            reach = "not reached"
+            longest = m.budgets[-1].fraction if m.budgets else 1.0
+            advice.append(f"- {m.name}: no length tried reaches the target; train it longer than {longest:g}.")
+        else:
+            bound = "at most " if c.at_most else ""
+            reach = f"{bound}{c.fraction:.2f}"
+            advice.append(
+                f"- {m.name}: train the grown model for {'at most ' if c.at_most else 'about '}{c.fraction:.2f} of "
+                f"the scratch run's tokens; of the lengths tried, {c.shortest.fraction:g} ({c.shortest.name}) is the "
+                "shortest that reaches the target"
+                + (" (the shortest tried: try shorter ones)" if c.at_most else "")
+                + "."
+            )
+        saving = ("at least " if c is not None and c.at_most else "") + _pct(m.saving)
+        lines.append(f"| {m.name} | {len(m.runs)} | {_pct(m.same_schedule)} | {saving} | {reach} | {by_length} |")
+    return "\n".join([*lines, "", "How long to train each grown model:", *advice]) + "\n"
+
+
+def curve_markdown(curve: list[tuple[float, dict[str, float | None]]], shown: int = 6) -> str:
+    """A few rows of the saving curve (the whole curve is in saving_curve.csv and saving_vs_loss.png)."""
+    if not curve:
+        return ""
+    picks = sorted({round(i * (len(curve) - 1) / max(1, shown - 1)) for i in range(shown)})
+    names = list(curve[0][1])
+    lines = [
+        "",
+        "## Saving by target loss",
+        "",
+        "For losses the scratch run reaches on its way: 1 - the fewest FLOPs any of a method's runs needs to "
+        "reach it / the FLOPs the scratch run needed (saving_curve.csv, saving_vs_loss.png).",
+        "",
+        "| target loss | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for i in picks:
+        loss, savings = curve[i]
+        lines.append(f"| {loss:.4f} | " + " | ".join(_pct(savings[n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value, spec: str, empty: str = "-") -> str:
@@ -236,6 +379,27 @@ def plot(curves: list[Curve], base: Curve, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_curve(curve: list[tuple[float, dict[str, float | None]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    losses = [loss for loss, _ in curve]
+    for name in curve[0][1]:
+        ys = [None if s[name] is None else 100 * s[name] for _, s in curve]
+        ax.plot(losses, [float("nan") if y is None else y for y in ys], marker=".", label=name)
+    ax.invert_xaxis()  # training goes left to right: lower losses later
+    ax.set_xlabel("target validation loss (reached by the scratch run)")
+    ax.set_ylabel("FLOPs saved against the scratch run (%)")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def report(runs: list[str | Path], out: str | Path, scratch: str | None = None) -> list[Row]:
     curves = [load_curve(r) for r in runs]
     names = [c.name for c in curves]
@@ -244,7 +408,21 @@ def report(runs: list[str | Path], out: str | Path, scratch: str | None = None) 
     base, rows = compare(curves, scratch)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(base, rows))
+    found = methods(base, curves, rows)
+    grouped = {m.name: [c.points for c in curves if c.name in m.runs] for m in found}
+    curve = saving_curve(base.points, grouped) if grouped else []
+    md = markdown(base, rows)
+    if any(len(m.runs) > 1 for m in found) and base.tokens:
+        md += own_schedule_markdown(base, found)
+    md += curve_markdown(curve)
+    (out / "report.md").write_text(md)
+    if curve:
+        with open(out / "saving_curve.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["target_loss", *grouped])
+            for loss, savings in curve:
+                writer.writerow([loss, *(savings[n] for n in grouped)])
+        plot_curve(curve, out / "saving_vs_loss.png")
     with open(out / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(list(Row.__dataclass_fields__))

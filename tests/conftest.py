@@ -14,6 +14,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# One intra-op thread in this process, as procs.job_env asks of the jobs the tests start: the tensors here are
+# tiny, so a second OpenMP thread computes nothing and only waits, and whenever anything else holds a core each
+# op then costs milliseconds instead of microseconds (test_flops.py: 66 s against 17 s so). An OMP_NUM_THREADS
+# given by the caller is kept.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
+
 # The Llama-family rows' shape: 4 query heads over 2 key-value heads of 16.
 _GQA_SHAPE = dict(
     hidden_size=64,
@@ -312,6 +319,29 @@ def pretrain_reference(pretrain_setup):
     out = pretrain_setup / "ref"
     ligo("single", 1, train_args(pretrain_setup, out, "--max-steps", "6", "--micro-batch", "4", "--ds-config", "zero2"))
     return out
+
+
+@pytest.fixture(scope="session")
+def two_rank_run(pretrain_setup):
+    """Factory: `two_rank_run(stage)` is the 2-rank run under that ZeRO stage, micro-batch 2 x 2 ranks and 6
+    steps (the reference's global batch and length), started once a session: test_trainer.py compares it
+    with the reference, test_pretrain.py exports the ZeRO-3 one (each launch costs seconds of start-up)."""
+    from procs import ligo
+
+    runs: dict[str, object] = {}
+
+    def run(stage: str):
+        if stage not in runs:
+            out = pretrain_setup / f"two_{stage}"
+            ligo(
+                "torchrun",
+                2,
+                train_args(pretrain_setup, out, "--max-steps", "6", "--micro-batch", "2", "--ds-config", stage),
+            )
+            runs[stage] = out
+        return runs[stage]
+
+    return run
 
 
 def losses(run_dir):

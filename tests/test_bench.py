@@ -184,6 +184,21 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     changed = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert changed.returncode != 0 and "holds a finished run made by a different command" in changed.stderr
     assert "small_lr0.001/hf" in changed.stderr and (runs / "net2net_zero" / "train" / "hf" / "config.json").is_file()
+    # Grown runs on schedules of their own: LiGO at half the scratch run's length, and without a re-warmup
+    # from half the peak, beside the finished runs (skipped); the report adds the own-schedule saving and
+    # the saving curve.
+    grid = ["--budgets", "0.5,1", "--schedules", "lemon,no-warmup", "--methods", "ligo"]
+    own = subprocess.run([*study, *grid], capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert own.returncode == 0, own.stderr[-4000:]
+    made = ["ligo_0.5x_lemon", "ligo_0.5x_no-warmup", "ligo_1x_no-warmup"]
+    assert _jobs_run(own.stderr) == [*(f"grow {g}" for g in made), "report report"]
+    half = json.loads((runs / "ligo_0.5x_no-warmup" / "train" / "config.json").read_text())["identity"]
+    assert (half["total_steps"], half["warmup_steps"], half["lr"]) == (4, 0, 3e-3 / 2), "half the steps and peak"
+    md = (report / "report.md").read_text()
+    assert "## On their own schedule" in md and "| ligo | 4 |" in md and "## Saving by target loss" in md
+    assert "- ligo: " in md and "of the scratch run's tokens" in md or "no length tried reaches" in md
+    assert (report / "saving_curve.csv").read_text().startswith("target_loss,ligo\n")
+    assert (report / "saving_vs_loss.png").read_bytes()[:4] == b"\x89PNG"
     # The small model's cost is recorded in each grown run: it survives moving the small run away.
     small_rows = read_metrics(runs / "small_lr0.003" / "metrics.jsonl")
     small_flops, small_val = small_rows[-1]["flops"], [r["val_loss"] for r in small_rows if "val_loss" in r][-1]
@@ -255,6 +270,15 @@ def test_jobs_spread_over_devices_and_stop_after_a_failure(corpus, tmp_path, mon
         queued.result()
     jobs.close()
     assert not (tmp_path / "never").exists()
+    # A job that exits 0 short of its end (a run stopped on request checkpoints and exits 0) is no result:
+    # the study stops there, and no record says the run was made.
+    jobs = Jobs(1, None, log)
+    args = ("prepare", "--source", str(corpus / "corpus"), "--out", str(tmp_path / "d4"), "--vocab-size", "300")
+    stopped = jobs.submit(*args, "--val-fraction", "0.1", done=tmp_path / "d4" / "not_written")
+    with pytest.raises(SystemExit, match=r"stopped before its end: ligo-ds prepare .*; rerun to resume it"):
+        stopped.result()
+    jobs.close()
+    assert (tmp_path / "d4" / "meta.json").is_file() and not (tmp_path / "d4" / "savings_job.json").exists()
 
 
 def test_code_corpus_selects_by_hash_and_leaves_out_tests(tmp_path):

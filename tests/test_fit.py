@@ -93,7 +93,11 @@ def test_grown_export_matches_the_operator_run(growth_setup, two_ranks):
         loss = F.cross_entropy(model(ids).logits.flatten(0, 1), targets.flatten()).item()
     assert loss == pytest.approx(series(out, "val_loss")[-1], rel=1e-5)
     # `ligo-ds export` of the fit's last checkpoint: the grown model, made from the operator and the source.
-    ligo("single", 1, ["export", str(out), "--out", str(out / "exported")])
+    # Through the CLI's entry point in this process: it reads the shards on disk and starts no process group,
+    # and a launch would add seconds of imports.
+    from ligo_ds.cli import main
+
+    assert main(["export", str(out), "--out", str(out / "exported")]) == 0
     exported = transformers.AutoModelForCausalLM.from_pretrained(out / "exported").eval()
     with torch.no_grad():
         torch.testing.assert_close(exported(ids).logits, model(ids).logits, atol=1e-5, rtol=0)

@@ -31,7 +31,9 @@ def grow_args(growth_setup, out, *extra):
 @pytest.fixture(scope="module")
 def grown_straight(growth_setup):
     out = growth_setup / "grow_straight"
-    ligo("torchrun", 2, grow_args(growth_setup, out, "--fit-steps", "12", "--max-steps", "12"))
+    # The hand-off test reads the fit's last row and the training's first rows: a fit past its operator warmup
+    # and a training phase of its warmup are enough to reach them.
+    ligo("torchrun", 2, grow_args(growth_setup, out, "--fit-steps", "4", "--max-steps", "2"))
     return out
 
 
@@ -53,7 +55,9 @@ def test_handoff_equals_the_hf_export(growth_setup, grown_straight):
         data=growth_setup / "data",
         out=out,
         **COMMON,
-        max_steps=12,
+        # the checks are the first validation and the first step's loss (its forward precedes any update):
+        # 2 steps, the warmup, reach both; the grow's 12 would add steps and checkpoints nothing reads
+        max_steps=2,
         ds_config="zero3",
     )
     ligo("torchrun", 2, args)
@@ -79,7 +83,11 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
     model.config.save_pretrained(hub)
     save_file(hub_base_model_state(model), str(hub / "model.safetensors"))
     (tmp_path / "large.json").write_text(json.dumps({**small, "n_embd": 64, "n_layer": 3, "n_head": 8}))
-    ligo("single", 1, cli("prepare", source=text_folder, out=tmp_path / "data", tokenizer=hub, val_fraction=0.1))
+    from ligo_ds.cli import main
+
+    # prepare and export through the CLI's entry point in this process (neither starts a process group, and a
+    # launch would add seconds of imports each); the grow between them is a launch of its own.
+    assert main(cli("prepare", source=text_folder, out=tmp_path / "data", tokenizer=hub, val_fraction=0.1)) == 0
     out = tmp_path / "grown"
     flags = dict(seq_len=32, micro_batch=2, eval_every=2, eval_samples=2, warmup_steps=1, ds_config="zero2")
     ligo(
@@ -88,7 +96,7 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
         cli("grow", source=hub, target=tmp_path / "large.json", data=tmp_path / "data", out=out, **flags)
         + ["--fit-steps", "2", "--operator-warmup", "1", "--max-steps", "2"],
     )
-    ligo("single", 1, ["export", str(out / "train"), "--out", str(tmp_path / "export")])
+    assert main(["export", str(out / "train"), "--out", str(tmp_path / "export")]) == 0
     for directory in (out / "train" / "hf", tmp_path / "export"):
         tok = transformers.AutoTokenizer.from_pretrained(directory)
         lm = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()

@@ -20,11 +20,13 @@ from procs import ligo
 pytestmark = pytest.mark.multiproc
 
 
-def test_hf_export_reproduces_reported_val_loss(pretrain_setup):
-    out = pretrain_setup / "export_z3"
-    ligo(
-        "torchrun", 2, train_args(pretrain_setup, out, "--max-steps", "4", "--micro-batch", "2", "--ds-config", "zero3")
-    )
+def test_hf_export_reproduces_reported_val_loss(pretrain_setup, two_rank_run):
+    """The 2-rank ZeRO-3 run (shared with test_trainer.py) and `ligo-ds export` of its checkpoint. The exports
+    run through the CLI's entry point in this process: they read the shards on disk and start no process
+    group, and a launch would add seconds of imports each."""
+    from ligo_ds.cli import main
+
+    out = two_rank_run("zero3")
     reported = read_metrics(out / "metrics.jsonl")[-1]["val_loss"]
     model = transformers.AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     val = TokenData(pretrain_setup / "data").tokens("val")
@@ -34,7 +36,7 @@ def test_hf_export_reproduces_reported_val_loss(pretrain_setup):
     ours = F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()
     assert ours == pytest.approx(reported, rel=1e-5)
     # `ligo-ds export` of the same checkpoint gives the same weights, from the shards on disk alone.
-    ligo("single", 1, ["export", str(out), "--out", str(out / "exported")])
+    assert main(["export", str(out), "--out", str(out / "exported")]) == 0
     again = transformers.AutoModelForCausalLM.from_pretrained(out / "exported").eval()
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, logits, atol=1e-6, rtol=0)
@@ -45,7 +47,7 @@ def test_hf_export_reproduces_reported_val_loss(pretrain_setup):
         assert tok.eos_token_id == eos and tok.pad_token_id is not None
         assert transformers.GenerationConfig.from_pretrained(hf).eos_token_id == eos
         assert json.loads((hf / "config.json").read_text())["eos_token_id"] == eos
-    ligo("single", 1, ["export", str(out), "--out", str(out / "bf16"), "--dtype", "bf16"])
+    assert main(["export", str(out), "--out", str(out / "bf16"), "--dtype", "bf16"]) == 0
     half = transformers.AutoModelForCausalLM.from_pretrained(out / "bf16")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     assert (out / "bf16/model.safetensors").stat().st_size < 0.6 * (out / "exported/model.safetensors").stat().st_size
@@ -90,29 +92,31 @@ def test_rerun_with_different_options_is_refused(pretrain_setup, pretrain_refere
         (dict(vocab_size=300), "has a vocabulary of 320 tokens, larger than the model's vocab_size 300"),
     ],
 )
-def test_bad_model_for_data(pretrain_setup, tmp_path, change, message):
+def test_bad_model_for_data(pretrain_setup, tmp_path, capsys, change, message):
+    """Through the CLI's entry point in this process: the check comes before any process group starts or
+    anything is written (test_bad_input.py runs such refusals as processes)."""
+    from ligo_ds.cli import main
+
     (tmp_path / "m.json").write_text(json.dumps({**TINY, **change}))
-    result = ligo(
-        "single",
-        1,
-        train_args(pretrain_setup, tmp_path / "run", "--model", str(tmp_path / "m.json"), "--max-steps", "2"),
-        check=False,
-    )
-    assert result.returncode == 2 and message in result.stdout
+    args = train_args(pretrain_setup, tmp_path / "run", "--model", str(tmp_path / "m.json"), "--max-steps", "2")
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists(), "nothing is written for a refused run"
 
 
-def test_config_file_with_typo(pretrain_setup, tmp_path):
+def test_config_file_with_typo(pretrain_setup, tmp_path, capsys):
+    """In this process, as above: the options refuse it (test_bad_input.py's typo row runs it as a process)."""
+    from ligo_ds.cli import main
+
     (tmp_path / "run.json").write_text(json.dumps({"max_steps": 3, "warmup_step": 1}))
-    result = ligo(
-        "single", 1, train_args(pretrain_setup, tmp_path / "run", "--config", str(tmp_path / "run.json")), check=False
-    )
-    assert result.returncode == 2
-    assert "unknown key 'warmup_step' (did you mean 'warmup_steps'?)" in result.stdout
+    assert main(train_args(pretrain_setup, tmp_path / "run", "--config", str(tmp_path / "run.json"))) == 2
+    assert "unknown key 'warmup_step' (did you mean 'warmup_steps'?)" in capsys.readouterr().err
 
 
 def test_a_mixture_trains_on_each_source_by_weight(pretrain_setup, tmp_path):
     """--data A=0.75,B=0.25: both sources read, each one's tokens in metrics.jsonl, the export works."""
+    from ligo_ds.cli import main
+
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(40):
@@ -120,7 +124,8 @@ def test_a_mixture_trains_on_each_source_by_weight(pretrain_setup, tmp_path):
     other = tmp_path / "other"
     tokenizer_dir = str(pretrain_setup / "data")
     prepare = ["prepare", "--source", str(corpus), "--out", str(other), "--tokenizer", tokenizer_dir]
-    ligo("single", 1, [*prepare, "--val-fraction", "0.2"])
+    # in this process: prepare starts no process group, and a launch would add seconds of imports
+    assert main([*prepare, "--val-fraction", "0.2"]) == 0
     out = tmp_path / "run"
     args = train_args(pretrain_setup, out, "--max-steps", "4", "--micro-batch", "8", "--ds-config", "zero2")
     args[args.index("--data") + 1] = f"{pretrain_setup / 'data'}=0.75,{other}=0.25"

@@ -39,13 +39,18 @@ def inputs(tmp_path_factory):
 
 
 def grow_args(inputs, out):
+    # The grown model trains on a growth-aware schedule (bench/savings.py's GROWN_SCHEDULES): no re-warmup,
+    # the peak, then a 1-sqrt decay over the last 3 steps, so kills land in both phases of it.
     common = dict(
         seq_len=32,
         micro_batch=2,
         log_every=1,
         eval_every=3,
         eval_samples=4,
-        warmup_steps=2,
+        warmup_steps=0,
+        schedule="wsd",
+        decay_fraction=0.34,
+        decay_shape="1-sqrt",
         operator_warmup=2,
         save_every=3,
         fit_steps=6,

@@ -16,12 +16,16 @@ from ligo_ds.rundir import data_identity, source_record
 DATA = data_identity("/x/data", "abc123")
 
 
-def run_config(model="config.json", data=DATA, eval_samples=64):
-    """The parts of a pretrain config.json that report reads."""
-    return {"options": {"model": model, "eval_samples": eval_samples}, "identity": {"data": data, "seq_len": 128}}
+def run_config(model="config.json", data=DATA, eval_samples=64, steps=None, lr=1e-3, warmup=10):
+    """The parts of a pretrain config.json that report reads; `steps`: the run's length (global batch 4)."""
+    length = {} if steps is None else {"total_steps": steps, "global_batch": 4, "lr": lr, "min_lr": None}
+    return {
+        "options": {"model": model, "eval_samples": eval_samples},
+        "identity": {"data": data, "seq_len": 128, **length, **({"warmup_steps": warmup} if length else {})},
+    }
 
 
-def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None, **config):
+def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, source=None, fit=None, **config):
     run = root / name
     target = run / "train" if grow else run
     target.mkdir(parents=True)
@@ -31,7 +35,12 @@ def write_run(root, name, rows, model="config.json", grow=False, fit_rows=None, 
         (run / "fit").mkdir()
         (run / "fit" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit_rows or []))
         (run / "fit" / "config.json").write_text(
-            json.dumps({"fit": {"source": source, "steps": 10}, **source_record(source)})
+            json.dumps(
+                {
+                    "fit": {"source": source, "steps": 10, "out": str(run / "fit"), **(fit or {})},
+                    **source_record(source),
+                }
+            )
         )
     return run
 
@@ -87,6 +96,43 @@ def test_known_savings(tmp_path):
         assert [r["name"] for r in csv.DictReader(f)] == ["scratch", "ligo", "slow"]
     png = (tmp_path / "out/loss_vs_flops.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_grown_runs_of_several_lengths_give_the_own_schedule_saving_and_the_curve(tmp_path):
+    # Scratch: 100 steps, target 3.0 at 1000 FLOPs. Each grown run's fit costs 100 FLOPs, then 9 FLOPs a step.
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(500, 4.0), val(1000, 3.0)], steps=100)
+    grown = dict(grow=True, fit_rows=[val(0, 6.0), val(100, 5.0)], source="/not/ours/hf")
+    ligo = {
+        "ligo": ([val(550, 2.5), val(1000, 2.4)], 100, 1e-3, 10),  # the scratch run's schedule and length
+        "ligo_0.25x_lemon": ([val(325, 3.4)], 25, 1e-3, 10),
+        "ligo_0.5x_lemon": ([val(550, 2.8)], 50, 1e-3, 10),
+        "ligo_0.5x_wsd": ([val(550, 2.9)], 50, 1e-3, 2),  # worse at its length than lemon: not counted
+    }
+    runs = [scratch]
+    for name, (rows, steps, lr, warmup) in ligo.items():
+        runs.append(write_run(tmp_path, name, rows, steps=steps, lr=lr, warmup=warmup, **grown))
+    # Another method (another fit: stacked depth), one run on the scratch run's schedule.
+    stack = write_run(tmp_path, "stack", [val(1000, 2.9)], steps=100, fit={"depth_init": "stack"}, **grown)
+    report([*runs, stack], tmp_path / "out")
+    md = (tmp_path / "out/report.md").read_text()
+    # On the scratch run's schedule ligo crosses 3.0 at 100 + 450 * 2 / 2.5 = 460 FLOPs: 54 %. On its own,
+    # 3.0 lies 2/3 of the way from the 0.25 run (3.4 at 325 FLOPs) to the 0.5 run (2.8 at 550): 475 FLOPs,
+    # 0.42 of the scratch run's tokens.
+    assert "| ligo | 4 | 54.0 % | 52.5 % | 0.42 |" in md, md
+    assert "0.25: 3.4000 (ligo_0.25x_lemon), 0.5: 2.8000 (ligo_0.5x_lemon), 1: 2.4000 (ligo) |" in md
+    # stack crosses at 100 + 900 * 2 / 2.1 mid-run; its one length (1.0) only bounds the own-schedule saving.
+    assert "| stack | 1 | 4.3 % | at least 0.0 % | at most 1.00 |" in md, md
+    assert "- ligo: train the grown model for about 0.42 of the scratch run's tokens" in md
+    assert "0.5 (ligo_0.5x_lemon) is the shortest that reaches the target" in md
+    with open(tmp_path / "out/saving_curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    # The scratch run's lows: 4.0 at 500 FLOPs, 3.0 at 1000. The fewest FLOPs over ligo's runs: to 4.0 its
+    # 0.25 run (5.0 at 100 -> 3.4 at 325), to 3.0 the run on the scratch run's schedule (460).
+    assert [float(r["target_loss"]) for r in curve] == [4.0, 3.0]
+    assert float(curve[0]["ligo"]) == pytest.approx(1 - (100 + 225 / 1.6) / 500)
+    assert float(curve[1]["ligo"]) == pytest.approx(1 - 460 / 1000)
+    assert float(curve[0]["stack"]) == pytest.approx(1 - (100 + 900 / 2.1) / 500)  # negative: slower than scratch
+    assert (tmp_path / "out/saving_vs_loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_small_cost_recorded_at_fit_time_survives_a_move(tmp_path):

@@ -20,9 +20,8 @@ pytestmark = pytest.mark.multiproc
 
 
 @pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3", "zero3_offload"])
-def test_two_ranks_match_one_process(pretrain_setup, pretrain_reference, stage):
-    out = pretrain_setup / f"two_{stage}"
-    ligo("torchrun", 2, train_args(pretrain_setup, out, "--max-steps", "6", "--micro-batch", "2", "--ds-config", stage))
+def test_two_ranks_match_one_process(two_rank_run, pretrain_reference, stage):
+    out = two_rank_run(stage)
     ref_loss, ref_val, ref_steps = losses(pretrain_reference)
     loss, val, steps = losses(out)
     assert steps == ref_steps == [0, 1, 2, 3, 4, 5, 6]
