@@ -142,7 +142,7 @@ def cmd_grow(opts: GrowOptions) -> int:
     Recommended: a full schedule of about a third of the scratch run's tokens, keeping the scratch run's
     --lr and --warmup-steps (cosine to the floor over the shorter run: LEMON's "keep the peak, decay
     faster"). In the CPU study (bench/README.md) a GPT-2 grown this way reached the scratch run's final
-    loss with 0.29-0.30 of its tokens, fit included; shorter warmups did no better at a quarter of the
+    loss with 0.3 of its tokens, fit included; shorter warmups did no better at a quarter of the
     length, wsd (--schedule wsd) a little better at half of it. Measure it on your own pair with
     bench/savings.py --budgets.
     """
