@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from jobs import free_port  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 GPT2_124M = dict(model_type="gpt2", n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50304)
 GPT2_350M = dict(model_type="gpt2", n_layer=24, n_embd=1024, n_head=16, n_positions=1024, vocab_size=50304)
@@ -35,12 +35,6 @@ SMALL_SRC = dict(model_type="gpt2", n_layer=6, n_embd=384, n_head=6, n_positions
 SMALL_TGT = dict(model_type="gpt2", n_layer=12, n_embd=512, n_head=8, n_positions=1024, vocab_size=50304)
 PRESETS = {"gpt2": (GPT2_124M, GPT2_350M), "small": (SMALL_SRC, SMALL_TGT), "tiny": (TINY_SRC, TINY_TGT)}
 GB = 2**30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status_kb(pid: int, field: str) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,20 @@ sys.path.insert(0, str(ROOT))
 from ligo_ds.rundir import final_val_loss  # noqa: E402
 
 JOB_RECORD = "savings_job.json"  # the command that made a finished run, written next to it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(nproc: int) -> list[str]:
+    """What starts a job's ranks: plain python for one (ligo_ds starts a one-process group itself, and a
+    launcher would only add its start-up), torchrun on a free port for more."""
+    if nproc == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"]
 
 
 def flag(args: list[str] | tuple[str, ...], name: str) -> str | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from throughput import free_port  # noqa: E402  (bench/ is on sys.path when run as a script)
+from jobs import launcher  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SHAPES = {
     "tiny 1L/32 -> 2L/64": (
@@ -35,16 +35,7 @@ SHAPES = {
 
 
 def job(nproc: int, args: list[str]) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        f"--master_port={free_port()}",
-        "-m",
-        "ligo_ds",
-        *args,
-    ]
+    cmd = [*launcher(nproc), "-m", "ligo_ds", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{result.stdout[-3000:]}{result.stderr[-3000:]}")

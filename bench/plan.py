@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from jobs import free_port  # noqa: E402
 
 # GPT-2's layout and vocabulary, small enough for a CPU step in a second or two; its memory is mostly the
 # vocabulary's (the embedding and the head's logits), which is what large-vocabulary models are like too.
@@ -57,12 +57,6 @@ CASES = {
     "fit-zero3-1": ("fit", GPT2, 1, ["--ds-config", "zero3"]),
     "fit-zero3-2": ("fit", GPT2, 2, ["--ds-config", "zero3"]),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def environment() -> dict:

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ligo_ds.compute import LOSS_CHUNK  # noqa: E402
 from ligo_ds.options import to_args  # noqa: E402
+
+from jobs import launcher  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 GPT2_124M = dict(model_type="gpt2", n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50304)
 GPT2_350M = dict(model_type="gpt2", n_layer=24, n_embd=1024, n_head=16, n_positions=1024, vocab_size=50304)
@@ -202,12 +203,6 @@ class JobFailed(Exception):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure_peak() -> tuple[float, str]:
     """Matrix-product FLOP/s this device reaches: bf16 8192^3 on a GPU, fp32 1024^3 on the CPU."""
     import torch
@@ -230,19 +225,9 @@ def measure_peak() -> tuple[float, str]:
 
 
 def launch(nproc: int, args: list[str], log: Path, timeout: float | None) -> None:
-    """One job: plain python for one rank (ligo_ds and the baseline start a one-process group themselves,
-    and a launcher process would only add its start-up), torchrun for more. Its output goes to `log`."""
-    if nproc == 1:
-        cmd = [sys.executable, *args]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={nproc}",
-            f"--master_port={free_port()}",
-            *args,
-        ]
+    """One job under jobs.launcher (the HF baseline, too, starts a one-process group itself). Its output
+    goes to `log`."""
+    cmd = [*launcher(nproc), *args]
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()

@@ -63,14 +63,15 @@ def budget_crossing(budgets: list[Budget], target: float) -> BudgetSaving | None
     return None
 
 
-def first_flops(points: Points, target: float) -> float | None:
-    """FLOPs where the validation loss first reaches `target`, linear between evaluations."""
-    for i, (x, _, loss) in enumerate(points):
+def first_crossing(points: Points, target: float) -> tuple[float, float] | None:
+    """(flops, seconds) where the validation loss first reaches `target`, linear between evaluations."""
+    for i, (x, t, loss) in enumerate(points):
         if loss <= target:
             if i == 0:
-                return x
-            x0, _, l0 = points[i - 1]
-            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
+                return x, t
+            x0, t0, l0 = points[i - 1]
+            frac = (l0 - target) / (l0 - loss)
+            return x0 + frac * (x - x0), t0 + frac * (t - t0)
     return None
 
 
@@ -92,7 +93,7 @@ def saving_curve(scratch: Points, methods: dict[str, list[Points]]) -> list[tupl
     for loss, spent in scratch_targets(scratch):
         savings = {}
         for name, runs in methods.items():
-            reached = [f for f in (first_flops(p, loss) for p in runs) if f is not None]
+            reached = [hit[0] for hit in (first_crossing(p, loss) for p in runs) if hit is not None]
             savings[name] = 1 - min(reached) / spent if reached and spent > 0 else None
         rows.append((loss, savings))
     return rows

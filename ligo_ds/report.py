@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .budgets import Budget, BudgetSaving, best_per_length, budget_crossing, saving_curve
+from .budgets import Budget, BudgetSaving, best_per_length, budget_crossing, first_crossing, saving_curve
 from .errors import ConfigError
 from .rundir import read_metrics, val_protocol
 
@@ -46,18 +46,6 @@ class Curve:
     @property
     def final(self) -> tuple[float, float, float]:
         return self.points[-1]
-
-
-def first_crossing(points: list[tuple[float, float, float]], target: float) -> tuple[float, float] | None:
-    """(flops, seconds) where the validation loss first reaches `target`, linear between evaluations."""
-    for i, (x, t, loss) in enumerate(points):
-        if loss <= target:
-            if i == 0:
-                return x, t
-            x0, t0, l0 = points[i - 1]
-            frac = (l0 - target) / (l0 - loss)
-            return x0 + frac * (x - x0), t0 + frac * (t - t0)
-    return None
 
 
 def loss_at(points: list[tuple[float, float, float]], flops: float) -> float | None:

@@ -196,7 +196,8 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert (half["total_steps"], half["warmup_steps"], half["lr"]) == (4, 0, 3e-3 / 2), "half the steps and peak"
     md = (report / "report.md").read_text()
     assert "## On their own schedule" in md and "| ligo | 4 |" in md and "## Saving by target loss" in md
-    assert "- ligo: " in md and "of the scratch run's tokens" in md or "no length tried reaches" in md
+    # which length reaches the target is up to the tiny runs; that the report answers it is not
+    assert "- ligo: train the grown model for " in md or "- ligo: no length tried reaches the target" in md
     assert (report / "saving_curve.csv").read_text().startswith("target_loss,ligo\n")
     assert (report / "saving_vs_loss.png").read_bytes()[:4] == b"\x89PNG"
     # The small model's cost is recorded in each grown run: it survives moving the small run away.
