@@ -6,6 +6,8 @@
     python bench/savings.py --preset tiny     # seconds; what the test suite runs
     python bench/savings.py --preset cpu --families gpt2 --methods ligo,net2net_zero \
         --budgets 0.25,0.5,0.75,1 --schedules lemon,wsd   # grown runs on schedules of their own
+    python bench/savings.py --preset cpu --families gpt2 --seed 1 --scratch-lrs 2e-3 --small-lrs 2e-3 \
+        --methods ligo,net2net_zero --budgets 0.25,0.3,0.5   # another seed at seed 1234's best lrs
 
 Per family (a GPT-2 pair and a Llama pair with GQA): pretrain the small model for the large model's
 steps and batch at a few learning rates, each held at its peak after warmup (no decay: see `study`), and
@@ -36,7 +38,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -216,6 +218,16 @@ def parse_budgets(text: str) -> tuple[float, ...]:
     return budgets
 
 
+def parse_lrs(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        lrs = tuple(sorted({float(x) for x in text.split(",")}))
+    except ValueError:
+        lrs = ()
+    if not lrs or any(not 0 < lr < 1 for lr in lrs):
+        raise SystemExit(f"{flag} {text!r}: expected comma-separated learning rates in (0, 1), e.g. 1e-3,2e-3")
+    return lrs
+
+
 def choose(text: str, known, flag: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in known]
@@ -357,8 +369,18 @@ def main() -> int:
         default=SEED,
         help=f"every run's seed (default {SEED}); another seed is a whole study of its own, under OUT/PRESET_seedN",
     )
+    parser.add_argument(
+        "--scratch-lrs",
+        help="the scratch sweep's peak lrs instead of the preset's, e.g. the best of seed 1234's sweep "
+        "for the other seeds' studies",
+    )
+    parser.add_argument("--small-lrs", help="the small model's sweep instead of the preset's, likewise")
     args = parser.parse_args()
     p = PRESETS[args.preset]
+    if args.scratch_lrs:
+        p = replace(p, scratch_lrs=parse_lrs(args.scratch_lrs, "--scratch-lrs"))
+    if args.small_lrs:
+        p = replace(p, small_lrs=parse_lrs(args.small_lrs, "--small-lrs"))
     grid = Grid(
         methods=choose(args.methods, list(grown_runs(p)), "--methods") if args.methods else Grid.methods,
         budgets=parse_budgets(args.budgets),

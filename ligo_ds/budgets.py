@@ -97,3 +97,36 @@ def saving_curve(scratch: Points, methods: dict[str, list[Points]]) -> list[tupl
             savings[name] = 1 - min(reached) / spent if reached and spent > 0 else None
         rows.append((loss, savings))
     return rows
+
+
+@dataclass(frozen=True)
+class OverSeeds:
+    """One number (a saving, or a lead in points) over several seeds: the paired view the goal is judged on."""
+
+    values: tuple[float, ...]  # in the seeds' order
+    mean: float
+    sd: float  # sample standard deviation (0 for one seed)
+    low: float
+
+
+def over_seeds(values: list[float]) -> OverSeeds:
+    n = len(values)
+    if n == 0:
+        raise ValueError("over_seeds: no values")
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return OverSeeds(tuple(values), mean, sd, min(values))
+
+
+def lead_over_best(savings: list[dict[str, float]], method: str) -> tuple[str, OverSeeds]:
+    """`method`'s lead, seed by seed, over the other method with the highest mean saving (the best rival
+    over all seeds, not each seed's luckiest, so the differences are paired). `savings`: one
+    {method: saving} per seed, every seed with every method."""
+    rivals = sorted({name for s in savings for name in s} - {method})
+    if not rivals:
+        raise ValueError(f"lead_over_best: no method besides {method!r} to lead")
+    missing = [(i, name) for i, s in enumerate(savings) for name in [method, *rivals] if name not in s]
+    if missing:
+        raise ValueError(f"lead_over_best: seeds without a saving for (seed index, method) {missing}")
+    best = max(rivals, key=lambda name: sum(s[name] for s in savings))
+    return best, over_seeds([s[method] - s[best] for s in savings])

@@ -276,6 +276,31 @@ def own_schedule_markdown(base: Curve, found: list[Method]) -> str:
     return "\n".join([*lines, "", "How long to train each grown model:", *advice]) + "\n"
 
 
+OWN_SCHEDULE_COLUMNS = ["method", "runs", "same_schedule_saving", "own_saving", "at_least", "length", "shortest_run"]
+
+
+def write_own_schedule(found: list[Method], path: Path) -> None:
+    """The own-schedule table, one row a method, for studies over seeds (bench/seeds.py); `at_least` marks a
+    saving only bounded (the shortest length tried already reaches the target), empty cells a method that
+    never reaches it."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(OWN_SCHEDULE_COLUMNS)
+        for m in found:
+            c = m.crossing
+            writer.writerow(
+                [
+                    m.name,
+                    len(m.runs),
+                    "" if m.same_schedule is None else m.same_schedule,
+                    "" if m.saving is None else m.saving,
+                    "" if c is None else int(c.at_most),
+                    "" if c is None else c.fraction,
+                    "" if c is None else c.shortest.name,
+                ]
+            )
+
+
 def curve_markdown(curve: list[tuple[float, dict[str, float | None]]], shown: int = 6) -> str:
     """A few rows of the saving curve (the whole curve is in saving_curve.csv and saving_vs_loss.png)."""
     if not curve:
@@ -402,6 +427,7 @@ def report(runs: list[str | Path], out: str | Path, scratch: str | None = None) 
     md = markdown(base, rows)
     if any(len(m.runs) > 1 for m in found) and base.tokens:
         md += own_schedule_markdown(base, found)
+        write_own_schedule(found, out / "own_schedule.csv")
     md += curve_markdown(curve)
     (out / "report.md").write_text(md)
     if curve:

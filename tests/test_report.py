@@ -124,6 +124,13 @@ def test_grown_runs_of_several_lengths_give_the_own_schedule_saving_and_the_curv
     assert "| stack | 1 | 4.3 % | at least 0.0 % | at most 1.00 |" in md, md
     assert "- ligo: train the grown model for about 0.42 of the scratch run's tokens" in md
     assert "0.5 (ligo_0.5x_lemon) is the shortest that reaches the target" in md
+    with open(tmp_path / "out/own_schedule.csv") as f:
+        own = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(own["ligo"]["own_saving"]) == pytest.approx(1 - 475 / 1000)
+    assert float(own["ligo"]["length"]) == pytest.approx(0.25 + 0.25 * 2 / 3)
+    assert (own["ligo"]["at_least"], own["ligo"]["shortest_run"], own["ligo"]["runs"]) == ("0", "ligo_0.5x_lemon", "4")
+    assert float(own["ligo"]["same_schedule_saving"]) == pytest.approx(1 - 460 / 1000)
+    assert (own["stack"]["at_least"], float(own["stack"]["own_saving"])) == ("1", 0.0)
     with open(tmp_path / "out/saving_curve.csv") as f:
         curve = list(csv.DictReader(f))
     # The scratch run's lows: 4.0 at 500 FLOPs, 3.0 at 1000. The fewest FLOPs over ligo's runs: to 4.0 its
