@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def _pct(row: dict, key: str) -> str:
     return f"{bound}{100 * float(row[key]):.1f}"
 
 
+def _points(sd: float) -> str:
+    return "-" if math.isnan(sd) else f"{100 * sd:.1f}"
+
+
 def summary(reports: list[Path], lead: str) -> tuple[str, list[list]]:
     """The markdown tables and the CSV rows (method, what, seed..., mean, sd)."""
     names = [r.parent.parent.name if r.name == "report" else r.name for r in reports]
@@ -62,7 +67,7 @@ def summary(reports: list[Path], lead: str) -> tuple[str, list[list]]:
             cells = [rows.get(m, {}) for _, rows in seeds]
             values = [float(c[key]) for c in cells if c.get(key)]
             stats = over_seeds(values) if len(values) == len(cells) else None
-            tail = f"{100 * stats.mean:.1f} | {100 * stats.sd:.1f}" if stats else "- | -"
+            tail = f"{100 * stats.mean:.1f} | {_points(stats.sd)}" if stats else "- | -"
             lines.append(f"| {m} | " + " | ".join(_pct(c, key) for c in cells) + f" | {tail} |")
             spread = (stats.mean, stats.sd) if stats else ("", "")
             rows_out.append([m, key, *(c.get(key, "") for c in cells), *spread])
@@ -85,7 +90,7 @@ def summary(reports: list[Path], lead: str) -> tuple[str, list[list]]:
     lines.append(
         f"{lead}'s lead over {rival} (the best other method on average), points: "
         + ", ".join(f"{100 * v:+.1f}" for v in gap.values)
-        + f"; mean {100 * gap.mean:+.1f}, sd {100 * gap.sd:.1f}, lowest {100 * gap.low:+.1f}"
+        + f"; mean {100 * gap.mean:+.1f}, sd {_points(gap.sd)}, lowest {100 * gap.low:+.1f}"
     )
     rows_out.append([lead, f"lead_over_{rival}", *gap.values, gap.mean, gap.sd])
     return "\n".join(lines) + "\n", rows_out

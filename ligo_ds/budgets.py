@@ -15,6 +15,7 @@ fewest FLOPs over all its runs (any length, any schedule): what a user who knew 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 Points = list[tuple[float, float, float]]  # (flops, seconds, val_loss), in training order
@@ -105,7 +106,7 @@ class OverSeeds:
 
     values: tuple[float, ...]  # in the seeds' order
     mean: float
-    sd: float  # sample standard deviation (0 for one seed)
+    sd: float  # sample standard deviation; nan for one seed, whose spread is unknown, not zero
     low: float
 
 
@@ -114,7 +115,7 @@ def over_seeds(values: list[float]) -> OverSeeds:
     if n == 0:
         raise ValueError("over_seeds: no values")
     mean = sum(values) / n
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else math.nan
     return OverSeeds(tuple(values), mean, sd, min(values))
 
 
