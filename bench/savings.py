@@ -206,26 +206,25 @@ def run_name(method: str, budget: float, schedule: str) -> str:
     return method if (budget, schedule) == (1.0, "lemon") else f"{method}_{budget:g}x_{schedule}"
 
 
-def parse_budgets(text: str) -> tuple[float, ...]:
+def parse_floats(text: str, flag: str, within, expected: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers, sorted and without repeats; `within(x)` says which are allowed."""
     try:
-        budgets = tuple(sorted({float(b) for b in text.split(",")}))
+        values = tuple(sorted({float(x) for x in text.split(",")}))
     except ValueError:
-        budgets = ()
-    if not budgets or any(not 0 < b <= 4 for b in budgets):
-        raise SystemExit(
-            f"--budgets {text!r}: expected fractions of the scratch run's tokens in (0, 4], e.g. 0.25,0.5,1"
-        )
-    return budgets
+        values = ()
+    if not values or not all(within(x) for x in values):
+        raise SystemExit(f"{flag} {text!r}: expected {expected}")
+    return values
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    return parse_floats(
+        text, "--budgets", lambda b: 0 < b <= 4, "fractions of the scratch run's tokens in (0, 4], e.g. 0.25,0.5,1"
+    )
 
 
 def parse_lrs(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        lrs = tuple(sorted({float(x) for x in text.split(",")}))
-    except ValueError:
-        lrs = ()
-    if not lrs or any(not 0 < lr < 1 for lr in lrs):
-        raise SystemExit(f"{flag} {text!r}: expected comma-separated learning rates in (0, 1), e.g. 1e-3,2e-3")
-    return lrs
+    return parse_floats(text, flag, lambda lr: 0 < lr < 1, "comma-separated learning rates in (0, 1), e.g. 1e-3,2e-3")
 
 
 def choose(text: str, known, flag: str) -> tuple[str, ...]:
