@@ -41,6 +41,17 @@ def flag(args: list[str] | tuple[str, ...], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
 
+def as_recorded(args: list[str] | tuple[str, ...], log: Path) -> list[str]:
+    """A job's command as its record keeps it: the study's work dir (the log's folder) written as $WORK."""
+    return [a.replace(str(log.parent), "$WORK") for a in args]
+
+
+def made_by_command(out: Path) -> list[str] | None:
+    """The recorded command of the run in `out`, or None when it has no record."""
+    record = out / JOB_RECORD
+    return json.loads(record.read_text())["args"] if record.is_file() else None
+
+
 _LOG_LOCK = threading.Lock()  # jobs.log is appended to by every job thread
 
 
@@ -62,10 +73,10 @@ def ligo(
     The line printed when it ends names it by `label` (default: its run dir's name).
     """
     out = Path(flag(args, "--out")) if "--out" in args else None
-    job = [a.replace(str(log.parent), "$WORK") for a in args]
+    job = as_recorded(args, log)
     record = out / JOB_RECORD if out is not None and done is not None else None
     if record is not None and done.is_file() and record.is_file():
-        made_by = json.loads(record.read_text())["args"]
+        made_by = made_by_command(out)
         if made_by == job:
             return 0.0
         raise SystemExit(

@@ -23,7 +23,9 @@ at every length named (fractions of the scratch run's tokens). The report then g
 saving at the shortest length whose final loss reaches the target (the best schedule at each length,
 as the scratch sweep keeps its best lr), the length a user should train for, and the saving at every
 loss the scratch run reaches on its way (saving_vs_loss.png).
-Every job is a real `ligo-ds` command; rerunning the script resumes what is unfinished.
+Every job is a real `ligo-ds` command; rerunning the script resumes what is unfinished, and the report
+keeps the finished grown runs an earlier invocation of the same study asked for (other methods, lengths or
+schedules), each checked against the command this one would give it.
 With --jobs N, up to N jobs run at once (the families side by side, and within a family the two sweeps,
 then the grown runs), each pinned to a device of --devices in turn. Small models leave a GPU mostly idle
 between kernels (start-up, evaluation, Python), so jobs sharing one finish sooner than one after another;
@@ -39,12 +41,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import product
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ligo_ds.options import to_args  # noqa: E402
 
-from jobs import ROOT, Jobs, final_val, ligo  # noqa: E402
+from jobs import ROOT, Jobs, as_recorded, final_val, ligo, made_by_command  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -308,28 +311,78 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs, grid: Grid
             f"({best_val:.4f}), so every growth saving is trivial here (the report says so too)",
             file=sys.stderr,
         )
-    grown = []
-    methods = grown_runs(p)
-    for name in grid.methods:
-        steps, options = methods[name]
+
+    def grow_job(method: str, budget: float, schedule: str) -> tuple[Path, list[str], Path]:
+        """(run dir, `ligo-ds` arguments, the file that says it finished) of one grown run."""
+        steps, options = grown_runs(p)[method]
         if steps and p.fit_micro_batch is not None:
             options = [*options, *to_args(fit_micro_batch=p.fit_micro_batch)]
-        for budget in grid.budgets:
-            for schedule in grid.schedules:
-                out = runs / run_name(name, budget, schedule)
-                head = to_args(source=small / "hf", target=fam / "large.json", out=out, fit_steps=steps)
-                lr, length, warmup, flags = grown_schedule(p, schedule, best_lr, budget)
-                tail = to_args(operator_lr=p.operator_lr, operator_warmup=max(1, steps // 10), lr=lr, max_steps=length)
-                done = out / "train/hf/config.json"
-                argv = [*head, *options, *tail, *with_warmup(common, warmup), *flags]
-                grown.append((out, jobs.submit("grow", *argv, done=done)))
+        out = runs / run_name(method, budget, schedule)
+        head = to_args(source=small / "hf", target=fam / "large.json", out=out, fit_steps=steps)
+        lr, length, warmup, flags = grown_schedule(p, schedule, best_lr, budget)
+        tail = to_args(operator_lr=p.operator_lr, operator_warmup=max(1, steps // 10), lr=lr, max_steps=length)
+        return out, ["grow", *head, *options, *tail, *with_warmup(common, warmup), *flags], out / "train/hf/config.json"
+
+    grown = []
+    for point in product(grid.methods, grid.budgets, grid.schedules):
+        out, argv, done = grow_job(*point)
+        grown.append((out, jobs.submit(*argv, done=done)))
     for _, job in grown:
         job.result()
+    made = [out for out, _ in grown]
+    earlier = earlier_runs(runs, made, grow_job, jobs.log, family)
     report = fam / "report"
-    jobs.submit(
-        "report", *[str(out) for _, out, _ in scratch], *[str(out) for out, _ in grown], "--out", str(report)
-    ).result()
+    # by method, then length, then schedule, whichever invocation made them
+    grown_runs_found = sorted(made + earlier, key=lambda out: grid_order(parse_run_name(out.name)))
+    runs_reported = [*(str(out) for _, out, _ in scratch), *map(str, grown_runs_found)]
+    jobs.submit("report", *runs_reported, "--out", str(report)).result()
     return report
+
+
+def parse_run_name(name: str) -> tuple[str, float, str] | None:
+    """(method, length, schedule) of a grown run's dir name (run_name's inverse), or None for any other dir."""
+    if name in Grid.methods:
+        return name, 1.0, "lemon"
+    for method in Grid.methods:  # no method's name begins another's followed by "_"
+        if name.startswith(method + "_"):
+            budget, x, schedule = name[len(method) + 1 :].partition("x_")
+            try:
+                point = (method, float(budget), schedule)
+            except ValueError:
+                return None
+            return point if x and schedule in GROWN_SCHEDULES and run_name(*point) == name else None
+    return None
+
+
+def grid_order(point: tuple[str, float, str]) -> tuple[int, float, int]:
+    method, budget, schedule = point
+    return Grid.methods.index(method), budget, list(GROWN_SCHEDULES).index(schedule)
+
+
+def earlier_runs(runs: Path, made: list[Path], grow_job, log: Path, family: str) -> list[Path]:
+    """Finished grown runs of this study outside this invocation's grid (other methods or lengths asked for
+    before), so a rerun with a few more lengths reports them all. A run counts only when its recorded command
+    is the one this study would give it now (same small model, scratch lr, preset and seed); any other is
+    left out, saying why, so a report never mixes runs of two studies."""
+    found = []
+    for out in sorted(d for d in runs.iterdir() if d.is_dir() and d not in made):
+        point = parse_run_name(out.name)
+        if point is None:
+            continue
+        _, argv, done = grow_job(*point)
+        recorded = made_by_command(out)
+        if done.is_file() and recorded == as_recorded(argv, log):
+            found.append(out)
+            continue
+        why = (
+            "it is unfinished"
+            if not done.is_file()
+            else "it has no record of its command"
+            if recorded is None
+            else "it was made by a different command (another small model, scratch lr, preset or seed)"
+        )
+        print(f"  {family}: {out.name} left out of the report: {why}", file=sys.stderr)
+    return found
 
 
 def main() -> int:

@@ -198,8 +198,32 @@ def test_savings_study_tiny_writes_all_three_outputs(corpus, tmp_path):
     assert "## On their own schedule" in md and "| ligo | 4 |" in md and "## Saving by target loss" in md
     # which length reaches the target is up to the tiny runs; that the report answers it is not
     assert "- ligo: train the grown model for " in md or "- ligo: no length tried reaches the target" in md
-    assert (report / "saving_curve.csv").read_text().startswith("target_loss,ligo\n")
+    assert (report / "saving_curve.csv").read_text().startswith("target_loss,net2net_stack,net2net_interpolate,ligo\n")
     assert (report / "saving_vs_loss.png").read_bytes()[:4] == b"\x89PNG"
+    # The report keeps the finished runs of the methods this invocation left out, but not net2net_zero,
+    # whose record now names another small model: a report never mixes two studies' runs.
+    assert "| net2net_stack |" in md and "| net2net_interpolate |" in md and "| net2net_zero |" not in md
+    assert "net2net_zero left out of the report: it was made by a different command" in own.stderr
+    # A rerun asking for one length only reports every length and schedule made before, and runs nothing.
+    one = subprocess.run(
+        [*study, "--budgets", "0.5", "--methods", "ligo"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=job_env(),
+        cwd=ROOT,
+    )
+    assert one.returncode == 0 and _jobs_run(one.stderr) == ["report report"], one.stderr[-4000:]
+    rows = [line.split(",")[0] for line in (report / "report.csv").read_text().splitlines()[1:]]
+    assert rows == [
+        "scratch_lr0.003",
+        "net2net_stack",
+        "net2net_interpolate",
+        "ligo_0.5x_lemon",
+        "ligo_0.5x_no-warmup",
+        "ligo",
+        "ligo_1x_no-warmup",
+    ]
     # The small model's cost is recorded in each grown run: it survives moving the small run away.
     small_rows = read_metrics(runs / "small_lr0.003" / "metrics.jsonl")
     small_flops, small_val = small_rows[-1]["flops"], [r["val_loss"] for r in small_rows if "val_loss" in r][-1]
