@@ -52,6 +52,15 @@ def made_by_command(out: Path) -> list[str] | None:
     return json.loads(record.read_text())["args"] if record.is_file() else None
 
 
+def run_state(args: list[str] | tuple[str, ...], done: Path, log: Path) -> str:
+    """What the run dir of a job (its --out) holds: "made" (finished by this very command), "other"
+    (finished by another command), "unrecorded" (finished, with no record) or "unfinished"."""
+    if not done.is_file():
+        return "unfinished"
+    made_by = made_by_command(Path(flag(args, "--out")))
+    return "unrecorded" if made_by is None else "made" if made_by == as_recorded(args, log) else "other"
+
+
 _LOG_LOCK = threading.Lock()  # jobs.log is appended to by every job thread
 
 
@@ -75,12 +84,12 @@ def ligo(
     out = Path(flag(args, "--out")) if "--out" in args else None
     job = as_recorded(args, log)
     record = out / JOB_RECORD if out is not None and done is not None else None
-    if record is not None and done.is_file() and record.is_file():
-        made_by = made_by_command(out)
-        if made_by == job:
-            return 0.0
+    state = run_state(args, done, log) if record is not None else "unfinished"
+    if state == "made":
+        return 0.0
+    if state == "other":
         raise SystemExit(
-            f"{str(out)!r} holds a finished run made by a different command:\n  {' '.join(made_by)}\n"
+            f"{str(out)!r} holds a finished run made by a different command:\n  {' '.join(made_by_command(out))}\n"
             f"expected:\n  {' '.join(job)}\nmove it away or choose another --out"
         )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ligo_ds.options import to_args  # noqa: E402
 
-from jobs import ROOT, Jobs, as_recorded, final_val, ligo, made_by_command  # noqa: E402
+from jobs import ROOT, Jobs, final_val, ligo, run_state  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -323,19 +323,18 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs, grid: Grid
         tail = to_args(operator_lr=p.operator_lr, operator_warmup=max(1, steps // 10), lr=lr, max_steps=length)
         return out, ["grow", *head, *options, *tail, *with_warmup(common, warmup), *flags], out / "train/hf/config.json"
 
-    grown = []
+    grown = {}  # grid point -> (run dir, its job)
     for point in product(grid.methods, grid.budgets, grid.schedules):
         out, argv, done = grow_job(*point)
-        grown.append((out, jobs.submit(*argv, done=done)))
-    for _, job in grown:
+        grown[point] = (out, jobs.submit(*argv, done=done))
+    for _, job in grown.values():
         job.result()
-    made = [out for out, _ in grown]
-    earlier = earlier_runs(runs, made, grow_job, jobs.log, family)
+    made = {point: out for point, (out, _) in grown.items()}
+    reported = {**made, **earlier_runs(runs, set(made.values()), grow_job, jobs.log, family)}
     report = fam / "report"
     # by method, then length, then schedule, whichever invocation made them
-    grown_runs_found = sorted(made + earlier, key=lambda out: grid_order(parse_run_name(out.name)))
-    runs_reported = [*(str(out) for _, out, _ in scratch), *map(str, grown_runs_found)]
-    jobs.submit("report", *runs_reported, "--out", str(report)).result()
+    grown_dirs = [str(reported[point]) for point in sorted(reported, key=grid_order)]
+    jobs.submit("report", *(str(out) for _, out, _ in scratch), *grown_dirs, "--out", str(report)).result()
     return report
 
 
@@ -359,29 +358,30 @@ def grid_order(point: tuple[str, float, str]) -> tuple[int, float, int]:
     return Grid.methods.index(method), budget, list(GROWN_SCHEDULES).index(schedule)
 
 
-def earlier_runs(runs: Path, made: list[Path], grow_job, log: Path, family: str) -> list[Path]:
+# Why an earlier run is left out of the report, by its jobs.run_state
+LEFT_OUT = {
+    "unfinished": "it is unfinished",
+    "unrecorded": "it has no record of its command",
+    "other": "it was made by a different command (another small model, scratch lr, preset or seed)",
+}
+
+
+def earlier_runs(runs: Path, made: set[Path], grow_job, log: Path, family: str) -> dict[tuple, Path]:
     """Finished grown runs of this study outside this invocation's grid (other methods or lengths asked for
-    before), so a rerun with a few more lengths reports them all. A run counts only when its recorded command
-    is the one this study would give it now (same small model, scratch lr, preset and seed); any other is
-    left out, saying why, so a report never mixes runs of two studies."""
-    found = []
+    before), by grid point, so a rerun with a few more lengths reports them all. A run counts only when its
+    recorded command is the one this study would give it now (same small model, scratch lr, preset and
+    seed); any other is left out, saying why, so a report never mixes runs of two studies."""
+    found = {}
     for out in sorted(d for d in runs.iterdir() if d.is_dir() and d not in made):
         point = parse_run_name(out.name)
         if point is None:
             continue
         _, argv, done = grow_job(*point)
-        recorded = made_by_command(out)
-        if done.is_file() and recorded == as_recorded(argv, log):
-            found.append(out)
-            continue
-        why = (
-            "it is unfinished"
-            if not done.is_file()
-            else "it has no record of its command"
-            if recorded is None
-            else "it was made by a different command (another small model, scratch lr, preset or seed)"
-        )
-        print(f"  {family}: {out.name} left out of the report: {why}", file=sys.stderr)
+        state = run_state(argv, done, log)
+        if state == "made":
+            found[point] = out
+        else:
+            print(f"  {family}: {out.name} left out of the report: {LEFT_OUT[state]}", file=sys.stderr)
     return found
 
 
