@@ -271,7 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def whole_lines(stream) -> None:
+    """Make each printed line reach the stream in one write. Under PYTHONUNBUFFERED (common in job
+    scripts) a text stream writes straight through, so `print` sends the message and its newline as two
+    writes, and mpirun or srun, merging the ranks' streams, can put another rank's line between them."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:  # a stream pytest or a caller swapped in may not be a TextIOWrapper
+        reconfigure(line_buffering=True, write_through=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    whole_lines(sys.stdout)
+    whole_lines(sys.stderr)
     args = build_parser().parse_args(argv)
     fn, options, _ = COMMANDS[args.command]
     try:

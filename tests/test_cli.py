@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+
+import pytest
+
+from ligo_ds.cli import whole_lines
 
 from conftest import HF_CASES
 
@@ -49,3 +54,33 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert out.stderr.strip() == (
         "ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2"
     )
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that records each write it gets, as a pipe to mpirun would receive them."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.writes.append(bytes(b))
+        return len(b)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_each_printed_line_is_one_write_even_unbuffered(fixed):
+    """What PYTHONUNBUFFERED gives a process (a raw stream, write-through): print splits a line in two
+    writes, which a launcher merging ranks' streams can interleave; whole_lines joins them again."""
+    raw = _Writes()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    if fixed:
+        whole_lines(stream)
+    print("ligo-ds pretrain: training diverged: 3 steps in a row", file=stream)
+    print("step 5 skipped", file=stream)
+    if fixed:
+        assert raw.writes == [b"ligo-ds pretrain: training diverged: 3 steps in a row\n", b"step 5 skipped\n"]
+    else:
+        assert b"\n" in raw.writes, "the stream this guards against: the newline goes on its own"
