@@ -1,4 +1,4 @@
-"""The command line, run as a user runs it: a real subprocess."""
+"""The command line, run as a user runs it: a real subprocess (in-process only where a test swaps a stream)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from ligo_ds.cli import whole_lines
+from ligo_ds.cli import main
 
 from conftest import HF_CASES
 
@@ -70,17 +68,28 @@ class _Writes(io.RawIOBase):
         return len(b)
 
 
-@pytest.mark.parametrize("fixed", [False, True])
-def test_each_printed_line_is_one_write_even_unbuffered(fixed):
-    """What PYTHONUNBUFFERED gives a process (a raw stream, write-through): print splits a line in two
-    writes, which a launcher merging ranks' streams can interleave; whole_lines joins them again."""
+def _unbuffered() -> tuple[_Writes, io.TextIOWrapper]:
+    """What PYTHONUNBUFFERED gives a process: a text stream writing straight through to the raw one."""
     raw = _Writes()
-    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
-    if fixed:
-        whole_lines(stream)
-    print("ligo-ds pretrain: training diverged: 3 steps in a row", file=stream)
-    print("step 5 skipped", file=stream)
-    if fixed:
-        assert raw.writes == [b"ligo-ds pretrain: training diverged: 3 steps in a row\n", b"step 5 skipped\n"]
-    else:
-        assert b"\n" in raw.writes, "the stream this guards against: the newline goes on its own"
+    return raw, io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+
+
+def test_print_on_an_unbuffered_stream_sends_the_newline_alone():
+    """The hazard whole_lines removes, shown on Python itself, so the test below can tell it is needed."""
+    raw, stream = _unbuffered()
+    print("ligo-ds pretrain: training diverged", file=stream)
+    assert raw.writes == [b"ligo-ds pretrain: training diverged", b"\n"]
+
+
+def test_each_line_the_cli_prints_is_one_write_even_unbuffered(monkeypatch, tmp_path):
+    """A launcher merging ranks' streams can put another rank's line between two writes; `main` prints
+    each of its lines in one."""
+    raw, stream = _unbuffered()
+    monkeypatch.setattr(sys, "stderr", stream)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**HF_CASES["llama"], "model_type": "t5"}))
+    assert main(["inspect", "--model", str(config)]) == 2
+    stream.flush()
+    assert raw.writes == [
+        b"ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2\n"
+    ]
