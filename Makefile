@@ -50,7 +50,7 @@ test: lint $(STAMP) system-deps
 	  if [ -f .multinode/nodes ]; then tests/multinode/cluster.sh stop; fi; exit $$rc
 
 demo: $(STAMP)
-	$(PY) -m ligo_ds.demo --out demo
+	$(PY) -m ligo_ds.commands.demo --out demo
 
 clean:
 	rm -rf demo .pytest_cache

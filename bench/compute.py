@@ -34,9 +34,9 @@ from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ligo_ds.compute import LOSS_CHUNK, chunked_lm_loss  # noqa: E402
-from ligo_ds.model import Decoder, lm_loss  # noqa: E402
-from ligo_ds.model_config import ModelConfig  # noqa: E402
+from ligo_ds.model.compute import LOSS_CHUNK, chunked_lm_loss  # noqa: E402
+from ligo_ds.model.config import ModelConfig  # noqa: E402
+from ligo_ds.model.decoder import Decoder, lm_loss  # noqa: E402
 
 SIZES = {
     # a Llama-shaped model small enough for a CPU step in about a second; the head's table at Llama 3's

@@ -95,9 +95,9 @@ def base_rss(env: dict, cwd: Path, source: Path) -> int:
 
 def setup(work: Path, preset: str) -> tuple[Path, Path, Path]:
     from ligo_ds import ModelConfig, save_model
-    from ligo_ds.model import Decoder
+    from ligo_ds.data.prepare import prepare
+    from ligo_ds.model.decoder import Decoder
     from ligo_ds.options import PrepareOptions
-    from ligo_ds.prepare import prepare
 
     src_cfg, tgt_cfg = PRESETS[preset]
     source = work / "source"

@@ -50,7 +50,7 @@ def measure(src_hf: dict, tgt_hf: dict, order: str, out_dir: str) -> dict:
 
     from ligo_ds import ModelConfig
     from ligo_ds.growth import GrowthSpec, grow, materialise, write_grown
-    from ligo_ds.model import Decoder
+    from ligo_ds.model.decoder import Decoder
 
     torch.manual_seed(0)
     src = Decoder(ModelConfig.from_hf(src_hf))

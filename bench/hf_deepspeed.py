@@ -18,15 +18,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ligo_ds.data import TokenData, window_batch  # noqa: E402
-from ligo_ds.data_order import SampleOrder  # noqa: E402
+from ligo_ds.data.order import SampleOrder  # noqa: E402
+from ligo_ds.data.reading import TokenData, window_batch  # noqa: E402
 from ligo_ds.distributed import engine as ds_engine  # noqa: E402
 from ligo_ds.distributed import launch
-from ligo_ds.ds_config import ds_config_path, resolve_ds_config  # noqa: E402
-from ligo_ds.metrics import peak_memory_bytes  # noqa: E402
-from ligo_ds.model import lm_loss  # noqa: E402
-from ligo_ds.model_config import ModelConfig  # noqa: E402
+from ligo_ds.distributed.ds_config import ds_config_path, resolve_ds_config  # noqa: E402
+from ligo_ds.model.config import ModelConfig  # noqa: E402
+from ligo_ds.model.decoder import lm_loss  # noqa: E402
 from ligo_ds.options import load_json  # noqa: E402
+from ligo_ds.training.metrics import peak_memory_bytes  # noqa: E402
 
 
 def main() -> int:

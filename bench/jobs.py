@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ligo_ds.rundir import final_val_loss  # noqa: E402
+from ligo_ds.training.rundir import final_val_loss  # noqa: E402
 
 JOB_RECORD = "savings_job.json"  # the command that made a finished run, written next to it
 

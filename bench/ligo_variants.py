@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ligo_ds.rundir import read_metrics  # noqa: E402
+from ligo_ds.training.rundir import read_metrics  # noqa: E402
 
 from jobs import JOB_RECORD, final_val, flag, ligo  # noqa: E402
 

@@ -75,9 +75,9 @@ def setup(work: Path) -> tuple[Path, Path]:
     import torch
 
     from ligo_ds import ModelConfig, save_model
-    from ligo_ds.model import Decoder
+    from ligo_ds.data.prepare import prepare
+    from ligo_ds.model.decoder import Decoder
     from ligo_ds.options import PrepareOptions
-    from ligo_ds.prepare import prepare
 
     data, source = work / "data", work / "source"
     if not (data / "meta.json").is_file():
@@ -130,8 +130,8 @@ def run_watched(argv: list[str], log: Path) -> float:
 
 def predicted(name: str, work: Path, source: Path) -> tuple[float, dict]:
     """`ligo-ds plan --device cpu` for a case: (the phase's total in GiB, its terms in GiB)."""
-    from ligo_ds.model_config import ModelConfig
-    from ligo_ds.plan import GiB, Setup, fit_phase, load_zero, pretrain_phase
+    from ligo_ds.analysis.plan import GiB, Setup, fit_phase, load_zero, pretrain_phase
+    from ligo_ds.model.config import ModelConfig
 
     command, model, ranks, flags = CASES[name]
 

@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from ligo_ds.budgets import lead_over_best, over_seeds
+from ligo_ds.analysis.budgets import lead_over_best, over_seeds
 
 
 def read_seed(report: Path) -> tuple[float, dict[str, dict]]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ligo_ds.compute import LOSS_CHUNK  # noqa: E402
+from ligo_ds.model.compute import LOSS_CHUNK  # noqa: E402
 from ligo_ds.options import to_args  # noqa: E402
 
 from jobs import launcher  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -328,7 +328,7 @@ def run_preset(p: Preset, bench: Bench, budget: float | None) -> tuple[dict[Job,
     holds tokens_per_s, peak_mem_gb and mfu (fits have none: their step is the operator's production plus
     the target's step), or failed; and seconds, the job's wall time."""
     from ligo_ds import ModelConfig
-    from ligo_ds.flops import train_flops_per_token
+    from ligo_ds.training.flops import train_flops_per_token
 
     results, skipped, longest, start = {}, [], 0.0, time.perf_counter()
     for job in p.jobs:

@@ -8,10 +8,10 @@ __all__ = ["ConfigError", "Decoder", "ModelConfig", "load_model", "save_model", 
 # The model API imports torch; importing the package does not, so that light processes (prepare's
 # tokenizing workers, `--help`) stay light. `from ligo_ds import load_model` works as before.
 _LAZY = {
-    "Decoder": "model",
-    "ModelConfig": "model_config",
-    "load_model": "hf_io",
-    "save_model": "hf_io",
+    "Decoder": "model.decoder",
+    "ModelConfig": "model.config",
+    "load_model": "model.hf_io",
+    "save_model": "model.hf_io",
 }
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import hub
 from .errors import ConfigError, TrainingDiverged
+from .model import hub
 from .options import (
     EvalOptions,
     ExportOptions,
@@ -48,7 +48,7 @@ def cmd_prepare(opts: PrepareOptions) -> int:
     of --vocab-size tokens is trained on --tokenizer-sample-bytes of the corpus. A killed prepare
     resumes when the same command is run again.
     """
-    from .prepare import prepare
+    from .data.prepare import prepare
 
     start = time.perf_counter()
     meta = prepare(opts)
@@ -69,8 +69,8 @@ def cmd_inspect(opts: InspectOptions) -> int:
     import numpy as np
     import torch
 
-    from .data import open_data
-    from .hf_io import load_model
+    from .data.reading import open_data
+    from .model.hf_io import load_model
 
     model = load_model(opts.model).eval()
     cfg = model.cfg
@@ -108,7 +108,7 @@ def cmd_pretrain(opts: PretrainOptions) -> int:
     and srun. Writes RUN_DIR/{config.json, ds_config.json, checkpoints/, metrics.jsonl, tb/, hf/}.
     Rerunning the same command resumes from the latest complete checkpoint.
     """
-    from .pretrain import run
+    from .training.pretrain import run
 
     hf = run(opts)
     if hf is not None and _is_rank0():
@@ -122,7 +122,7 @@ def cmd_fit(opts: FitOptions) -> int:
     Only the operator trains; under ZeRO-3 it and the frozen source weights are partitioned across
     ranks. Writes RUN_DIR/hf (the grown model), metrics and checkpoints; reruns resume.
     """
-    from .fit import run
+    from .growth.fit import run
 
     result = run(opts)
     if not result.stopped and _is_rank0():
@@ -146,7 +146,7 @@ def cmd_grow(opts: GrowOptions) -> int:
     third is the safe end. Shorter warmups did no better at a quarter of the length, wsd (--schedule
     wsd) a little better at half of it. Measure it on your own pair with bench/savings.py --budgets.
     """
-    from .grow import run
+    from .growth.grow import run
 
     hf = run(opts)
     if hf is not None and _is_rank0():
@@ -156,7 +156,7 @@ def cmd_grow(opts: GrowOptions) -> int:
 
 def cmd_export(opts: ExportOptions) -> int:
     """Write any saved checkpoint of a run (default: the latest) as an HF checkpoint directory."""
-    from .export import export
+    from .commands.export import export
 
     print(f"wrote {export(opts.run, opts.out, opts.tag, opts.dtype)}")
     return 0
@@ -169,7 +169,7 @@ def cmd_eval(opts: EvalOptions) -> int:
     the run's own data, sequence length and number of windows, which gives the run's last val_loss.
     Under torchrun, srun or mpirun each rank evaluates its share of the windows.
     """
-    from .evaluate import run
+    from .training.evaluation import run
 
     result = run(opts)
     if _is_rank0():
@@ -185,7 +185,7 @@ def cmd_report(opts: ReportOptions) -> int:
 
     Writes DIR/report.md, DIR/report.csv and DIR/loss_vs_flops.png, and prints the table.
     """
-    from .report import report
+    from .analysis.report import report
 
     report(opts.runs, opts.out, opts.scratch)
     print((Path(opts.out) / "report.md").read_text())
@@ -200,9 +200,9 @@ def cmd_plan(opts: PlanOptions) -> int:
     each one's formula); bench/plan.py checks them against measured peaks. Exits 2, naming what would
     fit, when a phase needs more than --gpu-memory per rank.
     """
-    from .flops import PEAK_TFLOPS
-    from .model_config import ModelConfig
-    from .plan import GiB, Setup, check_fits, load_zero, plan, render
+    from .analysis.plan import GiB, Setup, check_fits, load_zero, plan, render
+    from .model.config import ModelConfig
+    from .training.flops import PEAK_TFLOPS
 
     tgt = ModelConfig.from_file(opts.target)
     src = None if opts.source is None else ModelConfig.from_file(opts.source)
@@ -227,7 +227,7 @@ def cmd_plan(opts: PlanOptions) -> int:
     phases = plan(tgt, src, setup, opts.order)
     sizes = {"target parameters": tgt.num_params()}
     if src is not None:
-        from .plan import operator_sizes
+        from .analysis.plan import operator_sizes
 
         coeffs, frozen, _, _ = operator_sizes(src, tgt, opts.order)
         sizes = {"source parameters": frozen, "operator coefficients": coeffs, **sizes}

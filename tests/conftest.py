@@ -155,8 +155,8 @@ def make_inputs(
     its prepared DATA_DIR (vocabulary 320), and optionally a random small HF model and a large config."""
     import json
 
+    from ligo_ds.data.prepare import prepare
     from ligo_ds.options import PrepareOptions
-    from ligo_ds.prepare import prepare
 
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
@@ -224,7 +224,7 @@ def doubled(case: str, layers: int = 2) -> dict:
 def random_source(case: str, seed: int = 0):
     """Our decoder of the case's shape with random weights, norms and biases included."""
     from ligo_ds import ModelConfig
-    from ligo_ds.model import Decoder
+    from ligo_ds.model.decoder import Decoder
 
     torch.manual_seed(seed)
     model = Decoder(ModelConfig.from_hf(HF_CASES[case])).eval()
@@ -266,8 +266,8 @@ def pretrain_setup(tmp_path_factory):
     """A prepared corpus (vocabulary 320) and the TINY model's config.json."""
     import json
 
+    from ligo_ds.data.prepare import prepare
     from ligo_ds.options import PrepareOptions
-    from ligo_ds.prepare import prepare
 
     root = tmp_path_factory.mktemp("pretrain")
     corpus = root / "corpus"
@@ -346,7 +346,7 @@ def two_rank_run(pretrain_setup):
 
 def losses(run_dir):
     """(training losses, validation losses, steps) of a run's metrics rows, None where a row has none."""
-    from ligo_ds.rundir import read_metrics
+    from ligo_ds.training.rundir import read_metrics
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     return [r.get("loss") for r in rows], [r.get("val_loss") for r in rows], [r["step"] for r in rows]
@@ -390,7 +390,7 @@ def growth_setup(tmp_path_factory):
 
 def series(run_dir, key):
     """One metrics column of a run, over the rows that have it."""
-    from ligo_ds.rundir import read_metrics
+    from ligo_ds.training.rundir import read_metrics
 
     return [r[key] for r in read_metrics(run_dir / "metrics.jsonl") if key in r]
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from ligo_ds.analysis.report import compare, load_curve
 from ligo_ds.options import to_args
-from ligo_ds.report import compare, load_curve
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import cli
 from procs import ROOT, job_env

@@ -73,7 +73,7 @@ print(json.dumps({"modules": names, "deepspeed": "deepspeed" in sys.modules,
 
 def test_importing_any_module_changes_no_environment():
     result = _run(IMPORT_ALL)
-    assert "ligo_ds.distributed.launch" in result["modules"] and "ligo_ds.trainer" in result["modules"]
+    assert "ligo_ds.distributed.launch" in result["modules"] and "ligo_ds.training.trainer" in result["modules"]
     assert result["changed"] == []
     assert result["deepspeed"] is False, "deepspeed is imported when used, not when a module is"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ligo_ds.budgets import Budget, best_per_length, budget_crossing, saving_curve, scratch_targets
+from ligo_ds.analysis.budgets import Budget, best_per_length, budget_crossing, saving_curve, scratch_targets
 
 
 def test_the_crossing_is_interpolated_between_the_lengths_around_it():
@@ -95,7 +95,7 @@ def test_study_flags_parse_lengths_and_lrs_and_name_the_bad_value():
 
 
 def test_lead_is_paired_against_the_rival_best_on_average():
-    from ligo_ds.budgets import lead_over_best, over_seeds
+    from ligo_ds.analysis.budgets import lead_over_best, over_seeds
 
     s = over_seeds([0.70, 0.66, 0.74])
     assert (s.mean, s.low) == (pytest.approx(0.70), 0.66) and s.sd == pytest.approx(0.04)
@@ -118,7 +118,7 @@ def test_seed_summary_reads_each_seed_report_and_leads_against_the_best_rival(tm
     import csv
     import sys
 
-    from ligo_ds.report import OWN_SCHEDULE_COLUMNS
+    from ligo_ds.analysis.report import OWN_SCHEDULE_COLUMNS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     import seeds

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 import transformers
 
 from ligo_ds import ModelConfig
-from ligo_ds.compute import SAVED_OPS, checkpointed, chunked_lm_loss, save_matmuls
-from ligo_ds.data import TokenData, window_batch
+from ligo_ds.data.reading import TokenData, window_batch
 from ligo_ds.errors import ConfigError
 from ligo_ds.growth import GrownModel, GrowthSpec, grow
-from ligo_ds.model import Decoder, lm_loss
+from ligo_ds.model.compute import SAVED_OPS, checkpointed, chunked_lm_loss, save_matmuls
+from ligo_ds.model.decoder import Decoder, lm_loss
 from ligo_ds.options import FitOptions, GrowOptions, PretrainOptions, from_values
 
 from conftest import HF_CASES, LARGE_LLAMA, SMALL_LLAMA, TINY, cli, doubled, ids_for, random_source, series, train_args
@@ -220,7 +220,7 @@ def test_defaults_per_command_and_grow_phases():
 
 def test_selective_fit_under_zero3_is_refused():
     """Refused before the fit starts (fit.run checks first), naming the flag the command was given."""
-    from ligo_ds.fit import check_compute
+    from ligo_ds.growth.fit import check_compute
 
     fit = {k: v for k, v in GROW.items() if k not in ("max_steps", "warmup_steps")}
     check_compute(from_values(FitOptions, {**fit, "activation_checkpointing": "selective", "ds_config": "zero2"}), "x")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.data import TokenData, TokenStream, open_data
-from ligo_ds.data_order import MIX_BLOCK, MixtureOrder, Permutation, SampleOrder, apportion, parse_weights
+from ligo_ds.data.order import MIX_BLOCK, MixtureOrder, Permutation, SampleOrder, apportion, parse_weights
+from ligo_ds.data.prepare import prepare
+from ligo_ds.data.reading import TokenData, TokenStream, open_data
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import prepare
 
 from conftest import make_tokenizer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.ds_config import ds_config_path, preset_names, resolve_ds_config, zero_stage
+from ligo_ds.distributed.ds_config import ds_config_path, preset_names, resolve_ds_config, zero_stage
 from ligo_ds.options import load_json
 
 
@@ -101,7 +101,7 @@ def test_presets_ship_in_the_package():
 
 
 def test_fit_bounds_zero3_buffers_to_one_block():
-    from ligo_ds.ds_config import MIN_SUB_GROUP, bound_zero3_sizes, fit_zero3_bounds
+    from ligo_ds.distributed.ds_config import MIN_SUB_GROUP, bound_zero3_sizes, fit_zero3_bounds
 
     bounds = fit_zero3_bounds(8_000_000, 4)
     assert bounds["reduce_bucket_size"] == bounds["stage3_max_reuse_distance"] == 8_000_000

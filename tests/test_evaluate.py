@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from ligo_ds.data import TokenData, window_batch
-from ligo_ds.rundir import read_metrics
+from ligo_ds.data.reading import TokenData, window_batch
+from ligo_ds.training.rundir import read_metrics
 
 from procs import ligo
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from ligo_ds.data import TokenData, window_batch
+from ligo_ds.data.reading import TokenData, window_batch
 from ligo_ds.distributed import checkpoint
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import cli, series
 from procs import ligo

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds import ModelConfig
-from ligo_ds.flops import matmul_params, operator_flops, peak_flops, train_flops_per_token, vocab_flops_per_token
 from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise, meta_operator
-from ligo_ds.model import Decoder
+from ligo_ds.model.decoder import Decoder
+from ligo_ds.training.flops import (
+    matmul_params,
+    operator_flops,
+    peak_flops,
+    train_flops_per_token,
+    vocab_flops_per_token,
+)
 
 from conftest import HF_CASES, doubled, ids_for, random_source
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import cli
 from procs import ligo

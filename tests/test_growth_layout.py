@@ -7,7 +7,7 @@ import torch
 
 from ligo_ds import ModelConfig
 from ligo_ds.growth.layout import BLOCK_LAYOUT, fuse, split_block_tensor
-from ligo_ds.model import Block
+from ligo_ds.model.decoder import Block
 
 from conftest import HF_CASES
 

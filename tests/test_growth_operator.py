@@ -8,7 +8,7 @@ import torch
 
 from ligo_ds import ModelConfig, load_model
 from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise
-from ligo_ds.model import Decoder
+from ligo_ds.model.decoder import Decoder
 
 from conftest import HF_CASES, doubled, ids_for, random_source
 

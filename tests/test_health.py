@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ligo_ds.errors import ConfigError
-from ligo_ds.health import SkipTable, check_aligned, parse_ranges, running_stats, spikes
-from ligo_ds.rundir import RunDir, read_metrics
+from ligo_ds.training.health import SkipTable, check_aligned, parse_ranges, running_stats, spikes
+from ligo_ds.training.rundir import RunDir, read_metrics
 
 from conftest import cli, train_args
 from procs import ligo

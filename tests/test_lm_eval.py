@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ligo_ds import tokenizer
-from ligo_ds.data import TokenData
-from ligo_ds.hf_io import load_model, write_checkpoint
+from ligo_ds.data.prepare import prepare
+from ligo_ds.data.reading import TokenData
+from ligo_ds.model import tokenizer
+from ligo_ds.model.hf_io import load_model, write_checkpoint
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import prepare
 
 from conftest import TINY
 

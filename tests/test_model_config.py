@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds import ConfigError, ModelConfig
-from ligo_ds.model_config import SUPPORTED_MODEL_TYPES
+from ligo_ds.model.config import SUPPORTED_MODEL_TYPES
 
 from conftest import HF_CASES
 

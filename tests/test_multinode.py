@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from ligo_ds.distributed import checkpoint
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import cli, train_args
 from procs import ROOT, command, run

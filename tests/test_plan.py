@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ligo_ds.model import Block
-from ligo_ds.model_config import ModelConfig
-from ligo_ds.plan import (
+from ligo_ds.analysis.plan import (
     Setup,
     Zero,
     block_activation_elements,
@@ -26,7 +24,9 @@ from ligo_ds.plan import (
     window_mask_bytes,
     zero_states,
 )
-from ligo_ds.rope import rope_tables
+from ligo_ds.model.config import ModelConfig
+from ligo_ds.model.decoder import Block
+from ligo_ds.model.rope import rope_tables
 
 from conftest import HF_CASES, doubled, random_source
 
@@ -114,8 +114,8 @@ def test_zero_knobs_come_from_the_json_with_deepspeeds_defaults(tmp_path):
 @pytest.mark.parametrize("case", ["gpt2", "llama_gqa_tied"])
 @pytest.mark.parametrize("order", ["paper", "official"])
 def test_the_operators_size_and_flops_are_the_real_operators(case, order):
-    from ligo_ds.flops import operator_flops, vocab_flops_per_token
     from ligo_ds.growth import GrowthSpec, grow
+    from ligo_ds.training.flops import operator_flops, vocab_flops_per_token
 
     source = random_source(case)
     tgt = ModelConfig.from_hf(doubled(case))
@@ -144,7 +144,7 @@ def _setup(**kw) -> Setup:
 
 
 def test_flops_and_time_per_step():
-    from ligo_ds.flops import train_flops_per_token
+    from ligo_ds.training.flops import train_flops_per_token
 
     cfg = ModelConfig.from_hf(HF_CASES["llama"])
     phase = pretrain_phase(cfg, _setup())

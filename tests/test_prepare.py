@@ -12,12 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from ligo_ds import ConfigError, tokenizer
-from ligo_ds.data import TokenData, staging_dir
-from ligo_ds.encoding import is_validation
+from ligo_ds import ConfigError
+from ligo_ds.data.encoding import is_validation
+from ligo_ds.data.prepare import prepare, sample_texts
+from ligo_ds.data.reading import TokenData, staging_dir
+from ligo_ds.data.sources import pieces, stdlib_files
+from ligo_ds.model import tokenizer
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import prepare, sample_texts
-from ligo_ds.sources import pieces, stdlib_files
 
 from conftest import DOCS, make_tokenizer
 from procs import ROOT, job_env
@@ -216,7 +217,7 @@ def test_parquet_and_jsonl_resume_mid_file(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ligo_ds import sources
+    from ligo_ds.data import sources
 
     docs = [f"row {i} " * (i % 13 + 1) for i in range(3000)]
     pq.write_table(pa.table({"text": docs}), tmp_path / "x.parquet", row_group_size=700)

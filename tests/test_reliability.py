@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from ligo_ds.distributed import checkpoint
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import LARGE_LLAMA, SMALL_LLAMA, cli
 from procs import ROOT, command, job_env, kill_tree, ligo

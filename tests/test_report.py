@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.report import compare, first_crossing, load_curve, loss_at, report
-from ligo_ds.rundir import data_identity, source_record
+from ligo_ds.analysis.report import compare, first_crossing, load_curve, loss_at, report
+from ligo_ds.training.rundir import data_identity, source_record
 
 DATA = data_identity("/x/data", "abc123")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.rundir import RunDir
+from ligo_ds.training.rundir import RunDir
 
 
 def test_run_dir_refuses_a_different_run_and_touches_nothing(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from ligo_ds.errors import ConfigError
 from ligo_ds.options import Schedule
-from ligo_ds.schedule import check_branch, check_fits, decay_start, lr_at
+from ligo_ds.training.schedule import check_branch, check_fits, decay_start, lr_at
 
 
 def test_schedule_warmup_then_cosine_to_floor():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from ligo_ds import ConfigError, ModelConfig
-from ligo_ds.data import TokenData
-from ligo_ds.data_order import DATA_ORDER
+from ligo_ds.data.order import DATA_ORDER
+from ligo_ds.data.reading import TokenData
 from ligo_ds.distributed.launch import Dist
 from ligo_ds.options import PretrainOptions, from_values
-from ligo_ds.session import check_inputs, ds_config_for, run_identity
+from ligo_ds.training.session import check_inputs, ds_config_for, run_identity
 
 from conftest import TINY
 
@@ -80,8 +80,8 @@ def test_ds_config_for_a_cpu_run_names_the_flags_it_was_given(tmp_path):
 
 
 def test_tokenizer_mismatch_is_checked_and_waived_by_its_flag(tmp_path, text_folder):
+    from ligo_ds.data.prepare import prepare
     from ligo_ds.options import PrepareOptions
-    from ligo_ds.prepare import prepare
 
     from conftest import make_tokenizer
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig
 
-from ligo_ds import ConfigError, tokenizer
-from ligo_ds.hf_io import load_model, save_model, write_checkpoint
+from ligo_ds import ConfigError
+from ligo_ds.data.prepare import prepare
+from ligo_ds.model import tokenizer
+from ligo_ds.model.hf_io import load_model, save_model, write_checkpoint
 from ligo_ds.options import PrepareOptions
-from ligo_ds.prepare import prepare
 
 from conftest import make_hf_model, make_tokenizer
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from ligo_ds.rundir import read_metrics
+from ligo_ds.training.rundir import read_metrics
 
 from conftest import losses, train_args
 from procs import command, job_env, kill_tree, ligo

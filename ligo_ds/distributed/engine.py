@@ -10,8 +10,8 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
-from ..ds_config import zero_stage
 from ..errors import ConfigError
+from .ds_config import zero_stage
 from .partition import full_shape, is_partitioned, local_shard
 
 

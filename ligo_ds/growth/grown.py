@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..compute import LOSS_CHUNK, Selective, checkpointed, compile_forward
-from ..hf_io import write_checkpoint
-from ..model import Block, Decoder, make_norm
-from ..rope import rope_tables
+from ..model.compute import LOSS_CHUNK, Selective, checkpointed, compile_forward
+from ..model.decoder import Block, Decoder, make_norm
+from ..model.hf_io import write_checkpoint
+from ..model.rope import rope_tables
 from .operator import LiGOOperator
 
 

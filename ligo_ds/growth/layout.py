@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model_config import ModelConfig
+from ..model.config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compute import chunked_lm_loss
-from ..model_config import ModelConfig
+from ..model.compute import chunked_lm_loss
+from ..model.config import ModelConfig
 from . import functional as G
 from . import init as I
 from .layout import (
@@ -345,7 +345,7 @@ class _WithGrad(torch.autograd.Function):
 def meta_operator(src: ModelConfig, tgt: ModelConfig, spec: GrowthSpec) -> LiGOOperator:
     """The operator on the meta device: its parameter counts and FLOPs (flops.operator_flops) from shapes
     alone, with no source weights read and no target produced."""
-    from ..model import Decoder
+    from ..model.decoder import Decoder
 
     # The coefficients' random draws run on the meta device too: at 1B -> 8B they would be gigabytes on the CPU.
     with torch.device("meta"):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..model_config import ModelConfig
+from ..model.config import ModelConfig
 from .functional import left_inverse
 from .init import DEPTH_INITS, WIDTH_INITS
 

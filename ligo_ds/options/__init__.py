@@ -13,16 +13,7 @@ from .commands import (
     PretrainOptions,
     ReportOptions,
 )
-from .declare import (
-    add_arguments,
-    flat_options,
-    from_args,
-    from_values,
-    load_json,
-    resolve_paths,
-    to_args,
-    to_flat,
-)
+from .declare import add_arguments, flat_options, from_args, from_values, load_json, resolve_paths, to_args, to_flat
 
 __all__ = [
     "Cadence",

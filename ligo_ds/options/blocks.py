@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..compute import CHECKPOINTING, LOSS_CHUNK
-from ..data import VERIFY_MODES
+from ..data.reading import VERIFY_MODES
 from ..errors import ConfigError
 from ..growth.init import DEPTH_INITS, WIDTH_INITS
 from ..growth.spec import ORDERS, TYINGS, GrowthSpec
+from ..model.compute import CHECKPOINTING, LOSS_CHUNK
 from .declare import above, at_least, between, option, unit_interval
 
 Flag = Callable[[str], str]  # a block field's name -> the flag that sets it in the current command
@@ -108,7 +108,7 @@ class Schedule:
             self.check_warmup(self.max_steps, flag)
 
     def check_warmup(self, total_steps: int, flag: Flag) -> None:
-        from ..schedule import check_fits
+        from ..training.schedule import check_fits
 
         check_fits(total_steps, self, flag)
 
@@ -328,7 +328,7 @@ class Health:
 
     def check(self, flag: Flag) -> None:
         if self.skip_data is not None:
-            from ..health import parse_ranges
+            from ..training.health import parse_ranges
 
             parse_ranges(self.skip_data, flag("skip_data"))
 

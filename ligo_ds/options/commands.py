@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compute import CHECKPOINTING, LOSS_CHUNK
 from ..growth.spec import ORDERS, GrowthSpec
+from ..model.compute import CHECKPOINTING, LOSS_CHUNK
 from .blocks import Cadence, Compute, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
 from .declare import Command, at_least, between, block, option
 

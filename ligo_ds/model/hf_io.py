@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .config import ModelConfig
+from .decoder import Decoder
 from .families import ARCHITECTURES, FAMILIES, template
-from .model import Decoder
-from .model_config import ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}

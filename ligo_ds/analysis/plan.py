@@ -35,9 +35,9 @@ import json
 from dataclasses import dataclass, replace
 from functools import cache
 
-from .errors import ConfigError
-from .flops import train_flops_per_token
-from .model_config import ModelConfig
+from ..errors import ConfigError
+from ..model.config import ModelConfig
+from ..training.flops import train_flops_per_token
 
 GiB = 2**30
 DTYPE_BYTES = {"bf16": 2, "fp32": 4}
@@ -285,9 +285,9 @@ def operator_sizes(src: ModelConfig, tgt: ModelConfig, order: str) -> tuple[int,
     """(learned coefficients, frozen source parameters, FLOPs of one fit step's own production, FLOPs per
     token of the fit's embedding and head beyond the large model's head), exact, from the operator built on
     the meta device (what fit.py counts)."""
-    from .flops import operator_flops, vocab_flops_per_token
-    from .growth import meta_operator
-    from .growth.spec import GrowthSpec
+    from ..growth import meta_operator
+    from ..growth.spec import GrowthSpec
+    from ..training.flops import operator_flops, vocab_flops_per_token
 
     op = meta_operator(src, tgt, GrowthSpec(order=order))
     counts = op.param_counts()
@@ -315,7 +315,7 @@ def fit_phase(src: ModelConfig, tgt: ModelConfig, setup: Setup, order: str) -> P
     and at the end the export produces the V x D2 embedding once. On the CPU a gather over several ranks
     briefly holds the gathered tensor twice (measured; gloo's all-gather fills a flat copy).
     """
-    from .ds_config import MIN_SUB_GROUP, fit_zero3_bounds
+    from ..distributed.ds_config import MIN_SUB_GROUP, fit_zero3_bounds
 
     w, n, world = setup.w, setup.fit_micro_batch * setup.seq_len, setup.world_size
     coeffs, frozen, op_flops, vocab_flops = operator_sizes(src, tgt, order)
@@ -368,7 +368,7 @@ def plan(tgt: ModelConfig, src: ModelConfig | None, setup: Setup, order: str = "
 
 
 def load_zero(path: str) -> Zero:
-    from .ds_config import ds_config_path
+    from ..distributed.ds_config import ds_config_path
 
     p = ds_config_path(path)
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Recorded in a run's identity: a run started with another order cannot resume bit-exact with this one.
 DATA_ORDER = "feistel6-v1"

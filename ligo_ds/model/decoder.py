@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compute import LOSS_CHUNK, checkpointed, chunked_lm_loss, compile_forward
-from .model_config import ModelConfig
+from .config import ModelConfig
 from .rope import apply_rope, rope_tables
 
 ACTIVATIONS = {

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError
-from .options import Schedule
+from ..errors import ConfigError
+from ..options import Schedule
 
 # The decay of wsd: progress p in [0, 1] through the decay -> the share of (peak - floor) still left.
 DECAY_SHAPES = {

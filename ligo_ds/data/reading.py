@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_order import MixtureOrder, SampleOrder, apportion, parse_weights
-from .errors import ConfigError
+from ..errors import ConfigError
+from .order import MixtureOrder, SampleOrder, apportion, parse_weights
 
 FORMAT_VERSION = 2  # of DATA_DIR's layout: prepare writes it into meta.json
 READABLE_FORMATS = (1, 2)
@@ -192,7 +192,7 @@ class Mixture(TokenData):
         self.weights = {str(p.dir): w for p, (_, w) in zip(self.parts, weighted, strict=True)}
         # How a run's identity names it: every path resolved, the weights normalized.
         self.spec = ",".join(f"{p.dir.resolve()}={w:g}" for p, (_, w) in zip(self.parts, weighted, strict=True))
-        from .tokenizer import data_fingerprint
+        from ..model.tokenizer import data_fingerprint
 
         theirs = data_fingerprint(first.dir, first.meta)
         for other in self.parts[1:]:

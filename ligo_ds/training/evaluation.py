@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import window_batch
-from .errors import ConfigError
-from .faults import crash_point
+from ..data.reading import window_batch
+from ..errors import ConfigError
+from ..faults import crash_point
 
 if TYPE_CHECKING:
-    from .options import EvalOptions
+    from ..options import EvalOptions
 
 
 def num_windows(val_tokens: int, seq_len: int, wanted: int | None) -> int:
@@ -81,9 +81,9 @@ def _model_dir(path: Path) -> tuple[Path, dict]:
 
 def run(opts: EvalOptions) -> dict:
     """Evaluate `opts.model` on `opts.data`'s validation windows; every rank returns the result."""
-    from .data import open_data
-    from .distributed import launch
-    from .hf_io import load_model
+    from ..data.reading import open_data
+    from ..distributed import launch
+    from ..model.hf_io import load_model
     from .session import check_data_fits
 
     model_dir, record = _model_dir(Path(opts.model))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 EOS_FLAG = "--eos-token"
 MISMATCH_FLAG = "--allow-tokenizer-mismatch"

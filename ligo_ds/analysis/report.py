@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..training.rundir import read_metrics, val_protocol
 from .budgets import Budget, BudgetSaving, best_per_length, budget_crossing, first_crossing, saving_curve
-from .errors import ConfigError
-from .rundir import read_metrics, val_protocol
 
 
 @dataclass

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model_config import ModelConfig
+from ..model.config import ModelConfig
 
 if TYPE_CHECKING:
-    from .growth import LiGOOperator
+    from ..growth import LiGOOperator
 
 
 def matmul_params(cfg: ModelConfig) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Bytes per worker task: large enough that IPC is noise, small enough to keep many in flight. The
 # variable exists for the tests, whose corpora are a few MB.

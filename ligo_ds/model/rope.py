@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class RopeConfig(Protocol):

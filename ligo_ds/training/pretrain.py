@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
+from ..data.reading import open_data
+from ..distributed import engine as ds_engine
+from ..distributed import partition
+from ..model.config import ModelConfig
+from ..model.decoder import Decoder
+from ..model.hf_io import SourceWeights, tied_names
+from ..options import PretrainOptions
 from . import session
-from .data import open_data
-from .distributed import engine as ds_engine
-from .distributed import partition
-from .hf_io import SourceWeights, tied_names
-from .model import Decoder
-from .model_config import ModelConfig
-from .options import PretrainOptions
 from .trainer import StopRequest, Trainer, TrainState
 
 WeightSource = Callable[[str, torch.Size], torch.Tensor]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .options import to_args
+from ..options import to_args
 
 # Demo model shapes (HF config.json contents); head_dim stays 32 so the operator can grow heads.
 SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # A flat loss has a deviation near zero, where every wiggle would be a spike; the deviation is taken to be
 # at least this share of the mean loss.
@@ -21,7 +21,7 @@ MIN_RELATIVE_STD = 1e-3
 def parse_ranges(text: str, flag: str) -> list[tuple[int, int]]:
     """FROM:TO[,FROM:TO...] as sorted, disjoint (FROM, TO) pairs with 0 <= FROM < TO; counts may be written
     as integer flags are (4096, 1e6, 2M)."""
-    from .options.declare import integer
+    from ..options.declare import integer
 
     out = []
     for part in text.split(","):

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from . import fit, pretrain, session
-from .distributed import launch
-from .errors import ConfigError
-from .faults import crash_point
-from .options import Compute, GrowOptions, Health, to_flat
-from .rundir import read_metrics
+from ..distributed import launch
+from ..errors import ConfigError
+from ..faults import crash_point
+from ..options import Compute, GrowOptions, Health, to_flat
+from ..training import pretrain, session
+from ..training.rundir import read_metrics
+from . import fit
 
 # What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
 # and a waiver that checks nothing about the weights.

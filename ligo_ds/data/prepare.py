@@ -34,14 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import encoding, sources, tokenizer
-from .data import FORMAT_VERSION, SPLITS, staging_dir
-from .errors import ConfigError
-from .faults import crash_point
-from .options import to_flat
+from ..errors import ConfigError
+from ..faults import crash_point
+from ..model import tokenizer
+from ..options import to_flat
+from . import encoding, sources
+from .reading import FORMAT_VERSION, SPLITS, staging_dir
 
 if TYPE_CHECKING:
-    from .options import PrepareOptions
+    from ..options import PrepareOptions
 
 JOB_FILE, PROGRESS_FILE, META_FILE = "prepare_job.json", "progress.json", "meta.json"
 COMMIT_SECONDS = 60.0  # a killed run redoes at most this much work beyond the last closed shard

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from . import hub, tokenizer
-from .data import TokenData
-from .data_order import DATA_ORDER
-from .distributed import checkpoint, launch
-from .distributed.launch import Dist
-from .ds_config import ds_config_path, resolve_ds_config, zero_stage
-from .errors import ConfigError
-from .hf_io import write_checkpoint
+from ..data.order import DATA_ORDER
+from ..data.reading import TokenData
+from ..distributed import checkpoint, launch
+from ..distributed.ds_config import ds_config_path, resolve_ds_config, zero_stage
+from ..distributed.launch import Dist
+from ..errors import ConfigError
+from ..model import hub, tokenizer
+from ..model.config import ModelConfig
+from ..model.hf_io import write_checkpoint
+from ..options import PretrainOptions, Schedule, load_json, to_flat
 from .metrics import device_name
-from .model_config import ModelConfig
-from .options import PretrainOptions, Schedule, load_json, to_flat
 from .rundir import RunDir, data_identity, versions, write_json_atomic
 
 

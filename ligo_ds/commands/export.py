@@ -17,22 +17,22 @@ from pathlib import Path
 
 import torch
 
-from . import tokenizer
-from .data import open_data
-from .distributed import checkpoint
-from .errors import ConfigError
-from .hf_io import DTYPES, write_checkpoint
-from .model_config import ModelConfig
-from .rundir import RunDir
+from ..data.reading import open_data
+from ..distributed import checkpoint
+from ..errors import ConfigError
+from ..model import tokenizer
+from ..model.config import ModelConfig
+from ..model.hf_io import DTYPES, write_checkpoint
+from ..training.rundir import RunDir
 
 EXPORT_DTYPES = {"fp32": DTYPES["float32"], "bf16": DTYPES["bfloat16"]}
 
 
 def _grown_state(record: dict, state: dict[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
     """The grown model's tensors from a fit checkpoint's operator coefficients and the source model."""
-    from .fit import build_operator
-    from .growth import iter_grown_state
-    from .options import FitOptions, from_values
+    from ..growth import iter_grown_state
+    from ..growth.fit import build_operator
+    from ..options import FitOptions, from_values
 
     operator = build_operator(from_values(FitOptions, record["fit"], "the fit run's record"))
     prefix = "operator."

@@ -13,7 +13,7 @@ import copy
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The presets live in the top-level ds_configs/ folder, which the package build maps to ligo_ds.ds_configs
 # (pyproject.toml): a wheel or an editable install finds them the same way.

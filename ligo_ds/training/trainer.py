@@ -31,17 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import TokenData
-from .distributed import checkpoint, launch
-from .distributed import engine as ds_engine
-from .errors import ConfigError, TrainingDiverged
-from .evaluate import num_windows, window_totals
-from .faults import crash_point, loss_factor
+from ..data.reading import TokenData
+from ..distributed import checkpoint, launch
+from ..distributed import engine as ds_engine
+from ..errors import ConfigError, TrainingDiverged
+from ..faults import crash_point, loss_factor
+from ..model.config import ModelConfig
+from ..options import PretrainOptions
+from .evaluation import num_windows, window_totals
 from .flops import peak_flops, train_flops_per_token
 from .health import SkipTable, check_aligned, parse_ranges, running_stats, spikes
 from .metrics import MetricsLog, device_name, peak_memory_bytes
-from .model_config import ModelConfig
-from .options import PretrainOptions
 from .schedule import lr_at
 from .session import Session
 

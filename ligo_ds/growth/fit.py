@@ -17,20 +17,21 @@ from pathlib import Path
 
 import torch
 
-from . import session, tokenizer
-from .data import TokenData, open_data
-from .distributed import engine as ds_engine
-from .distributed import launch, partition
-from .ds_config import bound_zero3_sizes, ds_config_path, fit_zero3_bounds, zero_stage
-from .errors import ConfigError
-from .flops import operator_flops, vocab_flops_per_token
-from .growth import GrownModel, LiGOOperator, iter_grown_state, meta_operator
-from .hf_io import SourceWeights
-from .model import Block
-from .model_config import ModelConfig
-from .options import FitOptions, load_json, to_flat
-from .rundir import RunDir, source_record, versions, write_json_atomic
-from .trainer import StopRequest, Trainer, TrainState
+from ..data.reading import TokenData, open_data
+from ..distributed import engine as ds_engine
+from ..distributed import launch, partition
+from ..distributed.ds_config import bound_zero3_sizes, ds_config_path, fit_zero3_bounds, zero_stage
+from ..errors import ConfigError
+from ..model import tokenizer
+from ..model.config import ModelConfig
+from ..model.decoder import Block
+from ..model.hf_io import SourceWeights
+from ..options import FitOptions, load_json, to_flat
+from ..training import session
+from ..training.flops import operator_flops, vocab_flops_per_token
+from ..training.rundir import RunDir, source_record, versions, write_json_atomic
+from ..training.trainer import StopRequest, Trainer, TrainState
+from . import GrownModel, LiGOOperator, iter_grown_state, meta_operator
 
 # Operator parameter groups reported in the metrics (prefix of the parameter name -> column).
 MOVEMENT_GROUPS = {"residual.": "moved_residual", "layer_widths.": "moved_layer_width", "depth.": "moved_depth"}
