@@ -83,9 +83,9 @@ def run_and_watch(argv: list[str], env: dict, cwd: Path, log: Path) -> dict[int,
 
 def base_rss(env: dict, cwd: Path, source: Path) -> int:
     # What a rank imports before it reads any weight: torch, deepspeed, ligo_ds, and transformers with the
-    # source's model class (hf_io.SourceWeights asks the class for its checkpoint layout; ~0.15 GB).
+    # source's model class (hf_load.SourceWeights asks the class for its checkpoint layout; ~0.15 GB).
     code = (
-        "import sys, resource, torch, deepspeed, ligo_ds.fit; from ligo_ds.hf_io import SourceWeights; "
+        "import sys, resource, torch, deepspeed, ligo_ds.growth.fit; from ligo_ds.model.hf_load import SourceWeights; "
         "SourceWeights(sys.argv[1]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     argv = [sys.executable, "-c", code, str(source)]
@@ -95,9 +95,8 @@ def base_rss(env: dict, cwd: Path, source: Path) -> int:
 
 def setup(work: Path, preset: str) -> tuple[Path, Path, Path]:
     from ligo_ds import ModelConfig, save_model
-    from ligo_ds.data.prepare import prepare
+    from ligo_ds.data.prepare import PrepareOptions, prepare
     from ligo_ds.model.decoder import Decoder
-    from ligo_ds.options import PrepareOptions
 
     src_cfg, tgt_cfg = PRESETS[preset]
     source = work / "source"

@@ -49,14 +49,14 @@ def measure(src_hf: dict, tgt_hf: dict, order: str, out_dir: str) -> dict:
     import torch
 
     from ligo_ds import ModelConfig
-    from ligo_ds.growth import GrowthSpec, grow, materialise, write_grown
+    from ligo_ds.growth import GrowthSpec, materialise, operator_from, write_grown
     from ligo_ds.model.decoder import Decoder
 
     torch.manual_seed(0)
     src = Decoder(ModelConfig.from_hf(src_hf))
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    op = grow(src, ModelConfig.from_hf(tgt_hf), GrowthSpec(width_init="random", order=order))
+    op = operator_from(src, ModelConfig.from_hf(tgt_hf), GrowthSpec(width_init="random", order=order))
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     model = materialise(op)

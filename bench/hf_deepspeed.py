@@ -18,11 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ligo_ds.data.batches import window_batch  # noqa: E402
 from ligo_ds.data.order import SampleOrder  # noqa: E402
-from ligo_ds.data.reading import TokenData, window_batch  # noqa: E402
+from ligo_ds.data.reading import TokenData
 from ligo_ds.distributed import engine as ds_engine  # noqa: E402
 from ligo_ds.distributed import launch
-from ligo_ds.distributed.ds_config import ds_config_path, resolve_ds_config  # noqa: E402
+from ligo_ds.distributed.ds_config import FLAG_KEYS, ds_config_path, resolve_ds_config  # noqa: E402
 from ligo_ds.model.config import ModelConfig  # noqa: E402
 from ligo_ds.model.decoder import lm_loss  # noqa: E402
 from ligo_ds.options import load_json  # noqa: E402
@@ -49,7 +50,7 @@ def main() -> int:
     on_gpu = d.device.type == "cuda"
     bf16 = args.dtype == "bf16" or (args.dtype == "auto" and on_gpu)
     ds = resolve_ds_config(
-        load_json(ds_config_path(args.ds_config), "ds config"),
+        load_json(ds_config_path(args.ds_config, "--ds-config"), "ds config"),
         where=args.ds_config,
         micro_batch=args.micro_batch,
         grad_accum=1,
@@ -60,6 +61,11 @@ def main() -> int:
         weight_decay=0.1,
         betas=(0.9, 0.95),
         on_gpu=on_gpu,
+        # this script's own flags, where it has them; the rest are fixed here
+        flags={
+            k: "--micro-batch" if k == "micro_batch" else "--dtype" if k == "dtype" else f"{k} (fixed)"
+            for k in FLAG_KEYS
+        },
     )
     hf_config = transformers.AutoConfig.for_model(**{k: v for k, v in cfg.hf_config.items() if k != "dtype"})
     # Built whole, then partitioned by deepspeed.initialize under ZeRO-3: transformers 5 models cannot be

@@ -75,9 +75,8 @@ def setup(work: Path) -> tuple[Path, Path]:
     import torch
 
     from ligo_ds import ModelConfig, save_model
-    from ligo_ds.data.prepare import prepare
+    from ligo_ds.data.prepare import PrepareOptions, prepare
     from ligo_ds.model.decoder import Decoder
-    from ligo_ds.options import PrepareOptions
 
     data, source = work / "data", work / "source"
     if not (data / "meta.json").is_file():
@@ -142,7 +141,7 @@ def predicted(name: str, work: Path, source: Path) -> tuple[float, dict]:
 
     setup = Setup(
         world_size=ranks,
-        zero=load_zero(flag("--ds-config", "zero2")),
+        zero=load_zero(flag("--ds-config", "zero2"), "--ds-config"),
         dtype="fp32",
         device="cpu",
         micro_batch=int(flag("--micro-batch", "8")),

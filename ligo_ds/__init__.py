@@ -10,8 +10,8 @@ __all__ = ["ConfigError", "Decoder", "ModelConfig", "load_model", "save_model", 
 _LAZY = {
     "Decoder": "model.decoder",
     "ModelConfig": "model.config",
-    "load_model": "model.hf_io",
-    "save_model": "model.hf_io",
+    "load_model": "model.hf_load",
+    "save_model": "model.hf_save",
 }
 
 

@@ -155,8 +155,7 @@ def make_inputs(
     its prepared DATA_DIR (vocabulary 320), and optionally a random small HF model and a large config."""
     import json
 
-    from ligo_ds.data.prepare import prepare
-    from ligo_ds.options import PrepareOptions
+    from ligo_ds.data.prepare import PrepareOptions, prepare
 
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
@@ -266,8 +265,7 @@ def pretrain_setup(tmp_path_factory):
     """A prepared corpus (vocabulary 320) and the TINY model's config.json."""
     import json
 
-    from ligo_ds.data.prepare import prepare
-    from ligo_ds.options import PrepareOptions
+    from ligo_ds.data.prepare import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("pretrain")
     corpus = root / "corpus"

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from ligo_ds.analysis.report import compare, load_curve
+from ligo_ds.analysis.runs import load_curve
+from ligo_ds.analysis.savings import compare
 from ligo_ds.options import to_args
 from ligo_ds.training.rundir import read_metrics
 
@@ -362,7 +363,8 @@ def test_every_variant_is_a_grow_command_the_cli_accepts():
     options it names."""
     sys.path.insert(0, str(ROOT / "bench"))
     from ligo_ds.cli import build_parser
-    from ligo_ds.options import GrowOptions, from_args, to_flat
+    from ligo_ds.growth.grow import GrowOptions
+    from ligo_ds.options import from_args, to_flat
 
     from ligo_variants import HEURISTIC_VARIANTS, VARIANTS, with_flags
 

@@ -62,7 +62,8 @@ def test_every_grown_schedule_of_the_study_is_a_valid_grow_at_every_length(prese
     import sys
 
     from ligo_ds.cli import build_parser
-    from ligo_ds.options import GrowOptions, from_args
+    from ligo_ds.growth.grow import GrowOptions
+    from ligo_ds.options import from_args
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     from savings import GROWN_SCHEDULES, PRESETS, grown_schedule
@@ -118,7 +119,7 @@ def test_seed_summary_reads_each_seed_report_and_leads_against_the_best_rival(tm
     import csv
     import sys
 
-    from ligo_ds.analysis.report import OWN_SCHEDULE_COLUMNS
+    from ligo_ds.analysis.render import OWN_SCHEDULE_COLUMNS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     import seeds

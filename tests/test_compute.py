@@ -12,12 +12,16 @@ import torch.nn.functional as F
 import transformers
 
 from ligo_ds import ModelConfig
-from ligo_ds.data.reading import TokenData, window_batch
+from ligo_ds.data.batches import window_batch
+from ligo_ds.data.reading import TokenData
 from ligo_ds.errors import ConfigError
-from ligo_ds.growth import GrownModel, GrowthSpec, grow
+from ligo_ds.growth import GrownModel, GrowthSpec, operator_from
+from ligo_ds.growth.fit import FitOptions
+from ligo_ds.growth.grow import GrowOptions
 from ligo_ds.model.compute import SAVED_OPS, checkpointed, chunked_lm_loss, save_matmuls
 from ligo_ds.model.decoder import Decoder, lm_loss
-from ligo_ds.options import FitOptions, GrowOptions, PretrainOptions, from_values
+from ligo_ds.options import from_values
+from ligo_ds.training.pretrain import PretrainOptions
 
 from conftest import HF_CASES, LARGE_LLAMA, SMALL_LLAMA, TINY, cli, doubled, ids_for, random_source, series, train_args
 from procs import ligo
@@ -128,7 +132,7 @@ def test_selective_keeps_each_matmul_and_the_attention(case):
 
 def test_fit_checkpointing_keeps_loss_and_gradients():
     src = random_source("llama_gqa_tied")
-    op = grow(src, ModelConfig.from_hf(doubled("llama_gqa_tied")), GrowthSpec(width_init="random"))
+    op = operator_from(src, ModelConfig.from_hf(doubled("llama_gqa_tied")), GrowthSpec(width_init="random"))
     ids = ids_for(src.cfg)
     results = {}
     for mode in ("none", "full", "selective"):
@@ -176,7 +180,7 @@ def test_compiled_fit_blocks_equal_eager():
     (the 2-rank fit test's shapes, as above)."""
     torch.set_num_threads(1)
     source = Decoder(ModelConfig.from_hf(SMALL_LLAMA))
-    op = grow(source, ModelConfig.from_hf(LARGE_LLAMA), GrowthSpec(width_init="random"))
+    op = operator_from(source, ModelConfig.from_hf(LARGE_LLAMA), GrowthSpec(width_init="random"))
     ids = ids_for(source.cfg, T=33)
     results = []
     for compiled in (False, True):
@@ -207,7 +211,7 @@ def test_defaults_per_command_and_grow_phases():
     fit = from_values(FitOptions, {k: v for k, v in GROW.items() if k not in ("max_steps", "warmup_steps")})
     assert (pretrain.activation_checkpointing, pretrain.compile, pretrain.loss_chunk) == ("none", False, 1024)
     assert fit.compute.activation_checkpointing == "full", "the fit checkpoints its produced weights"
-    assert fit.training_loop().compute == fit.compute
+    assert fit.run_spec(None, None).compute == fit.compute
     opts = from_values(GrowOptions, {**GROW, "activation_checkpointing": "selective", "compile": True})
     assert opts.fit_phase().compute.activation_checkpointing == "full"  # --fit-activation-checkpointing
     assert opts.fit_phase().compute.compile and opts.train_phase().compute.compile
@@ -219,18 +223,21 @@ def test_defaults_per_command_and_grow_phases():
 
 
 def test_selective_fit_under_zero3_is_refused():
-    """Refused before the fit starts (fit.run checks first), naming the flag the command was given."""
+    """Refused before the fit starts (growth/fit.py checks first), naming the flag the command was given: grow's
+    own flag for its fit phase, which travels with the option."""
     from ligo_ds.growth.fit import check_compute
 
     fit = {k: v for k, v in GROW.items() if k not in ("max_steps", "warmup_steps")}
-    check_compute(from_values(FitOptions, {**fit, "activation_checkpointing": "selective", "ds_config": "zero2"}), "x")
+    check_compute(from_values(FitOptions, {**fit, "activation_checkpointing": "selective", "ds_config": "zero2"}))
     opts = from_values(GrowOptions, {**GROW, "fit_activation_checkpointing": "selective"})
     with pytest.raises(ConfigError) as refused:
-        check_compute(opts.fit_phase(), "--fit-activation-checkpointing")
+        check_compute(opts.fit_phase())
     assert str(refused.value) == (
         "--fit-activation-checkpointing selective cannot run in a fit under ZeRO-3 (--ds-config zero3): ZeRO-3 "
         "gathers the operator's weights inside each block's recomputed region; use full or none, or ZeRO-1/2"
     )
+    with pytest.raises(ConfigError, match="^--activation-checkpointing selective cannot run"):
+        check_compute(from_values(FitOptions, {**fit, "activation_checkpointing": "selective"}))
 
 
 # ---- 2-rank runs --------------------------------------------------------------------------------------

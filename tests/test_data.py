@@ -9,9 +9,8 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.data.order import MIX_BLOCK, MixtureOrder, Permutation, SampleOrder, apportion, parse_weights
-from ligo_ds.data.prepare import prepare
+from ligo_ds.data.prepare import PrepareOptions, prepare
 from ligo_ds.data.reading import TokenData, TokenStream, open_data
-from ligo_ds.options import PrepareOptions
 
 from conftest import make_tokenizer
 
@@ -99,11 +98,11 @@ def test_sample_order_is_a_permutation_per_epoch():
 
 
 def test_weights_and_apportionment():
-    assert parse_weights("a=7,b=3") == [("a", 0.7), ("b", 0.3)]
-    assert parse_weights("/data/x") == [("/data/x", 1.0)]
+    assert parse_weights("a=7,b=3", "--data") == [("a", 0.7), ("b", 0.3)]
+    assert parse_weights("/data/x", "--data") == [("/data/x", 1.0)]
     for bad in ("a=0.7,b", "a=-1,b=2", "a=x", "a=1,a=2", "a=nan"):
         with pytest.raises(ConfigError, match="--data"):
-            parse_weights(bad)
+            parse_weights(bad, "--data")
     assert apportion(10, [0.55, 0.45]) == [6, 4] and sum(apportion(MIX_BLOCK, [1 / 3] * 3)) == MIX_BLOCK
 
 
@@ -132,7 +131,7 @@ def test_mixture_data_reads_each_source_and_refuses_another_tokenizer(text_folde
                 val_fraction=0.1,
             )
         )
-    mix = open_data(f"{tmp_path / 'a'}=0.75,{tmp_path / 'b'}=0.25")
+    mix = open_data(f"{tmp_path / 'a'}=0.75,{tmp_path / 'b'}=0.25", "--data")
     assert [p.dir.name for p in mix.sources] == ["a", "b"] and mix.verify() == []
     batches = mix.training(seq_len=8, seed=0)
     ids, targets = batches.read(0, 16)
@@ -146,7 +145,7 @@ def test_mixture_data_reads_each_source_and_refuses_another_tokenizer(text_folde
     with pytest.raises(
         ConfigError, match=r"'.*c' was tokenized with another tokenizer .* a mixture needs one tokenizer"
     ):
-        open_data(f"{tmp_path / 'a'}=0.5,{tmp_path / 'c'}=0.5")
+        open_data(f"{tmp_path / 'a'}=0.5,{tmp_path / 'c'}=0.5", "--data")
 
 
 def test_background_read_gives_the_same_batches(sharded):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.distributed.ds_config import ds_config_path, preset_names, resolve_ds_config, zero_stage
-from ligo_ds.options import load_json
+from ligo_ds.distributed.ds_config import FLAG_KEYS, ds_config_path, preset_names, resolve_ds_config, zero_stage
+from ligo_ds.options import flag_name, load_json
+
+# The flags pretrain gives its values (session.ds_config_for builds them from the blocks that hold the values).
+FLAGS = {k: flag_name(k) for k in FLAG_KEYS} | {"betas": "--beta1/--beta2"}
 
 
 def resolve(user, **over):
@@ -21,12 +24,13 @@ def resolve(user, **over):
         weight_decay=0.1,
         betas=(0.9, 0.95),
         on_gpu=False,
+        flags=FLAGS,
     )
     return resolve_ds_config(user, **{**kw, **over})
 
 
 def test_resolved_ds_config_carries_our_settings():
-    out = resolve(load_json(ds_config_path("zero3"), "ds"))
+    out = resolve(load_json(ds_config_path("zero3", "preset"), "ds"))
     assert (out["train_micro_batch_size_per_gpu"], out["gradient_accumulation_steps"], out["train_batch_size"]) == (
         4,
         2,
@@ -64,7 +68,7 @@ def test_ds_config_conflicts_name_both_values(user, message):
 
 def test_ds_config_conflicts_name_the_phases_own_flags():
     # The fit phase takes its lr from --operator-lr and, in grow, its micro-batch from --fit-micro-batch.
-    flags = {"lr": "--operator-lr", "micro_batch": "--fit-micro-batch"}
+    flags = {**FLAGS, "lr": "--operator-lr", "micro_batch": "--fit-micro-batch"}
     with pytest.raises(ConfigError, match=r"optimizer lr=0.1 but --operator-lr gives 0.001"):
         resolve({"optimizer": {"type": "AdamW", "params": {"lr": 0.1}}}, flags=flags)
     with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=8 but --fit-micro-batch gives 4"):
@@ -85,7 +89,7 @@ def test_agreeing_ds_config_is_accepted():
 
 def test_missing_ds_config_names_presets(tmp_path):
     with pytest.raises(ConfigError, match="neither a file nor a preset; presets: zero1, zero2, zero3, zero3_offload"):
-        ds_config_path("zero4")
+        ds_config_path("zero4", "--ds-config")
     with pytest.raises(ConfigError, match="does not exist"):
         load_json(tmp_path / "absent.json", "ds config")
 
@@ -95,9 +99,9 @@ def test_presets_ship_in_the_package():
     (test_packaging.py) runs one from an installed wheel."""
     assert preset_names() == ["zero1", "zero2", "zero3", "zero3_offload"]
     for name in preset_names():
-        path = ds_config_path(name)
+        path = ds_config_path(name, "preset")
         assert path.parent.name == "ds_configs" and zero_stage(load_json(path, "preset")) == int(name[4])
-    assert ds_config_path("my.json").name == "my.json", "a path is taken as given"
+    assert ds_config_path("my.json", "--ds-config").name == "my.json", "a path is taken as given"
 
 
 def test_fit_bounds_zero3_buffers_to_one_block():
@@ -106,7 +110,7 @@ def test_fit_bounds_zero3_buffers_to_one_block():
     bounds = fit_zero3_bounds(8_000_000, 4)
     assert bounds["reduce_bucket_size"] == bounds["stage3_max_reuse_distance"] == 8_000_000
     assert bounds["sub_group_size"] == 2_000_000 and fit_zero3_bounds(8_000_000, 64)["sub_group_size"] == MIN_SUB_GROUP
-    preset = load_json(ds_config_path("zero3"), "ds")
+    preset = load_json(ds_config_path("zero3", "preset"), "ds")
     out, lowered = bound_zero3_sizes(preset, bounds)
     zero = out["zero_optimization"]
     assert zero["reduce_bucket_size"] == 8_000_000 and zero["sub_group_size"] == 2_000_000

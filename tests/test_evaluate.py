@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from ligo_ds.data.reading import TokenData, window_batch
+from ligo_ds.data.batches import window_batch
+from ligo_ds.data.reading import TokenData
 from ligo_ds.training.rundir import read_metrics
 
 from procs import ligo

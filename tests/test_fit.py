@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from ligo_ds.data.reading import TokenData, window_batch
+from ligo_ds.data.batches import window_batch
+from ligo_ds.data.reading import TokenData
 from ligo_ds.distributed import checkpoint
 from ligo_ds.training.rundir import read_metrics
 
@@ -109,12 +110,12 @@ def test_grown_export_matches_the_operator_run(growth_setup, two_ranks):
 
 def test_fit_zero_steps_is_the_heuristic(growth_setup):
     from ligo_ds import ModelConfig, load_model
-    from ligo_ds.growth import GrowthSpec, grow, materialise
+    from ligo_ds.growth import GrowthSpec, materialise, operator_from
 
     out = growth_setup / "stack0"
     ligo("single", 1, fit_args(growth_setup, out, "--steps", "0", "--width-init", "select"))
     ref = materialise(
-        grow(
+        operator_from(
             load_model(growth_setup / "small"),
             ModelConfig.from_file(growth_setup / "large.json"),
             GrowthSpec(width_init="select", depth_init="stack", noise=0.01, seed=11),

@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds import ModelConfig
-from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise, meta_operator
+from ligo_ds.growth import GrownModel, GrowthSpec, materialise, meta_operator, operator_from
+from ligo_ds.growth.cost import operator_flops, vocab_flops_per_token
 from ligo_ds.model.decoder import Decoder
-from ligo_ds.training.flops import (
-    matmul_params,
-    operator_flops,
-    peak_flops,
-    train_flops_per_token,
-    vocab_flops_per_token,
-)
+from ligo_ds.training.flops import matmul_params, peak_flops, train_flops_per_token
 
 from conftest import HF_CASES, doubled, ids_for, random_source
 
@@ -47,7 +42,7 @@ def test_operator_flops_are_a_fit_step_less_the_large_models_own(case, spec):
     from torch.utils.flop_counter import FlopCounterMode
 
     src = random_source(case)
-    op = grow(src, ModelConfig.from_hf(doubled(case, layers=3)), spec)
+    op = operator_from(src, ModelConfig.from_hf(doubled(case, layers=3)), spec)
     ids = ids_for(src.cfg)
 
     def step_flops(model) -> int:

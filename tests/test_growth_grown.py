@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from ligo_ds import ModelConfig
-from ligo_ds.growth import GrownModel, GrowthSpec, grow, materialise, write_grown
+from ligo_ds.growth import GrownModel, GrowthSpec, materialise, operator_from, write_grown
 
 from conftest import doubled, ids_for, perturb, random_source
 
@@ -30,7 +30,7 @@ ATOL = 1e-4
 )
 def test_operator_forward_equals_materialised_model(case, spec, tmp_path):
     src = random_source(case)
-    op = grow(src, ModelConfig.from_hf(doubled(case)), spec)
+    op = operator_from(src, ModelConfig.from_hf(doubled(case)), spec)
     perturb(op)  # away from any special case
     ids = ids_for(src.cfg)
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_operator_forward_equals_materialised_model(case, spec, tmp_path):
 
 def test_checkpointed_and_plain_forward_agree():
     src = random_source("llama_gqa_tied")
-    op = grow(src, ModelConfig.from_hf(doubled("llama_gqa_tied")), GrowthSpec(width_init="random"))
+    op = operator_from(src, ModelConfig.from_hf(doubled("llama_gqa_tied")), GrowthSpec(width_init="random"))
     ids = ids_for(src.cfg)
     losses, grads = [], []
     for ckpt in (True, False):
@@ -60,7 +60,7 @@ def test_checkpointed_and_plain_forward_agree():
 @pytest.mark.parametrize("case", ["gpt2", "llama_bias"])
 def test_gradients_reach_operator_only(case):
     src = random_source(case)
-    op = grow(src, ModelConfig.from_hf(doubled(case)), GrowthSpec(width_init="random", depth_init="zero"))
+    op = operator_from(src, ModelConfig.from_hf(doubled(case)), GrowthSpec(width_init="random", depth_init="zero"))
     ids = ids_for(src.cfg)
     GrownModel(op)(ids[:, :-1], ids[:, 1:]).backward()
     learned = [(n, p) for n, p in op.named_parameters() if p.requires_grad]

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ligo_ds import ConfigError, ModelConfig
-from ligo_ds.growth import GrownModel, grow
+from ligo_ds.growth import GrownModel, operator_from
 from ligo_ds.growth import init as I
-from ligo_ds.options import GrowOptions, flat_options, from_values
+from ligo_ds.growth.grow import GrowOptions
+from ligo_ds.options import flat_options, from_values
 
 from conftest import doubled, ids_for, random_source
 
@@ -54,7 +55,7 @@ def test_a_new_initialisation_is_one_registered_function():
     try:
         opts = from_values(GrowOptions, {**GROW, "width_init": "halves", "depth_init": "first"})
         src = random_source("llama")
-        op = grow(src, ModelConfig.from_hf(doubled("llama")), opts.growth.spec(seed=0))
+        op = operator_from(src, ModelConfig.from_hf(doubled("llama")), opts.growth.spec(seed=0))
         assert torch.allclose(op.residual.b_emb[64:], 0.5 * I.select(128, 64)[64:], atol=0.05)  # noise 0.01
         assert torch.equal(op.residual.b_emb[:64], 0.5 * torch.eye(64))
         assert torch.allclose(op.depth.q, first(4, 2, None), atol=0.02)

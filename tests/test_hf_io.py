@@ -13,7 +13,7 @@ import transformers
 from safetensors.torch import save_file
 
 from ligo_ds import ConfigError, ModelConfig, load_model, save_model
-from ligo_ds.model.hf_io import SAFETENSORS_INDEX
+from ligo_ds.model.hf_load import SAFETENSORS_INDEX
 
 from conftest import HF_CASES, hub_base_model_state, make_hf_model
 
@@ -80,7 +80,7 @@ def test_the_writer_takes_tensors_in_any_order_and_refuses_an_incomplete_stream(
     """write_checkpoint lays the files out from the config, so it holds one tensor at a time: the stream's
     order does not matter (a ZeRO-3 gather and the operator's blocks come in other orders), and a missing,
     repeated or misshapen tensor is an error, not a file with zeros in it."""
-    from ligo_ds.model.hf_io import write_checkpoint
+    from ligo_ds.model.hf_save import write_checkpoint
 
     _, directory = hf_checkpoint("llama_gqa_tied")
     ours = load_model(directory)

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ligo_ds.data.prepare import prepare
+from ligo_ds.data.prepare import PrepareOptions, prepare
 from ligo_ds.data.reading import TokenData
 from ligo_ds.model import tokenizer
-from ligo_ds.model.hf_io import load_model, write_checkpoint
-from ligo_ds.options import PrepareOptions
+from ligo_ds.model.hf_load import load_model
+from ligo_ds.model.hf_save import write_checkpoint
 
 from conftest import TINY
 

@@ -12,8 +12,13 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.cli import COMMANDS
-from ligo_ds.options import FitOptions, GrowOptions, PrepareOptions, PretrainOptions, flat_options, from_values, to_flat
-from ligo_ds.options.declare import MISSING, shown
+from ligo_ds.data.prepare import PrepareOptions
+from ligo_ds.growth.fit import FitOptions
+from ligo_ds.growth.grow import GrowOptions
+from ligo_ds.options import flat_options, from_values, to_flat
+from ligo_ds.options.argv import shown
+from ligo_ds.options.declare import MISSING
+from ligo_ds.training.pretrain import PretrainOptions
 
 # The required options of each command, with throwaway values.
 REQUIRED = {
@@ -171,17 +176,60 @@ def test_grow_phases():
     assert (fit.out, train.out, train.model) == ("o/fit", "o/train", "o/grown")
     assert from_values(GrowOptions, GROW).fit_phase().loop.micro_batch == 8
     # The fit's loop trains with the operator's schedule and decay, on the target's shape.
-    loop = fit.training_loop()
-    assert (loop.model, loop.schedule.lr, loop.schedule.max_steps, loop.optimizer.weight_decay) == (
+    spec = fit.run_spec(None, None)
+    assert (spec.model, spec.training.schedule.lr, spec.training.schedule.max_steps, spec.optimizer.weight_decay) == (
         "t.json",
         2e-3,
         3,
         0.0,
     )
-    assert (opts.fit_micro_batch_flag(), from_values(GrowOptions, GROW).fit_micro_batch_flag()) == (
+    # Each value keeps the flag that set it in grow's command line, for the fit phase's messages.
+    assert (fit.loop.flag("micro_batch"), from_values(GrowOptions, GROW).fit_phase().loop.flag("micro_batch")) == (
         "--fit-micro-batch",
         "--micro-batch",
     )
+    assert (fit.fit.flag("steps"), spec.training.schedule.flag("max_steps"), spec.training.schedule.flag("lr")) == (
+        "--fit-steps",
+        "--fit-steps",
+        "--operator-lr",
+    )
+    assert fit.compute.flag("activation_checkpointing") == "--fit-activation-checkpointing"
+    assert (train.loop.flag("micro_batch"), train.flag("model")) == ("--micro-batch", "--model")
+    alone = from_values(FitOptions, REQUIRED["fit"])
+    assert (alone.fit.flag("steps"), alone.loop.flag("micro_batch")) == ("--steps", "--micro-batch")
+
+
+def test_each_option_is_declared_once():
+    """An option that means the same thing in several commands (the micro-batch, the sequence length, the fit's
+    micro-batch) is declared in one block; only options that mean something else per command share a name."""
+    import dataclasses
+
+    declared: dict[str, set[str]] = {}
+    for _, cls, _ in COMMANDS.values():
+        for f in dataclasses.fields(cls):
+            owner = f.metadata.get("block", cls)
+            for g in dataclasses.fields(owner):
+                if "option" in g.metadata:
+                    declared.setdefault(g.name, set()).add(owner.__qualname__)
+    twice = {name: owners for name, owners in declared.items() if len(owners) > 1}
+    # Each command's own output, model, source (a corpus, a checkpoint, a config) and the export's dtype.
+    assert set(twice) == {"out", "model", "source", "target", "dtype"}, twice
+    assert declared["micro_batch"] == {"Loop"} and declared["fit_micro_batch"] == {"FitPhase"}
+
+
+def test_identity_is_derived_from_the_declarations():
+    from ligo_ds.options import flat_identity, identity_of
+
+    opts = from_values(PretrainOptions, PRETRAIN)
+    kept = flat_identity(opts)
+    # What a resume may change: where it writes, cadence, compute, health policy, the MFU peak, the data checks.
+    for name in ("out", "eval_every", "keep_last", "activation_checkpointing", "max_bad_steps", "peak_tflops"):
+        assert name not in kept, name
+    assert {"lr", "micro_batch", "seed", "ds_config"} <= set(kept)
+    # A block's derived entries must be given, and only those.
+    assert identity_of(opts.loop, global_batch=8) == {"global_batch": 8, "grad_clip": 1.0, "seed": 1337}
+    with pytest.raises(AssertionError, match="derived identity"):
+        identity_of(opts.loop)
 
 
 def test_config_file_and_flags(tmp_path):

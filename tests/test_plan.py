@@ -103,23 +103,23 @@ def test_model_states_fall_as_one_over_n_where_zero_partitions_them():
 
 
 def test_zero_knobs_come_from_the_json_with_deepspeeds_defaults(tmp_path):
-    assert load_zero("zero3").overlap_comm and not load_zero("zero1").overlap_comm
-    assert load_zero("zero3_offload").offload_optimizer
+    assert load_zero("zero3", "--ds-config").overlap_comm and not load_zero("zero1", "--ds-config").overlap_comm
+    assert load_zero("zero3_offload", "--ds-config").offload_optimizer
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    z = load_zero(str(path))
+    z = load_zero(str(path), "--ds-config")
     assert (z.stage, z.reduce_bucket, z.overlap_comm) == (2, 500_000_000, False)
 
 
 @pytest.mark.parametrize("case", ["gpt2", "llama_gqa_tied"])
 @pytest.mark.parametrize("order", ["paper", "official"])
 def test_the_operators_size_and_flops_are_the_real_operators(case, order):
-    from ligo_ds.growth import GrowthSpec, grow
-    from ligo_ds.training.flops import operator_flops, vocab_flops_per_token
+    from ligo_ds.growth import GrowthSpec, operator_from
+    from ligo_ds.growth.cost import operator_flops, vocab_flops_per_token
 
     source = random_source(case)
     tgt = ModelConfig.from_hf(doubled(case))
-    real = grow(source, tgt, GrowthSpec(order=order))
+    real = operator_from(source, tgt, GrowthSpec(order=order))
     counts = real.param_counts()
     expected = (counts["operator"], counts["source"], operator_flops(real), vocab_flops_per_token(real))
     assert operator_sizes(source.cfg, tgt, order) == expected
@@ -128,7 +128,7 @@ def test_the_operators_size_and_flops_are_the_real_operators(case, order):
 def _setup(**kw) -> Setup:
     base = dict(
         world_size=4,
-        zero=load_zero("zero3"),
+        zero=load_zero("zero3", "--ds-config"),
         dtype="bf16",
         device="cuda",
         micro_batch=4,

@@ -14,11 +14,11 @@ import pytest
 
 from ligo_ds import ConfigError
 from ligo_ds.data.encoding import is_validation
-from ligo_ds.data.prepare import prepare, sample_texts
+from ligo_ds.data.prepare import PrepareOptions, prepare
 from ligo_ds.data.reading import TokenData, staging_dir
 from ligo_ds.data.sources import pieces, stdlib_files
+from ligo_ds.data.tokenize import sample_texts
 from ligo_ds.model import tokenizer
-from ligo_ds.options import PrepareOptions
 
 from conftest import DOCS, make_tokenizer
 from procs import ROOT, job_env
@@ -217,7 +217,7 @@ def test_parquet_and_jsonl_resume_mid_file(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ligo_ds.data import sources
+    from ligo_ds.data import encoding, sources
 
     docs = [f"row {i} " * (i % 13 + 1) for i in range(3000)]
     pq.write_table(pa.table({"text": docs}), tmp_path / "x.parquet", row_group_size=700)
@@ -230,11 +230,11 @@ def test_parquet_and_jsonl_resume_mid_file(tmp_path):
         for name in ("x.parquet", "y.jsonl"):
             parts = pieces(str(tmp_path / name), None)
             chunks = list(sources.chunks(parts, (0, 0), "text"))
-            assert [d for c in chunks for d in sources.texts(c.payload)] == docs
+            assert [d for c in chunks for d in encoding.texts(c.payload)] == docs
             for cut in (1, len(chunks) // 2):
                 rest = sources.chunks(parts, chunks[cut - 1].cursor, "text")
-                assert [d for c in rest for d in sources.texts(c.payload)] == [
-                    d for c in chunks[cut:] for d in sources.texts(c.payload)
+                assert [d for c in rest for d in encoding.texts(c.payload)] == [
+                    d for c in chunks[cut:] for d in encoding.texts(c.payload)
                 ]
     finally:
         sources.CHUNK_BYTES = old
@@ -357,7 +357,7 @@ def test_eos_token_flag_overrides_and_a_tokenizer_without_eos_is_refused(text_fo
 
 
 def test_size_flags_accept_suffixes():
-    from ligo_ds.options.declare import integer
+    from ligo_ds.options.argv import integer
 
     assert [integer(v) for v in ("4096", "1e11", "512M", "100B", "2.5T", "1_000", "1.1K", "2.3T")] == [
         4096,

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from ligo_ds import ConfigError
-from ligo_ds.analysis.report import compare, first_crossing, load_curve, loss_at, report
+from ligo_ds.analysis.budgets import first_crossing
+from ligo_ds.analysis.report import report
+from ligo_ds.analysis.runs import load_curve, loss_at
+from ligo_ds.analysis.savings import compare
 from ligo_ds.training.rundir import data_identity, source_record
 
 DATA = data_identity("/x/data", "abc123")
@@ -197,8 +200,11 @@ def test_report_errors(tmp_path):
     g = write_run(tmp_path, "g", [val(0, 3.0)], model="dir")
     with pytest.raises(ConfigError, match="no scratch run among the runs"):
         compare([load_curve(g)])
-    with pytest.raises(ConfigError, match="--scratch 'x' is not among the runs: g"):
+    with pytest.raises(ConfigError, match="scratch run 'x' is not among the runs: g"):
         compare([load_curve(g)], scratch="x")
+    from ligo_ds.cli import main
+
+    assert main(["report", str(g), "--out", str(g.parent / "r"), "--scratch", "x"]) == 2
 
 
 def test_cli_prints_the_table(tmp_path):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ligo_ds.errors import ConfigError
-from ligo_ds.options import Schedule
-from ligo_ds.training.schedule import check_branch, check_fits, decay_start, lr_at
+from ligo_ds.training.schedule import Schedule, check_branch, check_fits, decay_start, lr_at
 
 
 def test_schedule_warmup_then_cosine_to_floor():
@@ -50,10 +49,9 @@ def test_constant_holds_the_peak_after_warmup():
 
 
 def test_a_wsd_decay_must_fit_after_the_warmup():
-    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
-    check_fits(20, wsd(warmup_steps=16), flag)  # the decay starts as the warmup ends
+    check_fits(20, wsd(warmup_steps=16))  # the decay starts as the warmup ends
     with pytest.raises(ConfigError, match=r"--warmup-steps 17 and --decay-fraction 0.2 \(4 decay steps\) do not fit"):
-        check_fits(20, wsd(warmup_steps=17), flag)
+        check_fits(20, wsd(warmup_steps=17))
 
 
 def test_a_branch_must_leave_from_the_stable_phase_with_the_same_lr():

@@ -10,10 +10,14 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from ligo_ds import ConfigError
-from ligo_ds.data.prepare import prepare
+from ligo_ds.data.prepare import PrepareOptions, prepare
+from ligo_ds.data.reading import TokenData
 from ligo_ds.model import tokenizer
-from ligo_ds.model.hf_io import load_model, save_model, write_checkpoint
-from ligo_ds.options import PrepareOptions
+from ligo_ds.model.hf_load import load_model
+from ligo_ds.model.hf_save import save_model, write_checkpoint
+from ligo_ds.options import derive, from_values
+from ligo_ds.training.pretrain import PretrainOptions
+from ligo_ds.training.session import check_tokenizer
 
 from conftest import make_hf_model, make_tokenizer
 
@@ -39,16 +43,22 @@ def test_fingerprint_follows_the_vocabulary_not_the_files(tmp_path, llama2_data)
 def test_data_from_another_tokenizer_is_refused_unless_allowed(tmp_path, llama2_data):
     model, data = llama2_data
     meta = json.loads((data / "meta.json").read_text())
-    tokenizer.check_matches(data, meta, model, "--model", allow=False)  # its own: fine
+    token_data = TokenData(data)
+    strict = from_values(PretrainOptions, {"model": "m", "data": str(data), "out": "o", "max_steps": 100}).data
+    check_tokenizer(token_data, strict, model, "--model")  # its own: fine
     other = make_tokenizer(tmp_path / "other", "llama3")
+    assert tokenizer.mismatch(data, meta, other, "--source") == (
+        meta["tokenizer_fingerprint"],
+        tokenizer.fingerprint(tokenizer.load(other)),
+    )
     with pytest.raises(ConfigError, match=r"tokenized with another tokenizer \(fingerprint sha256:\w+\) than the "):
-        tokenizer.check_matches(data, meta, other, "--source", allow=False)
+        check_tokenizer(token_data, strict, other, "--source")
     with pytest.raises(ConfigError, match="prepare the data with --tokenizer .*, or pass --allow-tokenizer-mismatch"):
-        tokenizer.check_matches(data, meta, other, "--source", allow=False)
-    tokenizer.check_matches(data, meta, other, "--source", allow=True)
+        check_tokenizer(token_data, strict, other, "--source")
+    check_tokenizer(token_data, derive(strict, allow_tokenizer_mismatch=True), other, "--source")
     (tmp_path / "bare").mkdir()  # a model directory without a tokenizer, or a config.json: nothing to compare
-    tokenizer.check_matches(data, meta, tmp_path / "bare", "--model", allow=False)
-    tokenizer.check_matches(data, meta, tmp_path / "bare" / "config.json", "--model", allow=False)
+    check_tokenizer(token_data, strict, tmp_path / "bare", "--model")
+    check_tokenizer(token_data, strict, tmp_path / "bare" / "config.json", "--model")
 
 
 def test_data_dirs_from_before_the_fingerprint_get_it_computed(llama2_data):
@@ -98,6 +108,6 @@ def test_export_names_the_datas_separator_whatever_the_tokenizer_said(tmp_path, 
 def test_missing_tokenizer_is_refused_and_weights_alone_have_none(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="--tokenizer .*empty' holds no tokenizer \\(expected one of tokenizer.json"):
-        tokenizer.load(tmp_path / "empty")
+        tokenizer.load(tmp_path / "empty", "--tokenizer")
     save_model(_tiny_model(tmp_path, 96), tmp_path / "weights_only")
     assert not tokenizer.has_tokenizer(tmp_path / "weights_only")

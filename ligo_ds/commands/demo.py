@@ -15,9 +15,11 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import to_args
+from ..errors import ConfigError
+from ..options import Command, add_arguments, at_least, from_args, option, to_args
 
 # Demo model shapes (HF config.json contents); head_dim stays 32 so the operator can grow heads.
 SMALL = dict(model_type="gpt2", n_layer=2, n_embd=128, n_head=4, n_positions=256, vocab_size=8192)
@@ -54,24 +56,32 @@ def print_val_curve(metrics: Path, title: str) -> None:
             print(f"{r['step']:>6} {r['tokens']:>10,} {r['flops'] / 1e9:>10,.1f} {r['val_loss']:>9.3f}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo", help="working directory (default ./demo)")
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions(Command):
+    out: str = option("demo", "working directory", metavar="DIR", identity=False)
     # The small model is meant to exist already and to be worse than what the large one reaches: it
     # trains for fewer steps than the large runs, which share one budget.
-    parser.add_argument("--small-steps", type=int, default=150)
-    parser.add_argument("--large-steps", type=int, default=350)
-    parser.add_argument("--fit-steps", type=int, default=20)
-    args = parser.parse_args()
+    small_steps: int = option(150, "the small model's pretraining steps", check=at_least(1))
+    large_steps: int = option(350, "steps of the scratch run and of the grown run", check=at_least(1))
+    fit_steps: int = option(20, "operator fit steps", check=at_least(0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, DemoOptions, config_file=False)
+    try:
+        args = from_args(DemoOptions, parser.parse_args(argv))
+    except ConfigError as e:
+        parser.error(str(e))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = out / "data"
     if not (data / "meta.json").is_file():
-        run("prepare", "--source", "stdlib", "--out", str(data), "--force")
+        run("prepare", *to_args(source="stdlib", out=data, force=True))
     for name, shape in (("small", SMALL), ("large", LARGE)):
         (out / f"{name}.json").write_text(json.dumps(shape, indent=2) + "\n")
-    run("inspect", "--model", str(out / "large.json"), "--data", str(data), "--seq-len", "128")
+    run("inspect", *to_args(model=out / "large.json", data=data, seq_len=128))
 
     runs = out / "runs"
     # The small model holds its peak lr (no decay), as a checkpoint meant for growth is taken before
@@ -97,7 +107,7 @@ def main() -> int:
     )
     run("grow", *ligo, *TRAIN, *to_args(max_steps=args.large_steps))
     print_val_curve(runs / "ligo" / "train" / "metrics.jsonl", "grown model (FLOPs include the fit)")
-    run("report", str(runs / "scratch"), str(runs / "ligo"), "--out", str(out / "report"))
+    run("report", *to_args(runs / "scratch", runs / "ligo", out=out / "report"))
     print(f"plot: {out / 'report' / 'loss_vs_flops.png'}")
     return 0
 

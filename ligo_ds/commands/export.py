@@ -3,7 +3,8 @@
 Reads the ZeRO shards from disk and assembles full fp32 weights in CPU memory (no GPU, no process
 group), then streams them to safetensors shards. A pretrain run's checkpoint holds the model's weights;
 a fit run's holds the operator's, so the grown model is produced from them and the source model, block
-by block. The tokenizer (with its eos, and a generation_config.json) comes from the run's DATA_DIR.
+by block (growth/fit.py). The tokenizer (with its eos, and a generation_config.json) comes from the run's
+DATA_DIR.
 
 The default dtype is fp32: the weights a checkpoint holds, unrounded; bf16 halves the files for
 evaluation and serving.
@@ -12,37 +13,43 @@ evaluation and serving.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from ..data.reading import open_data
 from ..distributed import checkpoint
 from ..errors import ConfigError
+from ..growth.fit import grown_tensors
 from ..model import tokenizer
 from ..model.config import ModelConfig
-from ..model.hf_io import DTYPES, write_checkpoint
+from ..model.hf_save import DTYPES, write_checkpoint
+from ..options import Command, option
 from ..training.rundir import RunDir
 
 EXPORT_DTYPES = {"fp32": DTYPES["float32"], "bf16": DTYPES["bfloat16"]}
 
 
-def _grown_state(record: dict, state: dict[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
-    """The grown model's tensors from a fit checkpoint's operator coefficients and the source model."""
-    from ..growth import iter_grown_state
-    from ..growth.fit import build_operator
-    from ..options import FitOptions, from_values
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(Command):
+    run: str = option(help="a pretrain or fit RUN_DIR", metavar="RUN_DIR", positional=True, identity=False)
+    tag: str | None = option(None, "checkpoint tag", shown_default="the latest", identity=False)
+    out: str = option(help="the HF checkpoint directory to write", metavar="DIR", identity=False)
+    dtype: str = option(
+        "fp32",
+        "weights' dtype: fp32 keeps the checkpoint's weights unrounded, bf16 halves the files",
+        choices=tuple(EXPORT_DTYPES),
+        identity=False,
+    )
 
-    operator = build_operator(from_values(FitOptions, record["fit"], "the fit run's record"))
-    prefix = "operator."
-    coefficients = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    trainable = {n for n, p in operator.named_parameters() if p.requires_grad}
-    missing = sorted(trainable - set(coefficients))
-    if missing:
-        raise ConfigError(f"the fit checkpoint lacks operator coefficients {', '.join(missing[:4])}")
-    operator.load_state_dict(coefficients, strict=False)
-    return iter_grown_state(operator)
+
+Options = ExportOptions
+CONFIG_FILE = False
+
+
+def run(opts: ExportOptions) -> int:
+    """Write any saved checkpoint of a run (default: the latest) as an HF checkpoint directory."""
+    print(f"wrote {export(opts.run, opts.out, opts.tag, opts.dtype)}")
+    return 0
 
 
 def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str = "fp32") -> Path:
@@ -62,15 +69,15 @@ def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str 
     if tag is None:
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (no checkpoints/latest)")
     checkpoint.read_manifest(run_dir.checkpoints, tag)  # refuses an incomplete checkpoint, naming what is missing
-    try:
-        data = open_data(record["options"]["data"])  # one DATA_DIR, or the first of a mixture
+    try:  # one DATA_DIR, or the first of a mixture
+        data = open_data(record["options"]["data"], "the run's data")
     except ConfigError as e:
         raise ConfigError(
             f"the run's data {record['options']['data']!r} cannot be read ({e}): the export's tokenizer comes "
             "from it (restore it, or export from where it is mounted)"
         ) from None
     state = checkpoint.fp32_state_from_checkpoint(run_dir.checkpoints, tag)
-    tensors = _grown_state(record, state) if is_fit else state.items()
+    tensors = grown_tensors(record["fit"], state) if is_fit else state.items()
     return write_checkpoint(
         model_cfg,
         tensors,

@@ -1,17 +1,19 @@
-"""What `prepare`'s tokenizing workers run: a chunk of raw documents -> token ids and each document's split.
+"""What `prepare`'s tokenizing workers run: a chunk's raw payload (sources.py) -> its documents, decoded and
+checked -> token ids and each document's split.
 
-Kept apart from prepare.py so that a spawned worker imports only this, sources.py, numpy and
-tokenizers (not torch); prepare.py runs the same functions in-process for --num-proc 1.
+Kept apart from prepare.py so that a spawned worker imports only this, numpy and tokenizers (not torch);
+prepare.py runs the same functions in-process for one worker.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
 
-from . import sources
+from ..errors import ConfigError
 
 _WORKER: dict[str, Any] = {}
 
@@ -31,7 +33,7 @@ def is_validation(text: str, val_fraction: float) -> bool:
 def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all token ids, tokens per document, held out per document) of one chunk. Runs in a worker."""
     w = _WORKER
-    docs = sources.texts(payload)
+    docs = texts(payload)
     flat: list[int] = []
     lengths = np.empty(len(docs), dtype=np.int64)
     # encode_batch_fast: the same ids without the character offsets (tokenizers >= 0.20), which nothing reads.
@@ -43,3 +45,64 @@ def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lengths[j] = len(ids) + 1
     held = np.fromiter((is_validation(d, w["val_fraction"]) for d in docs), dtype=bool, count=len(docs))
     return np.array(flat, dtype=w["dtype"]), lengths, held
+
+
+# ---- a chunk's documents ---------------------------------------------------------------------------
+
+
+def _utf8(data: bytes, where: str, offset: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (invalid byte at offset {offset + e.start}); convert it or leave it out"
+        ) from None
+
+
+def _field(record: Any, text_field: str, where: str) -> Any:
+    if not isinstance(record, dict) or text_field not in record:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ConfigError(f"{where}: no text field {text_field!r} (found {keys}; choose one with --text-field)")
+    return record[text_field]
+
+
+def texts(payload: tuple) -> list[str]:
+    """The documents of one chunk, in order; empty documents are dropped. Runs in a worker."""
+    kind = payload[0]
+    if kind == "files":
+        docs = [_utf8(data, repr(name), 0) for name, data in payload[1]]
+    elif kind == "lines":
+        _, name, base, body, text_field = payload
+        docs, offset = [], 0
+        for line in body.split(b"\n"):
+            if line.strip():
+                where = f"{name!r} at byte {base + offset}"
+                try:
+                    record = json.loads(line)
+                except UnicodeDecodeError:
+                    _utf8(line, repr(name), base + offset)
+                    raise
+                except json.JSONDecodeError as e:
+                    raise ConfigError(
+                        f"{where}: not a JSON line ({e.msg}); expected one JSON object per line"
+                    ) from None
+                docs.append(_text(_field(record, text_field, where), where))
+            offset += len(line) + 1
+    elif kind == "array":
+        _, name, body, text_field = payload
+        records = json.loads(_utf8(body, repr(name), 0))
+        docs = [_text(_field(r, text_field, f"{name!r} item {i}"), f"{name!r} item {i}") for i, r in enumerate(records)]
+    elif kind == "texts":
+        _, name, values = payload
+        docs = [_text(v, f"{name!r}") for v in values]
+    else:
+        raise AssertionError(kind)
+    return [d for d in docs if d]
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: the text field holds {type(value).__name__}, expected a string")
+    return value

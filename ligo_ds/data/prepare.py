@@ -21,97 +21,103 @@ absolute paths other than the source the user named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..faults import crash_point
 from ..model import tokenizer
-from ..options import to_flat
-from . import encoding, sources
+from ..options import Command, at_least, between, option
+from . import sources
+from .prepare_job import claim, job_of
 from .reading import FORMAT_VERSION, SPLITS, staging_dir
+from .shards import ShardWriter, token_dtype, write_json_synced
+from .tokenize import encoded, sample_texts, train_tokenizer
 
-if TYPE_CHECKING:
-    from ..options import PrepareOptions
-
-JOB_FILE, PROGRESS_FILE, META_FILE = "prepare_job.json", "progress.json", "meta.json"
+PROGRESS_FILE, META_FILE = "progress.json", "meta.json"
 COMMIT_SECONDS = 60.0  # a killed run redoes at most this much work beyond the last closed shard
 PROGRESS_SECONDS = 10.0
-IN_FLIGHT_PER_WORKER = 3  # chunks queued per worker: enough to hide the reader, bounded memory
-# Options that do not change the output: a rerun that differs only in these resumes.
-_NOT_IN_JOB = ("out", "force", "num_proc")
 
 
-# ---- tokenizer ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class PrepareOptions(Command):
+    """A prepare job. Its identity (prepare_job.json) is every option but where it writes, how many workers
+    it uses and --force: a rerun that differs only in those resumes."""
 
-
-def train_tokenizer(texts: Iterator[str], vocab_size: int):
-    """A byte-level BPE with one special token, end-of-text, trained on `texts` (a `tokenizers.Tokenizer`)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[tokenizer.TRAINED_SPECIAL],
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    source: str = option(
+        "stdlib", "stdlib | PATH[,PATH...] (files or folders) | hub:NAME (streamed from the Hub)", metavar="SRC"
     )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
+    out: str = option(
+        help="output directory; rerunning the same command resumes it", metavar="DATA_DIR", identity=False
+    )
+    split: str = option("train", "the Hub dataset's split")
+    # Not --config: every command's --config FILE reads its options from a file.
+    subset: str | None = option(
+        None, "the Hub dataset's subset (what `datasets` calls its config name)", metavar="NAME"
+    )
+    data_files: str | None = option(
+        None, "the Hub dataset's files to read, comma-separated globs (e.g. 'sample/10BT/*.parquet')", metavar="GLOBS"
+    )
+    tokenizer: str | None = option(
+        None,
+        "a model's or tokenizer's directory (what AutoTokenizer reads) instead of training one",
+        metavar="DIR",
+        hub="tokenizer",
+    )
+    eos_token: str | None = option(
+        None, "the token that ends each document (default: the tokenizer's own eos)", metavar="TOKEN"
+    )
+    vocab_size: int = option(
+        8192, "BPE vocabulary when training one (256 bytes + end-of-text at least)", check=at_least(257)
+    )
+    tokenizer_sample_bytes: int = option(
+        500_000_000, "text to train the BPE on, spread over the corpus (e.g. 500M, 2G)", check=at_least(1)
+    )
+    val_fraction: float = option(0.02, "share of documents (by a hash of their text) held out", check=between(0.0, 1.0))
+    text_field: str = option("text", "column holding the text in json/parquet/hub data")
+    num_proc: int | None = option(
+        None, "tokenizing processes", shown_default="every core", check=at_least(1), identity=False
+    )
+    shard_bytes: int = option(1_000_000_000, "size of each token file (e.g. 1G)", check=at_least(1))
+    force: bool = option(
+        False,
+        "start over: discard unfinished work and replace an existing DATA_DIR once the new one is complete",
+        identity=False,
+    )
 
-
-def sample_texts(
-    parts: list[sources.Piece], hub: sources.HubSpec | None, text_field: str, budget: int
-) -> Iterator[str]:
-    """About `budget` bytes of documents spread over the corpus: where every file's size is known, each
-    file gives its share (a prefix of a JSON lines or Parquet file; whole text files, one in so many);
-    a stream of unknown size gives its first `budget` bytes."""
-    sizes = [p.size for p in parts]
-    known = all(s is not None for s in sizes)
-    total = sum(sizes) if known else None
-    if total is None or total <= budget:
-        taken = 0
-        for chunk in sources.chunks(parts, (0, 0), text_field, hub):
-            for doc in sources.texts(chunk.payload):
-                yield doc
-                taken += len(doc.encode())
-                if taken >= budget:
-                    return
-        return
-    allowance = 0.0
-    for piece in parts:
-        allowance += budget * piece.size / total
-        if allowance <= 0:
-            continue
-        for chunk in sources.chunks([piece], (0, 0), text_field, hub):
-            for doc in sources.texts(chunk.payload):
-                yield doc
-                allowance -= len(doc.encode())
-                if allowance <= 0:
-                    break
-            if allowance <= 0:
-                break
+    def hub(self) -> sources.HubSpec | None:
+        """The Hub dataset split to stream, when the source is hub:NAME."""
+        if not self.source.startswith("hub:"):
+            if self.subset or self.data_files or self.split != "train":
+                hubbed = ", ".join(self.flag(n) for n in ("subset", "data_files", "split"))
+                raise ConfigError(
+                    f"{hubbed} choose within a Hub dataset; {self.flag('source')} {self.source!r} is not hub:NAME"
+                )
+            return None
+        name, _, legacy_subset = self.source[4:].partition(":")
+        if legacy_subset and self.subset and legacy_subset != self.subset:
+            raise ConfigError(
+                f"{self.flag('source')} {self.source!r} names subset {legacy_subset!r} and {self.flag('subset')} "
+                f"{self.subset!r}: give one"
+            )
+        files = tuple(f for f in (self.data_files or "").split(",") if f)
+        return sources.HubSpec(name, self.subset or legacy_subset or None, self.split, files)
 
 
 def _tokenizer(opts: PrepareOptions, out: Path, parts, hub, resuming: bool):
     """The tokenizer the shards are made with: given, already trained by the run being resumed, or
     trained now on a sample of the corpus."""
     if opts.tokenizer:
-        return tokenizer.load(opts.tokenizer)
+        return tokenizer.load(opts.tokenizer, opts.flag("tokenizer"))
     if resuming and (out / "tokenizer.json").is_file():
-        return tokenizer.load(out, "--out")
+        return tokenizer.load(out, opts.flag("out"))
     print(
         f"prepare: training a {opts.vocab_size}-token BPE on up to {opts.tokenizer_sample_bytes:,} bytes",
         file=sys.stderr,
@@ -119,195 +125,6 @@ def _tokenizer(opts: PrepareOptions, out: Path, parts, hub, resuming: bool):
     return tokenizer.trained(
         train_tokenizer(sample_texts(parts, hub, opts.text_field, opts.tokenizer_sample_bytes), opts.vocab_size)
     )
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-# ---- the workers (encoding.py) ---------------------------------------------------------------------
-
-
-def _encoded(chunks: Iterator[sources.Chunk], num_proc: int, initargs: tuple) -> Iterator[tuple]:
-    """(chunk, encoding.encode_chunk's result) in source order, `num_proc` workers, a bounded number in flight."""
-    if num_proc == 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        encoding.init_worker(*initargs)
-        for chunk in chunks:
-            yield chunk, encoding.encode_chunk(chunk.payload)
-        return
-    import multiprocessing
-
-    # Workers are spawned, not forked: a fork would inherit the Rust thread pool of a tokenizer trained
-    # above, and tokenizers then disables itself. Each worker encodes on one thread.
-    ctx = multiprocessing.get_context("spawn")
-    env_before = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    pool = ctx.Pool(num_proc, initializer=encoding.init_worker, initargs=initargs)
-    try:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.apply_async(encoding.encode_chunk, (chunk.payload,))))
-            if len(pending) >= num_proc * IN_FLIGHT_PER_WORKER:
-                done, result = pending.popleft()
-                yield done, result.get()
-        while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-        if env_before is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = env_before
-
-
-# ---- shards ---------------------------------------------------------------------------------------
-
-
-class ShardWriter:
-    """One split's shards: appends tokens, closes a shard at `shard_tokens` (fsync, SHA-256)."""
-
-    def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int, saved: dict | None):
-        self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
-        saved = saved or {"shards": [], "open_tokens": 0, "documents": 0}
-        self.done: list[dict] = list(saved["shards"])
-        self.documents: int = saved["documents"]
-        self.open_tokens: int = saved["open_tokens"]
-        self.closed_since_commit = False
-        # Shards a killed run opened after its last commit hold nothing this run keeps.
-        for stale in out.glob(f"{split}-*.bin"):
-            if int(stale.stem.rsplit("-", 1)[1]) > len(self.done):
-                stale.unlink()
-        path = self._path()
-        keep = self.open_tokens * dtype.itemsize
-        if path.exists() and path.stat().st_size < keep:
-            raise ConfigError(
-                f"{str(path)!r} holds {path.stat().st_size} bytes, fewer than the {keep} its progress.json "
-                "recorded: the DATA_DIR was damaged; rerun with --force to prepare it anew"
-            )
-        self.file = open(path, "r+b" if path.exists() else "wb")
-        self.file.truncate(keep)
-        self.file.seek(keep)
-        self.hash = hashlib.sha256()
-        if keep:
-            with open(path, "rb") as f:
-                while block := f.read(16 << 20):
-                    self.hash.update(block)
-
-    def _path(self) -> Path:
-        return self.out / f"{self.split}-{len(self.done):05d}.bin"
-
-    @property
-    def tokens(self) -> int:
-        return sum(s["tokens"] for s in self.done) + self.open_tokens
-
-    def write(self, ids: np.ndarray, documents: int) -> None:
-        self.documents += documents
-        while len(ids):
-            take = min(len(ids), self.shard_tokens - self.open_tokens)
-            data = ids[:take].tobytes()
-            self.file.write(data)
-            self.hash.update(data)
-            self.open_tokens += take
-            ids = ids[take:]
-            if self.open_tokens == self.shard_tokens:
-                self._close_shard()
-                self.file = open(self._path(), "wb")
-                self.hash = hashlib.sha256()
-
-    def _close_shard(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.done.append({"file": self._path().name, "tokens": self.open_tokens, "sha256": self.hash.hexdigest()})
-        self.open_tokens = 0
-        self.closed_since_commit = True
-
-    def sync(self) -> dict:
-        """Flush the open shard to disk; the state progress.json records."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.closed_since_commit = False
-        return {"shards": self.done, "open_tokens": self.open_tokens, "documents": self.documents}
-
-    def finish(self) -> dict:
-        """Close the last shard (an empty one is removed); the split's entry in meta.json."""
-        if self.open_tokens:
-            self._close_shard()
-        else:
-            self.file.close()
-            self._path().unlink(missing_ok=True)
-        return {"tokens": self.tokens, "documents": self.documents, "shards": self.done}
-
-
-# ---- the job and its resume ------------------------------------------------------------------------
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Atomically: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def job_of(opts: PrepareOptions, parts: list[sources.Piece]) -> dict:
-    """What decides the output: the options (but where it goes and how many workers) and the source's
-    files with their sizes and modification times."""
-    options = {k: v for k, v in to_flat(opts).items() if k not in _NOT_IN_JOB}
-    return {"format": FORMAT_VERSION, "options": options, "files": [p.fingerprint for p in parts]}
-
-
-def _differences(old: dict, new: dict) -> list[str]:
-    out = [
-        f"{k}: {old['options'].get(k)!r} -> {new['options'].get(k)!r}"
-        for k in sorted(set(old.get("options", {})) | set(new["options"]))
-        if old.get("options", {}).get(k) != new["options"].get(k)
-    ]
-    if old.get("format") != new["format"]:
-        out.append(f"format: {old.get('format')!r} -> {new['format']!r}")
-    old_files, new_files = old.get("files", []), new["files"]
-    if old_files != new_files:
-        changed = next(
-            (f"{a[0]} (size, mtime {a[1:]} -> {b[1:]})" for a, b in zip(old_files, new_files, strict=False) if a != b),
-            f"{len(old_files)} -> {len(new_files)} files",
-        )
-        out.append(f"source files: {changed}")
-    return out
-
-
-def _refusal(where: Path, differences: list[str]) -> ConfigError:
-    return ConfigError(
-        f"{str(where)!r} holds the output of another prepare command ({'; '.join(differences)}); "
-        "give another --out, rerun the same command to resume it, or pass --force to replace it"
-    )
-
-
-def _claim(out: Path, staging: Path, job: dict, force: bool) -> str:
-    """'complete' (out is this command's finished output), 'resume' (staging holds this command's
-    unfinished work) or 'fresh'. Refuses an --out or staging directory that holds something else unless
-    --force, which starts over (out itself is replaced only once the new output is complete)."""
-    if out.exists() and any(out.iterdir()) and not force:
-        if not (out / JOB_FILE).is_file():
-            raise ConfigError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-        differences = _differences(json.loads((out / JOB_FILE).read_text()), job)
-        if differences:
-            raise _refusal(out, differences)
-        return "complete"
-    if (staging / JOB_FILE).is_file() and not force:
-        differences = _differences(json.loads((staging / JOB_FILE).read_text()), job)
-        if differences:
-            raise _refusal(staging, differences)
-        return "resume"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    _write_json(staging / JOB_FILE, job)
-    return "fresh"
 
 
 class _Progress:
@@ -337,21 +154,13 @@ class _Progress:
 def prepare(opts: PrepareOptions) -> dict:
     """Build (or finish) DATA_DIR; returns its meta.json contents."""
     out = Path(opts.out)
-    hub = (
-        sources.hub_spec(opts.source, opts.subset, opts.split, opts.data_files)
-        if opts.source.startswith("hub:")
-        else None
-    )
-    if hub is None and (opts.subset or opts.data_files or opts.split != "train"):
-        raise ConfigError(
-            f"--subset, --data-files and --split choose within a Hub dataset; --source {opts.source!r} is not hub:NAME"
-        )
+    hub = opts.hub()
     parts = sources.pieces(opts.source, hub)
     if hub is not None:
         sources.open_hub(hub)  # fails early and clearly when the dataset is missing (offline)
     job = job_of(opts, parts)
     staging = staging_dir(out)
-    state = _claim(out, staging, job, opts.force)
+    state = claim(out, staging, job, opts)
     if state == "complete":
         print(f"prepare: {out} is already complete", file=sys.stderr)
         return json.loads((out / META_FILE).read_text())
@@ -377,7 +186,7 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
     progress_path = out / PROGRESS_FILE
     saved = json.loads(progress_path.read_text()) if resuming and progress_path.is_file() else None
     tok = _tokenizer(opts, out, parts, hub, resuming=saved is not None)
-    eos_token, eos = tokenizer.separator(tok, opts.tokenizer, opts.eos_token)
+    eos_token, eos = tokenizer.separator(tok, opts.tokenizer, opts.eos_token, opts.flag("eos_token"))
     backend = tok.backend_tokenizer
     vocab = backend.get_vocab_size()
     dtype = token_dtype(vocab)
@@ -395,7 +204,7 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
 
     def commit(at: tuple[int, int]) -> None:
         state = {"cursor": list(at), "read_bytes": read_bytes, "splits": {s: w.sync() for s, w in writers.items()}}
-        _write_json(progress_path, state)
+        write_json_synced(progress_path, state)
 
     if saved is None:
         commit(cursor)
@@ -404,15 +213,8 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
     shown = _Progress(sum(sizes) if all(s is not None for s in sizes) else None, read_bytes)
     last_commit = time.monotonic()
     initargs = (backend.to_str(), eos, dtype.name, opts.val_fraction)
-    for chunk, (ids, lengths, held) in _encoded(
-        sources.chunks(parts, cursor, opts.text_field, hub), num_proc, initargs
-    ):
-        if held.any():
-            in_val = np.repeat(held, lengths)
-            writers["val"].write(ids[in_val], int(held.sum()))
-            writers["train"].write(ids[~in_val], int((~held).sum()))
-        else:
-            writers["train"].write(ids, len(lengths))
+    for chunk, (ids, lengths, held) in encoded(sources.chunks(parts, cursor, opts.text_field, hub), num_proc, initargs):
+        _split(writers, ids, lengths, held)
         read_bytes += chunk.nbytes
         docs = sum(w.documents for w in writers.values())
         shown.update(chunk.nbytes, docs, sum(w.tokens for w in writers.values()))
@@ -423,12 +225,21 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
     _check_split(writers, opts)
     splits = {split: w.finish() for split, w in writers.items()}
     shown.update(0, sum(s["documents"] for s in splits.values()), sum(s["tokens"] for s in splits.values()), force=True)
-    meta = {
+    meta = _meta(opts, tok, (eos_token, eos), dtype, splits)
+    write_json_synced(out / META_FILE, meta)
+    progress_path.unlink()
+    return meta
+
+
+def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, splits: dict) -> dict:
+    """meta.json: what data.reading needs to read the DATA_DIR, and what made it."""
+    eos_token, eos_id = eos
+    return {
         "format": FORMAT_VERSION,
         "source": opts.source,
         "dtype": dtype.name,
-        "vocab_size": vocab,
-        "eos_id": eos,
+        "vocab_size": tok.backend_tokenizer.get_vocab_size(),
+        "eos_id": eos_id,
         "eos_token": eos_token,
         "tokenizer_fingerprint": tokenizer.fingerprint(tok),
         "train_tokens": splits["train"]["tokens"],
@@ -440,9 +251,16 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
         "options": {k: v for k, v in job_of(opts, [])["options"].items() if k not in ("source", "tokenizer")}
         | {"tokenizer": "given" if opts.tokenizer else "trained"},
     }
-    _write_json(out / META_FILE, meta)
-    progress_path.unlink()
-    return meta
+
+
+def _split(writers: dict[str, ShardWriter], ids: np.ndarray, lengths: np.ndarray, held: np.ndarray) -> None:
+    """A chunk's documents into their splits (`held`: each document's, held out for validation)."""
+    if held.any():
+        in_val = np.repeat(held, lengths)
+        writers["val"].write(ids[in_val], int(held.sum()))
+        writers["train"].write(ids[~in_val], int((~held).sum()))
+    else:
+        writers["train"].write(ids, len(lengths))
 
 
 def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions) -> None:
@@ -455,7 +273,7 @@ def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions) -> None:
     for split, n in docs.items():
         if n == 0:
             raise ConfigError(
-                f"the {split} split is empty: of the corpus's {total} documents, none fell to it at --val-fraction "
-                f"{opts.val_fraction} (a document goes to validation by a hash of its text); give more documents "
-                "or another --val-fraction"
+                f"the {split} split is empty: of the corpus's {total} documents, none fell to it at "
+                f"{opts.flag('val_fraction')} {opts.val_fraction} (a document goes to validation by a hash of its "
+                f"text); give more documents or another {opts.flag('val_fraction')}"
             )

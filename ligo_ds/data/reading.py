@@ -7,26 +7,54 @@ their token counts and SHA-256; the reader memory-maps them and reads a split as
 one val.bin, from before shards) are still read.
 
 `open_data("A=0.7,B=0.3")` mixes DATA_DIRs made with one tokenizer: training samples come from each by
-its weight (data_order.MixtureOrder), validation reads a weighted slice of each one's split.
+its weight (order.MixtureOrder), validation reads a weighted slice of each one's split.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..options import Block, at_least, option
+from .batches import Batches
 from .order import MixtureOrder, SampleOrder, apportion, parse_weights
 
 FORMAT_VERSION = 2  # of DATA_DIR's layout: prepare writes it into meta.json
 READABLE_FORMATS = (1, 2)
 SPLITS = ("train", "val")
 VERIFY_MODES = ("checksum", "size")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Data(Block):
+    """Tokens: where they are, and how long a training sequence is."""
+
+    data: str = option(
+        help="DATA_DIR written by `ligo-ds prepare`, or a mixture of several by weight: web=0.7,code=0.3",
+        metavar="DATA_DIR",
+        identity="data",  # the DATA_DIR by its path and meta.json (session.run_identity)
+    )
+    seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+    verify_data: str = option(
+        "checksum",
+        "check the shards at start: SHA-256 (each rank hashes its share) or sizes only",
+        choices=VERIFY_MODES,
+        identity=False,
+    )
+    allow_tokenizer_mismatch: bool = option(
+        False,
+        "use data tokenized otherwise than the model's own tokenizer (its directory's) says",
+        identity=False,
+    )
+
+    def open(self) -> TokenData:
+        """The DATA_DIR (or mixture) this block names."""
+        return open_data(self.data, self.flag("data"))
 
 
 def staging_dir(out: str | Path) -> Path:
@@ -184,8 +212,8 @@ class Mixture(TokenData):
     """DATA_DIRs made with one tokenizer, mixed by weight. Reads as the first one where one is needed
     (its tokenizer, vocabulary and eos are everyone's)."""
 
-    def __init__(self, spec: str):
-        weighted = parse_weights(spec)
+    def __init__(self, spec: str, flag: str):
+        weighted = parse_weights(spec, flag)
         self.parts = [TokenData(path) for path, _ in weighted]
         first = self.parts[0]
         super().__init__(first.dir)
@@ -199,7 +227,7 @@ class Mixture(TokenData):
             ours = data_fingerprint(other.dir, other.meta)
             if ours != theirs or other.eos_id != first.eos_id:
                 raise ConfigError(
-                    f"--data {spec!r}: {str(other.dir)!r} was tokenized with another tokenizer (fingerprint "
+                    f"{flag} {spec!r}: {str(other.dir)!r} was tokenized with another tokenizer (fingerprint "
                     f"{ours}, eos id {other.eos_id}) than {str(first.dir)!r} ({theirs}, eos id {first.eos_id}); "
                     "a mixture needs one tokenizer: prepare them with the same --tokenizer"
                 )
@@ -235,57 +263,6 @@ class Mixture(TokenData):
         return TokenStream([v[:n] for v, n in zip(vals, cuts, strict=True)], self.dtype)
 
 
-def open_data(spec: str | Path) -> TokenData:
-    """A DATA_DIR, or a mixture `A=0.7,B=0.3` of several."""
-    return Mixture(str(spec)) if "=" in str(spec) else TokenData(spec)
-
-
-def _as_batch(windows: list) -> tuple:
-    """(inputs, targets) int64 tensors from windows of seq_len + 1 tokens each."""
-    import torch
-
-    chunk = torch.from_numpy(np.stack([np.asarray(w, dtype=np.int64) for w in windows]))
-    return chunk[:, :-1], chunk[:, 1:]
-
-
-def window_batch(tokens, starts: np.ndarray, seq_len: int):
-    """(inputs, targets) int64 tensors of shape (len(starts), seq_len) from a token stream or array."""
-    return _as_batch([tokens[s : s + seq_len + 1] for s in starts])
-
-
-class Batches:
-    """Training batches by global sample index, the next one read in a background thread.
-
-    `locate(first, count)` gives (streams, source per sample, token start per sample). `read` returns
-    (inputs, targets); after each read it starts reading the batch `stride` samples on (the next one
-    this rank asks for), so the copy from the page cache or disk overlaps the step.
-    """
-
-    def __init__(self, locate: Callable, seq_len: int):
-        self.locate = locate
-        self.seq_len = seq_len
-        self.consumed: Callable[[int], dict[str, int]] | None = None  # per source, for mixtures
-        self._pool: ThreadPoolExecutor | None = None
-        self._ahead: tuple[int, int, Future] | None = None
-
-    def _read(self, first: int, count: int):
-        streams, source, starts = self.locate(first, count)
-        return _as_batch([streams[j][s : s + self.seq_len + 1] for j, s in zip(source, starts, strict=True)])
-
-    def read(self, first: int, count: int, stride: int | None = None):
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[:2] == (first, count):
-            batch = ahead[2].result()
-        else:
-            batch = self._read(first, count)
-        if stride is not None:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ligo-ds-data")
-            nxt = first + stride
-            self._ahead = (nxt, count, self._pool.submit(self._read, nxt, count))
-        return batch
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool, self._ahead = None, None
+def open_data(spec: str | Path, flag: str) -> TokenData:
+    """A DATA_DIR, or a mixture `A=0.7,B=0.3` of several; `flag`: the option that named it, for the messages."""
+    return Mixture(str(spec), flag) if "=" in str(spec) else TokenData(spec)

@@ -6,7 +6,7 @@ text files as bytes, or strings from Parquet and the Hub) and the cursor just af
 position in the piece). A cursor is all that `prepare` needs to resume: byte offsets for JSON lines,
 rows for Parquet and the Hub, whole files for text. Nothing here holds more than one chunk, and the
 main process only reads bytes: decoding, JSON parsing and UTF-8 checks happen in the workers
-(`texts`), which name the file and byte offset of a bad document.
+(encoding.texts), which name the file and byte offset of a bad document.
 
 Kinds of piece, by file name: .txt (a document per file) and the standard library's .py files;
 .jsonl / .json (JSON lines; a .json that holds one array is read whole), also gzip-compressed
@@ -16,13 +16,11 @@ Kinds of piece, by file name: .txt (a document per file) and the standard librar
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 
@@ -117,14 +115,6 @@ def local_files(paths: list[str]) -> list[Path]:
 def _file_piece(path: Path, kind: str) -> Piece:
     st = path.stat()
     return Piece(str(path), kind, st.st_size, st.st_mtime_ns)
-
-
-def hub_spec(source: str, config: str | None, split: str, data_files: str | None) -> HubSpec:
-    name, _, legacy_config = source[4:].partition(":")
-    if legacy_config and config and legacy_config != config:
-        raise ConfigError(f"--source {source!r} names subset {legacy_config!r} and --subset {config!r}: give one")
-    files = tuple(f for f in (data_files or "").split(",") if f)
-    return HubSpec(name, config or legacy_config or None, split, files)
 
 
 def pieces(source: str, hub: HubSpec | None) -> list[Piece]:
@@ -264,64 +254,3 @@ def _hub_chunks(piece: Piece, pos: int, text_field: str, hub: HubSpec) -> Iterat
             return
         pos += len(texts)
         yield ("texts", piece.name, texts), pos, sum(len(t) for t in texts if isinstance(t, str))
-
-
-# ---- the worker side: payload -> documents ---------------------------------------------------------
-
-
-def _utf8(data: bytes, where: str, offset: int) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{where} is not UTF-8 text (invalid byte at offset {offset + e.start}); convert it or leave it out"
-        ) from None
-
-
-def _field(record: Any, text_field: str, where: str) -> Any:
-    if not isinstance(record, dict) or text_field not in record:
-        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise ConfigError(f"{where}: no text field {text_field!r} (found {keys}; choose one with --text-field)")
-    return record[text_field]
-
-
-def texts(payload: tuple) -> list[str]:
-    """The documents of one chunk, in order; empty documents are dropped. Runs in a worker."""
-    kind = payload[0]
-    if kind == "files":
-        docs = [_utf8(data, repr(name), 0) for name, data in payload[1]]
-    elif kind == "lines":
-        _, name, base, body, text_field = payload
-        docs, offset = [], 0
-        for line in body.split(b"\n"):
-            if line.strip():
-                where = f"{name!r} at byte {base + offset}"
-                try:
-                    record = json.loads(line)
-                except UnicodeDecodeError:
-                    _utf8(line, repr(name), base + offset)
-                    raise
-                except json.JSONDecodeError as e:
-                    raise ConfigError(
-                        f"{where}: not a JSON line ({e.msg}); expected one JSON object per line"
-                    ) from None
-                docs.append(_text(_field(record, text_field, where), where))
-            offset += len(line) + 1
-    elif kind == "array":
-        _, name, body, text_field = payload
-        records = json.loads(_utf8(body, repr(name), 0))
-        docs = [_text(_field(r, text_field, f"{name!r} item {i}"), f"{name!r} item {i}") for i, r in enumerate(records)]
-    elif kind == "texts":
-        _, name, values = payload
-        docs = [_text(v, f"{name!r}") for v in values]
-    else:
-        raise AssertionError(kind)
-    return [d for d in docs if d]
-
-
-def _text(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: the text field holds {type(value).__name__}, expected a string")
-    return value

@@ -1,38 +1,80 @@
-"""The DeepSpeed config a run trains with: the user's JSON (a file, or a preset shipped in the package)
-plus the values ligo_ds owns, with every conflict refused. No deepspeed import: this is plain data.
+"""The DeepSpeed side of a run: its options (the DeepSpeed and Optimizer blocks: DeepSpeed builds the AdamW),
+and the config it trains with: the user's JSON (a file, or a preset shipped in the package) plus the values
+ligo_ds owns, with every conflict refused. No deepspeed import: this is plain data.
 
-Batch sizes, the optimizer, the learning-rate schedule and clipping are ligo_ds options (options/); a
-DeepSpeed JSON that also sets one of them must agree with it, or it is refused with both values named.
-DeepSpeed silently drops unknown keys and keeps defaults we do not want (clipping at 1.0), so every value
-of ours is written explicitly.
+Batch sizes, the optimizer, the learning-rate schedule and clipping are ligo_ds options; a DeepSpeed JSON
+that also sets one of them must agree with it, or it is refused with both values named. DeepSpeed silently
+drops unknown keys and keeps defaults we do not want (clipping at 1.0), so every value of ours is written
+explicitly.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import Block, above, at_least, load_json, option, unit_interval
 
 # The presets live in the top-level ds_configs/ folder, which the package build maps to ligo_ds.ds_configs
 # (pyproject.toml): a wheel or an editable install finds them the same way.
 PRESETS = "ligo_ds.ds_configs"
+DTYPES = ("auto", "bf16", "fp32")
 
 
 def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in resources.files(PRESETS).iterdir() if p.name.endswith(".json"))
 
 
-def ds_config_path(name_or_path: str) -> Path:
-    """A preset name (zero1, zero2, zero3, zero3_offload) or a path to a DeepSpeed JSON."""
+@dataclass(frozen=True, kw_only=True)
+class DeepSpeed(Block):
+    """The DeepSpeed side of a run: its JSON knobs, the training dtype, and the device's peak for MFU."""
+
+    ds_config: str = option(
+        "zero2",
+        "DeepSpeed JSON, or a preset: zero1, zero2, zero3, zero3_offload",
+        metavar="JSON_OR_PRESET",
+        identity="zero_stage",  # what the JSON decides that a resume must keep
+    )
+    dtype: str = option("auto", "training dtype; auto is bf16 on GPU, fp32 on CPU", choices=DTYPES, identity="dtype")
+    peak_tflops: float | None = option(
+        None, "device peak for MFU when it is not in the built-in table", check=above(0), identity=False
+    )
+
+    def dtype_on(self, device_type: str) -> str:
+        """The training dtype on a device ("cuda" or "cpu"): auto is bf16 on a GPU, fp32 on a CPU."""
+        return self.dtype if self.dtype != "auto" else ("bf16" if device_type == "cuda" else "fp32")
+
+    def path(self) -> Path:
+        return ds_config_path(self.ds_config, self.flag("ds_config"))
+
+    def user_config(self) -> dict:
+        """The DeepSpeed JSON as the user gave it (a preset's, when named)."""
+        return load_json(self.path(), "ds config")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optimizer(Block):
+    """AdamW's settings besides the learning rate."""
+
+    weight_decay: float = option(0.1, "AdamW decay on matrices, never on norms or biases", check=at_least(0))
+    beta1: float = option(0.9, "AdamW beta1", check=unit_interval)
+    beta2: float = option(0.95, "AdamW beta2", check=unit_interval)
+
+
+def ds_config_path(name_or_path: str, what: str) -> Path:
+    """A preset name (zero1, zero2, zero3, zero3_offload) or a path to a DeepSpeed JSON; `what` names where
+    the name came from (its flag)."""
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         return path
     preset = resources.files(PRESETS) / f"{name_or_path}.json"
     if not preset.is_file():
         raise ConfigError(
-            f"--ds-config {name_or_path!r} is neither a file nor a preset; presets: {', '.join(preset_names())}"
+            f"{what} {name_or_path!r} is neither a file nor a preset; presets: {', '.join(preset_names())}"
         )
     return Path(str(preset))
 
@@ -42,18 +84,10 @@ def zero_stage(ds_config: dict) -> int:
 
 
 _OURS = "set it on the ligo_ds command line instead"
-
-
-# The command-line flag behind each value the DeepSpeed config must agree with, as `pretrain` spells it.
-# A phase that takes the value from another flag (the fit's lr is --operator-lr) passes its own names.
-PRETRAIN_FLAGS = {
-    "micro_batch": "--micro-batch",
-    "grad_accum": "--grad-accum",
-    "grad_clip": "--grad-clip",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "betas": "--beta1/--beta2",
-}
+# The flags behind the values a DeepSpeed JSON must agree with, as the run's command spells them (the fit's
+# lr is --operator-lr): `flags` of resolve_ds_config, built from the blocks that hold the values.
+FLAG_KEYS = ("micro_batch", "grad_accum", "grad_clip", "lr", "min_lr", "warmup_steps", "weight_decay", "betas")
+FLAG_KEYS += ("dtype", "max_bad_steps")
 
 
 def resolve_ds_config(
@@ -69,58 +103,26 @@ def resolve_ds_config(
     weight_decay: float,
     betas: tuple[float, float],
     on_gpu: bool,
-    flags: dict[str, str] | None = None,
+    flags: Mapping[str, str],
 ) -> dict:
     """The exact dict DeepSpeed receives: the user's knobs plus ours, with every conflict refused, naming
-    the flag that set ours (`flags` overrides PRETRAIN_FLAGS' names)."""
-    flag = {**PRETRAIN_FLAGS, **(flags or {})}
+    the flag that set ours (`flags`: FLAG_KEYS -> flag)."""
+    assert set(FLAG_KEYS) <= set(flags), sorted(set(FLAG_KEYS) - set(flags))
     derived = {
-        "train_micro_batch_size_per_gpu": (micro_batch, flag["micro_batch"]),
-        "gradient_accumulation_steps": (grad_accum, flag["grad_accum"]),
+        "train_micro_batch_size_per_gpu": (micro_batch, flags["micro_batch"]),
+        "gradient_accumulation_steps": (grad_accum, flags["grad_accum"]),
         "train_batch_size": (
             micro_batch * grad_accum * world_size,
-            f"{flag['micro_batch']} x {flag['grad_accum']} x world size",
+            f"{flags['micro_batch']} x {flags['grad_accum']} x world size",
         ),
         # DeepSpeed 0.19.8 defaults to clipping at 1.0 when this is absent: always set it explicitly.
-        "gradient_clipping": (grad_clip, flag["grad_clip"]),
+        "gradient_clipping": (grad_clip, flags["grad_clip"]),
     }
     for key, (ours, name) in derived.items():
         if key in user and user[key] != ours:
             raise ConfigError(f"ds config {where} sets {key}={user[key]!r} but {name} gives {ours!r}; {_OURS}")
-    if "scheduler" in user:
-        raise ConfigError(
-            f"ds config {where} sets a scheduler ({user['scheduler'].get('type')!r}); ligo_ds "
-            "schedules the learning rate itself (--lr, --min-lr, --warmup-steps): remove it"
-        )
-    if user.get("fp16", {}).get("enabled"):
-        raise ConfigError(f"ds config {where} enables fp16; ligo_ds trains in bf16 or fp32 (--dtype)")
-    if "enabled" in user.get("bf16", {}) and bool(user["bf16"]["enabled"]) != bf16:
-        raise ConfigError(
-            f"ds config {where} sets bf16.enabled={user['bf16']['enabled']} but --dtype gives "
-            f"{'bf16' if bf16 else 'fp32'}"
-        )
     ours_opt = {"lr": lr, "weight_decay": weight_decay, "betas": list(betas)}
-    if "optimizer" in user:
-        opt = user["optimizer"]
-        if opt.get("type", "").lower() not in ("adam", "adamw"):
-            raise ConfigError(
-                f"ds config {where} sets optimizer type {opt.get('type')!r}; ligo_ds trains with "
-                "AdamW: remove the optimizer section"
-            )
-        for key, value in opt.get("params", {}).items():
-            if key in ours_opt and value != ours_opt[key]:
-                raise ConfigError(
-                    f"ds config {where} sets optimizer {key}={value!r} but {flag[key]} gives {ours_opt[key]!r}; {_OURS}"
-                )
-    # The trainer's non-finite guard (trainer.py) relies on DeepSpeed skipping a step whose gradient norm is
-    # NaN or infinite, which every ZeRO stage does in 0.19.8 as long as it computes the norm (and, in bf16,
-    # checks for overflow).
-    for section, key in (("zero_optimization", "compute_grad_norm"), ("bf16", "check_grad_overflow")):
-        if user.get(section, {}).get(key) is False:
-            raise ConfigError(
-                f"ds config {where} sets {section}.{key}=false; ligo_ds needs it to skip steps with a "
-                "non-finite gradient norm (see --max-bad-steps): remove it"
-            )
+    _refuse_sections(user, where, bf16, ours_opt, flags)
     out = copy.deepcopy(user)
     out.update({key: ours for key, (ours, _) in derived.items()})
     out["bf16"] = {**user.get("bf16", {}), "enabled": bf16}
@@ -137,6 +139,43 @@ def resolve_ds_config(
     out.setdefault("steps_per_print", 2**31 - 1)  # we log ourselves
     out.setdefault("wall_clock_breakdown", False)
     return out
+
+
+def _refuse_sections(user: dict, where: str, bf16: bool, ours_opt: dict, flags: Mapping[str, str]) -> None:
+    """Refuse the DeepSpeed JSON's sections that would take over what ligo_ds does itself."""
+    if "scheduler" in user:
+        schedule = ", ".join(flags[k] for k in ("lr", "min_lr", "warmup_steps"))
+        raise ConfigError(
+            f"ds config {where} sets a scheduler ({user['scheduler'].get('type')!r}); ligo_ds "
+            f"schedules the learning rate itself ({schedule}): remove it"
+        )
+    if user.get("fp16", {}).get("enabled"):
+        raise ConfigError(f"ds config {where} enables fp16; ligo_ds trains in bf16 or fp32 ({flags['dtype']})")
+    if "enabled" in user.get("bf16", {}) and bool(user["bf16"]["enabled"]) != bf16:
+        raise ConfigError(
+            f"ds config {where} sets bf16.enabled={user['bf16']['enabled']} but {flags['dtype']} gives "
+            f"{'bf16' if bf16 else 'fp32'}"
+        )
+    if "optimizer" in user:
+        opt = user["optimizer"]
+        if opt.get("type", "").lower() not in ("adam", "adamw"):
+            raise ConfigError(
+                f"ds config {where} sets optimizer type {opt.get('type')!r}; ligo_ds trains with "
+                "AdamW: remove the optimizer section"
+            )
+        for key, value in opt.get("params", {}).items():
+            if key in ours_opt and value != ours_opt[key]:
+                ours = f"{flags[key]} gives {ours_opt[key]!r}"
+                raise ConfigError(f"ds config {where} sets optimizer {key}={value!r} but {ours}; {_OURS}")
+    # The trainer's non-finite guard (training/trainer.py) relies on DeepSpeed skipping a step whose gradient
+    # norm is NaN or infinite, which every ZeRO stage does in 0.19.8 as long as it computes the norm (and, in
+    # bf16, checks for overflow).
+    for section, key in (("zero_optimization", "compute_grad_norm"), ("bf16", "check_grad_overflow")):
+        if user.get(section, {}).get(key) is False:
+            raise ConfigError(
+                f"ds config {where} sets {section}.{key}=false; ligo_ds needs it to skip steps with a "
+                f"non-finite gradient norm (see {flags['max_bad_steps']}): remove it"
+            )
 
 
 # ---- the fit's ZeRO-3 sizes ------------------------------------------------------------------------

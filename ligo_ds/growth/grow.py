@@ -1,4 +1,5 @@
-"""`ligo-ds grow`: fit the operator, hand the grown model to DeepSpeed pretraining, train it on.
+"""Growing in one job (`ligo-ds grow`): fit the operator, hand the grown model to DeepSpeed pretraining,
+train it on.
 
     RUN_DIR/fit/      the operator fit (checkpoints, metrics, partition.json)
     RUN_DIR/grown/    the grown model as an HF checkpoint
@@ -14,34 +15,110 @@ count FLOPs from the start of the fit, so a grown run compares with a scratch ru
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data.reading import Data
 from ..distributed import launch
+from ..distributed.ds_config import DeepSpeed, Optimizer
 from ..errors import ConfigError
 from ..faults import crash_point
-from ..options import Compute, GrowOptions, Health, to_flat
-from ..training import pretrain, session
+from ..model.compute import CHECKPOINTING, Compute
+from ..options import Block, Command, at_least, block, derive, flag_name, flat_identity, option
+from ..training import session
+from ..training.cadence import Cadence
+from ..training.health import Health
+from ..training.loop import Loop
+from ..training.pretrain import PretrainOptions, pretrain
 from ..training.rundir import read_metrics
-from . import fit
+from ..training.schedule import Schedule
+from .fit import FitOptions, OperatorFit, fit
+from .spec import Growth
 
-# What a fit's resume may change without changing the grown model: how often it logs, evaluates and saves,
-# and a waiver that checks nothing about the weights.
-_CADENCE = (
-    "eval_every",
-    "eval_samples",
-    "save_every",
-    "log_every",
-    "peak_tflops",
-    "allow_tokenizer_mismatch",
-    "verify_data",
-    # what a run does when training goes wrong: policies, not the weights' recipe
-    *(f.name for f in fields(Health)),
-    # how the forward and backward run: the same numbers within float rounding
-    *(f.name for f in fields(Compute)),
-)
+
+@dataclass(frozen=True, kw_only=True)
+class FitPhase(Block):
+    """How the fit runs where it differs from the training it comes with (grow; plan's fit row)."""
+
+    # A smaller fit batch makes the fit cheaper; the operator still produces every weight on every step, so
+    # its own cost does not shrink.
+    fit_micro_batch: int | None = option(
+        None, "sequences per rank per fit step", shown_default=flag_name("micro_batch"), check=at_least(1)
+    )
+    # The fit keeps its own default: its blocks' weights are produced from the operator, and checkpointing
+    # them is what keeps one block's weights alive at a time (--activation-checkpointing is the training's).
+    fit_activation_checkpointing: str = option(
+        "full", f"{flag_name('activation_checkpointing')} of the fit", choices=CHECKPOINTING, identity=False
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrowOptions(Command):
+    growth: Growth = block(Growth)
+    out: str = option(
+        help="RUN_DIR: fit/, grown/, train/; rerunning the same command resumes in whichever phase it stopped",
+        metavar="RUN_DIR",
+        identity=False,
+    )
+    fit: OperatorFit = block(OperatorFit, names={"steps": "fit_steps"})
+    phase: FitPhase = block(FitPhase)
+    data: Data = block(Data)
+    loop: Loop = block(Loop)
+    schedule: Schedule = block(Schedule)
+    optimizer: Optimizer = block(Optimizer)
+    cadence: Cadence = block(Cadence)
+    deepspeed: DeepSpeed = block(DeepSpeed, ds_config="zero3")
+    compute: Compute = block(Compute)
+    health: Health = block(Health)
+
+    def fit_phase(self) -> FitOptions:
+        """RUN_DIR/fit. Its cadence is capped at its length, so a short fit still logs, evaluates and saves;
+        each option keeps the flag grow took it from (--fit-steps, --fit-micro-batch when given)."""
+        steps = max(1, self.fit.steps)
+        cadence = derive(
+            self.cadence,
+            eval_every=min(self.cadence.eval_every, steps),
+            save_every=min(self.cadence.save_every, steps),
+            log_every=min(self.cadence.log_every, steps),
+            keep_every=None,  # counted in the training phase's steps; the fit keeps its --keep-last newest
+        )
+        p = self.phase
+        loop = self.loop
+        if p.fit_micro_batch is not None:
+            loop = derive(loop, micro_batch=p.fit_micro_batch, flags={"micro_batch": p.flag("fit_micro_batch")})
+        compute = derive(
+            self.compute,
+            activation_checkpointing=p.fit_activation_checkpointing,
+            flags={"activation_checkpointing": p.flag("fit_activation_checkpointing")},
+        )
+        return FitOptions(
+            growth=self.growth,
+            out=str(Path(self.out) / "fit"),
+            fit=self.fit,
+            data=self.data,
+            loop=loop,
+            cadence=cadence,
+            deepspeed=self.deepspeed,
+            compute=compute,
+            health=derive(self.health, skip_data=None),  # --skip-data counts the training phase's samples
+        )
+
+    def train_phase(self) -> PretrainOptions:
+        """RUN_DIR/train: pretraining of the grown model in RUN_DIR/grown."""
+        return PretrainOptions(
+            model=str(Path(self.out) / "grown"),
+            out=str(Path(self.out) / "train"),
+            data=self.data,
+            loop=self.loop,
+            schedule=self.schedule,
+            optimizer=self.optimizer,
+            cadence=self.cadence,
+            deepspeed=self.deepspeed,
+            compute=self.compute,
+            health=self.health,
+        )
 
 
 def _grown_weights(operator):
@@ -70,46 +147,37 @@ def _fit_totals(fit_dir: Path) -> tuple[float, float]:
     return (rows[-1]["flops"], rows[-1]["train_seconds"]) if rows else (0.0, 0.0)
 
 
-def run(opts: GrowOptions) -> Path | None:
+def grow(opts: GrowOptions) -> Path | None:
     """Returns the trained model's HF directory, or None when a phase stopped early on request
     (RUN_DIR/STOP, SIGTERM or SIGUSR1) after checkpointing."""
     out = Path(opts.out)
     fit_opts, train_opts = opts.fit_phase(), opts.train_phase()
     train_dir = Path(train_opts.out)
     grown = out / "grown"
-    # What the grown model came from; logging and saving cadence may change on a resume.
-    identity = {"grown_from": {k: v for k, v in to_flat(fit_opts).items() if k not in _CADENCE}}
+    # What the grown model came from: the fit's options that are part of a run's identity.
+    identity = {"grown_from": flat_identity(fit_opts)}
     if (train_dir / "checkpoints" / "latest").is_file():
         if not (grown / "config.json").is_file():
             raise ConfigError(
                 f"{str(train_dir)!r} has checkpoints but {str(grown)!r} is missing; the run directory is damaged"
             )
         flops, seconds = _fit_totals(out / "fit")
-        return pretrain.run(
-            train_opts, initial_flops=flops, initial_seconds=seconds, extra_identity=identity, stop_file=out / "STOP"
-        )
-    session.check_schedule(train_opts)
+        return pretrain(train_opts, start_flops=flops, start_seconds=seconds, identity=identity, stop_file=out / "STOP")
+    session.check_schedule(train_opts.training())
     # The training phase's DeepSpeed config is checked now (the fit checks its own as it starts): a conflict
     # found only after the fit would waste it.
-    session.ds_config_for(train_opts, launch.init())
-    result = fit.run(
-        fit_opts,
-        hf_out=grown,
-        keep_operator=True,
-        stop_file=out / "STOP",
-        micro_batch_flag=opts.fit_micro_batch_flag(),
-        checkpointing_flag="--fit-activation-checkpointing",
-    )
+    session.ds_config_for(train_opts.spec(), launch.init())
+    result = fit(fit_opts, hf_out=grown, keep_operator=True, stop_file=out / "STOP")
     if result.stopped:
         return None
     crash_point("handoff")
     init = _grown_weights(result.operator) if result.operator is not None else None
-    hf = pretrain.run(
+    hf = pretrain(
         train_opts,
-        initial_flops=result.flops,
-        initial_seconds=result.seconds,
+        start_flops=result.flops,
+        start_seconds=result.seconds,
         init_weights=init,
-        extra_identity=identity,
+        identity=identity,
         stop_file=out / "STOP",
     )
     launch.barrier()

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from ..model.compute import LOSS_CHUNK, Selective, checkpointed, compile_forward
 from ..model.decoder import Block, Decoder, make_norm
-from ..model.hf_io import write_checkpoint
+from ..model.hf_save import write_checkpoint
 from ..model.rope import rope_tables
 from .operator import LiGOOperator
 

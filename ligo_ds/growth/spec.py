@@ -1,4 +1,5 @@
-"""What the operator is asked to do (GrowthSpec) and what may grow into what (check_growable).
+"""What grows into what (the Growth block), what the operator is asked to do (GrowthSpec) and what may
+grow into what (check_growable).
 
 The kinds of growth are registries, name -> function, offered by the CLI as choices: width and depth
 initialisations (init.py), tyings (how a consumer's input side follows its producer's output side) and
@@ -14,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from ..model.config import ModelConfig
+from ..options import Block, at_least, option
 from .functional import left_inverse
 from .init import DEPTH_INITS, WIDTH_INITS
 
@@ -41,6 +43,9 @@ class GrowthSpec:
     order       a name in ORDERS. paper: widen each source layer with its own matrices, then mix over
                 depth. official: mix over depth first, then widen with per-target-layer matrices
                 (one widening per target layer instead of one per source layer per target layer).
+
+    Built from the Growth block (which refuses bad values naming their flags), or by code, which gets the
+    same refusals naming these fields.
     """
 
     width_init: str = "select"
@@ -53,24 +58,91 @@ class GrowthSpec:
     def __post_init__(self) -> None:
         for name, allowed in (("width_init", WIDTH_INITS), ("depth_init", DEPTH_INITS), ("order", ORDERS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}"
-                )
+                raise ConfigError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         if self.tying is not None and self.tying not in TYINGS:
-            raise ConfigError(f"--tying {self.tying!r}: expected one of {', '.join(TYINGS)}")
-        needs = WIDTH_INITS[self.width_init].tying
-        if needs is not None and self.tying not in (None, needs):
-            raise ConfigError(
-                f"--width-init {self.width_init} needs --tying {needs} (it is what makes it "
-                f"{self.width_init}); it cannot be combined with --tying {self.tying}"
-            )
+            raise ConfigError(f"tying {self.tying!r}: expected one of {', '.join(TYINGS)}")
+        check_tying(self.width_init, self.tying, {"width_init": "width_init", "tying": "tying"})
         if self.noise < 0:
-            raise ConfigError(f"--init-noise {self.noise}: expected at least 0")
+            raise ConfigError(f"noise {self.noise}: expected at least 0")
 
     @property
     def resolved_tying(self) -> str:
         """The tying asked for, else the one the width initialisation needs, else the paper's."""
         return self.tying or WIDTH_INITS[self.width_init].tying or "paper"
+
+
+def check_tying(width_init: str, tying: str | None, names: dict[str, str]) -> None:
+    """Refuse a tying the width initialisation cannot have; `names` spells the two settings."""
+    needs = WIDTH_INITS[width_init].tying
+    if needs is not None and tying not in (None, needs):
+        w, t = names["width_init"], names["tying"]
+        raise ConfigError(
+            f"{w} {width_init} needs {t} {needs} (it is what makes it {width_init}); it cannot be combined "
+            f"with {t} {tying}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Growth(Block):
+    """What grows into what, and the operator's initialisation (init.py, GrowthSpec)."""
+
+    source: str = option(
+        help="the small model: an HF checkpoint directory", metavar="HF_DIR", hub="model", identity="source"
+    )
+    target: str = option(
+        help="the large model's shape: an HF config.json (or a directory holding one) of the same family, at "
+        "least as large everywhere",
+        metavar="CONFIG",
+        hub="config",
+        identity="model",  # the model the fit trains, as pretraining's --model: its path and config
+    )
+    width_init: str = option(
+        "select",
+        "new width units: select (copies), random (convex mixes), net2net (copies, function preserving)",
+        choices=WIDTH_INITS,
+        identity="growth",  # all of GrowthSpec, under one entry
+    )
+    depth_init: str = option(
+        "stack",
+        "new layers: stack, interpolate, random, zero (new layers add nothing at first)",
+        choices=DEPTH_INITS,
+        identity="growth",
+    )
+    # Exact copies (select / net2net without noise) get identical gradients and never diverge: a grown
+    # GPT-2's copied units were still bit-identical after 400 training steps, so it kept the small model's
+    # width. A little noise on the new units breaks the symmetry (Net2Net does the same).
+    init_noise: float = option(
+        0.01,
+        "noise on new width units and depth rows; 0 gives exact copies, which never diverge in training",
+        check=at_least(0),
+        identity="growth",
+    )
+    tying: str | None = option(
+        None,
+        "consumers' input sides: paper (= the producer's output side) or inverse (its left inverse)",
+        choices=TYINGS,
+        shown_default="the width init's, else paper",
+        identity="growth",
+    )
+    order: str = option(
+        "paper",
+        "paper (widen, then mix over depth) or official (mix, then widen per target layer)",
+        choices=ORDERS,
+        identity="growth",
+    )
+
+    def check(self) -> None:
+        check_tying(self.width_init, self.tying, {"width_init": self.flag("width_init"), "tying": self.flag("tying")})
+
+    def spec(self, seed: int) -> GrowthSpec:
+        return GrowthSpec(
+            width_init=self.width_init,
+            depth_init=self.depth_init,
+            noise=self.init_noise,
+            tying=self.tying,
+            order=self.order,
+            seed=seed,
+        )
 
 
 # Switches that must agree between source and target: the operator maps weights, not architectures.

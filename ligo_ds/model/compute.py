@@ -1,8 +1,8 @@
 """How the forward and backward run, memory against speed: activation checkpointing per block, the LM head
-and its loss over chunks of tokens, and torch.compile per block (options: the Compute block).
+and its loss over chunks of tokens, and torch.compile per block (the Compute block's options).
 
-None of them changes what is computed beyond float rounding, so none is part of a run's identity
-(session.run_identity): a run may switch any of them when it resumes.
+None of them changes what is computed beyond float rounding, so none is part of a run's identity: a run
+may switch any of them when it resumes.
 
 Shape legend: N tokens (batch x time, flattened), C tokens in a chunk, D hidden, V vocabulary.
 """
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+from ..options import Block, at_least, option
 
 CHECKPOINTING = ("none", "full", "selective")
 
@@ -24,6 +27,30 @@ CHECKPOINTING = ("none", "full", "selective")
 # log-softmax and its gradient take 12 * N * V (47 GiB for 8 x 4096 tokens; bench/README.md measures
 # both). 1024 rows keep the head's matmuls large enough to run at full speed.
 LOSS_CHUNK = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compute(Block):
+    """How the forward and backward run: memory against speed. None of these changes the numbers beyond float
+    rounding, so none is part of a run's identity: a resumed run may switch them."""
+
+    activation_checkpointing: str = option(
+        "none",
+        "what each block keeps for the backward: everything (none), only its input, recomputing the block "
+        "(full), or its matmul and attention outputs, recomputing norms, activations and rope (selective)",
+        choices=CHECKPOINTING,
+        identity=False,
+    )
+    loss_chunk: int = option(
+        LOSS_CHUNK,
+        "tokens per chunk of the LM head and loss: no more than this many tokens' logits exist at once",
+        check=at_least(1),
+        identity=False,
+    )
+    compile: bool = option(
+        False, "torch.compile each block's forward (needs a C++ compiler on the CPU)", identity=False
+    )
+
 
 _aten = torch.ops.aten
 # What selective checkpointing keeps of a block: the outputs of its matmuls and of attention, the ops

@@ -1,6 +1,6 @@
 """The decoder: one implementation for the GPT-2 and Llama families, switched by ModelConfig.
 
-Architecture only: no parallelism, no checkpoint I/O (hf_io.py), no growth (growth/).
+Architecture only: no parallelism, no checkpoint I/O (hf_load.py, hf_save.py), no growth (growth/).
 Weights are created and initialised inside each module's own __init__, so a model built under
 deepspeed.zero.Init keeps its initialisation (zero.Init partitions a module's parameters as soon as
 its outermost __init__ returns; anything done to them afterwards is lost).

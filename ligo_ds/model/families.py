@@ -1,4 +1,5 @@
-"""Per-family knowledge as data: Hugging Face weight names <-> ours, and each family's storage quirks.
+"""Per-family knowledge as data: Hugging Face weight names <-> ours, and each family's storage quirks; and the
+functions that read the tables to turn one of our tensors into the HF tensors it stands for, and back.
 
 Our parameter names are the same for every family (model.py). Each entry maps one of ours to the HF
 tensors it is made of; several HF tensors are concatenated along dim 0 into one of ours (fused QKV,
@@ -9,8 +10,13 @@ not looked up: the loader walks our model's own state_dict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError
+from .config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Family:
     # GPT-2 stores its projections as Conv1D with weights laid out (in, out); ours are (out, in).
     transposed: frozenset[str] = frozenset()
     # Buffers that older transformers versions saved beside the weights, and today's classes no longer
-    # list among the keys they ignore (hf_io also honours each class's own list); skipped on load.
+    # list among the keys they ignore (hf_load also honours each class's own list); skipped on load.
     buffer_suffixes: tuple[str, ...] = ()
 
 
@@ -99,3 +105,55 @@ def template(name: str) -> tuple[str, int | None]:
     if parts[0] == "blocks":
         return ".".join([parts[0], "{}", *parts[2:]]), int(parts[1])
     return name, None
+
+
+# ---- reading the tables ----------------------------------------------------------------------------
+
+
+def _expected_hf_shapes(cfg: ModelConfig, ours: str, shape: torch.Size) -> list[tuple[int, ...]]:
+    family = FAMILIES[cfg.family]
+    tmpl, _ = template(ours)
+    if tmpl in family.split:
+        return [(getattr(cfg, attr), *shape[1:]) for attr in family.split[tmpl]]
+    if tmpl in family.transposed:
+        return [tuple(reversed(shape))]
+    return [tuple(shape)]
+
+
+def hf_names(cfg: ModelConfig, ours: str) -> list[str]:
+    tmpl, layer = template(ours)
+    return [n.format(layer) for n in FAMILIES[cfg.family].names[tmpl]]
+
+
+def hf_to_ours(cfg: ModelConfig, ours: str, shape: torch.Size, get: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    """Assemble our tensor `ours` of `shape` from the HF tensors `get` returns, checking every shape."""
+    names = hf_names(cfg, ours)
+    pieces = []
+    for name, expected in zip(names, _expected_hf_shapes(cfg, ours, shape)):
+        t = get(name)
+        if tuple(t.shape) != expected:
+            raise ConfigError(
+                f"checkpoint tensor {name!r} has shape {tuple(t.shape)}, but the config expects {expected}"
+            )
+        pieces.append(t)
+    t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
+    # Contiguous: a transposed view would stay strided in the model (slower, and ZeRO-3 refuses it).
+    return t.t().contiguous() if template(ours)[0] in FAMILIES[cfg.family].transposed else t
+
+
+def ours_to_hf(cfg: ModelConfig, ours: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Split and lay out one of our tensors as the HF tensors it stands for."""
+    family = FAMILIES[cfg.family]
+    tmpl, _ = template(ours)
+    if tmpl in family.transposed:
+        tensor = tensor.t()
+    if tmpl in family.split:
+        pieces = tensor.split([getattr(cfg, attr) for attr in family.split[tmpl]], dim=0)
+    else:
+        pieces = (tensor,)
+    return [(name, p.contiguous()) for name, p in zip(hf_names(cfg, ours), pieces)]
+
+
+def tied_names(cfg: ModelConfig) -> set[str]:
+    """Our names that alias another parameter and are neither read nor written."""
+    return {"lm_head.weight"} if cfg.tie_embeddings else set()

@@ -20,8 +20,6 @@ from typing import Any
 
 from ..errors import ConfigError
 
-EOS_FLAG = "--eos-token"
-MISMATCH_FLAG = "--allow-tokenizer-mismatch"
 # A directory holding any of these has a tokenizer (sentencepiece-only models ship tokenizer.model).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # The tokenizer trained by `prepare` when none is given: GPT-2's convention, one special token for all uses.
@@ -33,8 +31,9 @@ def has_tokenizer(directory: str | Path) -> bool:
     return d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES)
 
 
-def load(directory: str | Path, flag: str = "--tokenizer") -> Any:
-    """The tokenizer of a model or tokenizer directory, as AutoTokenizer loads it (never remote code)."""
+def load(directory: str | Path, flag: str = "tokenizer directory") -> Any:
+    """The tokenizer of a model or tokenizer directory, as AutoTokenizer loads it (never remote code);
+    `flag`: what named the directory (the user's option), for the messages."""
     from transformers import AutoTokenizer
 
     d = Path(directory)
@@ -69,15 +68,16 @@ def _generation_eos(directory: Path) -> int | None:
     return ids[0] if isinstance(ids, list) and ids else ids if isinstance(ids, int) else None
 
 
-def separator(tok: Any, directory: str | Path | None, eos_token: str | None = None) -> tuple[str, int]:
+def separator(tok: Any, directory: str | Path | None, eos_token: str | None, flag: str) -> tuple[str, int]:
     """(token, id) that ends each document: `eos_token` if given, else the tokenizer's own eos
-    (tokenizer_config.json / special_tokens_map.json), else generation_config.json's first eos id."""
+    (tokenizer_config.json / special_tokens_map.json), else generation_config.json's first eos id. `flag`:
+    the option that gives `eos_token`, for the messages."""
     backend = tok.backend_tokenizer
     where = f"the tokenizer at {str(directory)!r}" if directory else "the tokenizer"
     if eos_token is not None:
         token_id = backend.token_to_id(eos_token)
         if token_id is None:
-            raise ConfigError(f"{EOS_FLAG} {eos_token!r} is not a token of {where}")
+            raise ConfigError(f"{flag} {eos_token!r} is not a token of {where}")
         return eos_token, token_id
     if tok.eos_token is not None:
         return tok.eos_token, backend.token_to_id(tok.eos_token)
@@ -87,12 +87,12 @@ def separator(tok: Any, directory: str | Path | None, eos_token: str | None = No
         if token is None:
             raise ConfigError(
                 f"generation_config.json in {str(directory)!r} names eos_token_id {token_id}, outside the "
-                f"tokenizer's {backend.get_vocab_size()} ids; pass {EOS_FLAG} TOKEN"
+                f"tokenizer's {backend.get_vocab_size()} ids; pass {flag} TOKEN"
             )
         return token, token_id
     raise ConfigError(
         f"{where} names no end-of-sequence token (no eos_token in tokenizer_config.json or "
-        f"special_tokens_map.json, no eos_token_id in generation_config.json): pass {EOS_FLAG} TOKEN, the "
+        f"special_tokens_map.json, no eos_token_id in generation_config.json): pass {flag} TOKEN, the "
         "token that separates documents"
     )
 
@@ -114,30 +114,26 @@ def save(tok: Any, eos_token: str, out: str | Path) -> None:
 
 def data_fingerprint(data_dir: Path, meta: dict) -> str:
     """The fingerprint of a DATA_DIR's tokenizer; DATA_DIRs from before it was recorded get it computed."""
-    return meta.get("tokenizer_fingerprint") or fingerprint(load(data_dir, "--data"))
+    return meta.get("tokenizer_fingerprint") or fingerprint(load(data_dir, "data dir"))
 
 
-def check_matches(data_dir: Path, meta: dict, model: str | Path, role: str, allow: bool) -> None:
-    """Refuse data made with another tokenizer than `model`'s own, when the model directory has one."""
-    if allow or not has_tokenizer(model):
-        return
+def mismatch(data_dir: Path, meta: dict, model: str | Path, role: str) -> tuple[str, str] | None:
+    """(the data's tokenizer fingerprint, the model's) when `model`'s directory has a tokenizer that is not the
+    one the data was made with; None when they match or the model has none. `role`: what named the model."""
+    if not has_tokenizer(model):
+        return None
     ours, theirs = data_fingerprint(data_dir, meta), fingerprint(load(model, role))
-    if ours != theirs:
-        raise ConfigError(
-            f"the data in {str(data_dir)!r} was tokenized with another tokenizer (fingerprint {ours}) than the "
-            f"{role} model {str(model)!r} has (fingerprint {theirs}); prepare the data with --tokenizer "
-            f"{model}, or pass {MISMATCH_FLAG} to train on it anyway"
-        )
+    return None if ours == theirs else (ours, theirs)
 
 
 def export_files(data_dir: str | Path, eos_id: int) -> Callable[[Path], dict]:
-    """For hf_io.write_checkpoint's `extra`: the data's tokenizer, eos set to the id that ended its
+    """For hf_save.write_checkpoint's `extra`: the data's tokenizer, eos set to the id that ended its
     documents, and a generation_config.json, so that generation stops where training learnt to."""
 
     def write(out: Path) -> dict:
         from transformers import GenerationConfig
 
-        tok = load(data_dir, "--data")
+        tok = load(data_dir, "data dir")
         save(tok, tok.backend_tokenizer.id_to_token(eos_id), out)
         ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": eos_id, "pad_token_id": tok.pad_token_id}
         GenerationConfig(**{k: v for k, v in ids.items() if v is not None}).save_pretrained(str(out))

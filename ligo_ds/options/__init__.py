@@ -1,46 +1,53 @@
-"""Every option of every command, declared once (declare.py: the machinery; blocks.py: what pretrain,
-fit and grow share; commands.py: each command's options)."""
+"""Options declared once, and everything generated from the declarations.
 
-from .blocks import Cadence, Compute, Data, DeepSpeed, Growth, Health, Loop, OperatorFit, Optimizer, Schedule
-from .commands import (
-    EvalOptions,
-    ExportOptions,
-    FitOptions,
-    GrowOptions,
-    InspectOptions,
-    PlanOptions,
-    PrepareOptions,
-    PretrainOptions,
-    ReportOptions,
+    declare.py  `option()`, `Block` (options that travel together, and the flags that set them), `block()`
+                to include one in a command, the checks
+    flat.py     a command's options flat (one name each), built from name -> value pairs and checked
+                (`Command`), recorded (`to_flat`), and what a run's identity holds (`identity_of`)
+    argv.py     argparse flags and --config FILE from the declarations; integers as 100B; `to_args`
+
+The blocks are declared by the code that owns what they set (training/schedule.py: Schedule, ...); each
+command's options class composes them (commands/ says where each lives). This package imports nothing of
+ligo_ds but its errors.
+"""
+
+from .argv import add_arguments, add_launcher_arguments, from_args, integer, load_json, to_args
+from .declare import Block, above, at_least, between, block, derive, flag_name, option, unit_interval
+from .flat import (
+    Command,
+    flag_of,
+    flat_identity,
+    flat_options,
+    from_values,
+    identity_of,
+    resolve_paths,
+    to_flat,
+    values_of,
 )
-from .declare import add_arguments, flat_options, from_args, from_values, load_json, resolve_paths, to_args, to_flat
 
 __all__ = [
-    "Cadence",
-    "Compute",
-    "Data",
-    "DeepSpeed",
-    "EvalOptions",
-    "ExportOptions",
-    "FitOptions",
-    "GrowOptions",
-    "Growth",
-    "Health",
-    "InspectOptions",
-    "Loop",
-    "PlanOptions",
-    "OperatorFit",
-    "Optimizer",
-    "PrepareOptions",
-    "PretrainOptions",
-    "ReportOptions",
-    "Schedule",
+    "Block",
+    "Command",
+    "above",
     "add_arguments",
+    "add_launcher_arguments",
+    "at_least",
+    "between",
+    "block",
+    "derive",
+    "flag_name",
+    "flag_of",
+    "flat_identity",
     "flat_options",
     "from_args",
     "from_values",
+    "identity_of",
+    "integer",
     "load_json",
+    "option",
     "resolve_paths",
     "to_args",
     "to_flat",
+    "unit_interval",
+    "values_of",
 ]

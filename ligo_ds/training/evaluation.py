@@ -1,4 +1,4 @@
-"""Validation loss: the windows training evaluates, and `ligo-ds eval` on any model.
+"""Validation loss: the windows training evaluates (and `ligo-ds eval` on any model, commands/eval.py).
 
 The set is the first N windows of `seq_len` tokens of the validation split, at offsets i * seq_len:
 the same at every evaluation, for every world size and every launcher. Each rank takes windows
@@ -9,22 +9,17 @@ so its number for a run's final model is the run's last val_loss.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.reading import window_batch
+from ..data.batches import window_batch
+from ..distributed import launch
 from ..errors import ConfigError
 from ..faults import crash_point
-
-if TYPE_CHECKING:
-    from ..options import EvalOptions
 
 
 def num_windows(val_tokens: int, seq_len: int, wanted: int | None) -> int:
@@ -64,53 +59,20 @@ def window_totals(
     return totals
 
 
-def _model_dir(path: Path) -> tuple[Path, dict]:
-    """An HF directory for a MODEL argument (a run directory means its final model), and the run record."""
-    for run in (path, path / "train"):  # a pretrain or fit RUN_DIR, or a grow RUN_DIR's training phase
-        record = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-        if "identity" not in record:
-            continue
-        if not (run / "hf" / "config.json").is_file():
-            raise ConfigError(
-                f"run {str(run)!r} has no final model yet (no hf/): export a checkpoint with `ligo-ds export` "
-                "and evaluate that"
-            )
-        return run / "hf", record
-    return path, {}
+class Evaluator:
+    """The trainer's validation pass: the mean loss over the first eval_samples windows, split across ranks."""
 
+    def __init__(self, engine, data, seq_len: int, micro_batch: int, eval_samples: int, d):
+        self.engine, self.data, self.d = engine, data, d
+        self.seq_len, self.micro_batch, self.eval_samples = seq_len, micro_batch, eval_samples
 
-def run(opts: EvalOptions) -> dict:
-    """Evaluate `opts.model` on `opts.data`'s validation windows; every rank returns the result."""
-    from ..data.reading import open_data
-    from ..distributed import launch
-    from ..model.hf_io import load_model
-    from .session import check_data_fits
-
-    model_dir, record = _model_dir(Path(opts.model))
-    options = record.get("options", {})
-    data_dir = opts.data or options.get("data")
-    if data_dir is None:
-        raise ConfigError("--data is required unless MODEL is a run directory (whose own data is the default)")
-    seq_len = opts.seq_len or options.get("seq_len") or 256
-    wanted = opts.eval_samples or options.get("eval_samples")
-    data = open_data(data_dir)
-    d = launch.init()
-    model = load_model(model_dir, device=d.device).eval()
-    check_data_fits(model.cfg, model_dir, data, seq_len, "MODEL", opts.allow_tokenizer_mismatch)
-    val = data.validation()
-    n = num_windows(len(val), seq_len, wanted)
-    with torch.no_grad():
-        totals = window_totals(model, val, seq_len, opts.micro_batch, n, d.rank, d.world_size, d.device)
-    loss = (launch.all_reduce_sum(totals)[0] / totals[1]).item()
-    result = {
-        "model": str(model_dir),
-        "data": str(data_dir),
-        "val_loss": loss,
-        "perplexity": math.exp(loss),
-        "windows": n,
-        "seq_len": seq_len,
-        "tokens": int(totals[1].item()),
-    }
-    if d.is_main and opts.out:
-        Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        d, engine = self.d, self.engine
+        val = self.data.validation()
+        n = num_windows(len(val), self.seq_len, self.eval_samples)
+        engine.eval()
+        totals = window_totals(engine, val, self.seq_len, self.micro_batch, n, d.rank, d.world_size, d.device)
+        engine.train()
+        launch.all_reduce_sum(totals)
+        return (totals[0] / totals[1]).item()

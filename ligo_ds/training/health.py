@@ -1,5 +1,7 @@
-"""Training health, the pure parts: whether a step's loss spikes above the run's running statistics, and
-the stretches of data a run skips (by hand with --skip-data, or recorded by a spike rollback).
+"""Training health: what a run does when training goes wrong (the Health block), and the pure parts:
+whether a step's loss spikes above the run's running statistics, and the stretches of data a run skips (by
+hand with the skip_data option, or recorded by a spike rollback). The trainer's component that acts on them
+is recovery.py.
 
 Positions are global sample counts, the trainer's single data position (trainer.py). A skip FROM:TO makes
 a run that reaches position FROM jump to TO, so a rerun that passes FROM again (resuming from an older
@@ -12,17 +14,67 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..options import Block, above, at_least, integer, option
 
 # A flat loss has a deviation near zero, where every wiggle would be a spike; the deviation is taken to be
 # at least this share of the mean loss.
 MIN_RELATIVE_STD = 1e-3
 
 
+@dataclass(frozen=True, kw_only=True)
+class Health(Block):
+    """What a run does when training goes wrong: steps with a non-finite loss or gradient norm are skipped,
+    loss spikes can roll the run back past the data that caused them, and data can be skipped by hand. None
+    of these is part of a run's identity: they may change when a run is resumed."""
+
+    max_bad_steps: int = option(
+        5,
+        "consecutive steps with a non-finite loss or gradient norm (each skipped, nothing saved) before the run "
+        "stops with exit code 3",
+        check=at_least(1),
+        identity=False,
+    )
+    spike_rollback: bool = option(
+        False,
+        "on a loss spike, reload the last checkpoint saved before it and skip the data from there to the spike "
+        "(checkpoints wait while the loss is above the threshold)",
+        identity=False,
+    )
+    spike_threshold: float = option(
+        6.0,
+        "a step spikes when its loss exceeds the running mean by this many running deviations",
+        check=above(0),
+        identity=False,
+    )
+    spike_window: int = option(
+        100,
+        "good steps in the running mean and deviation; no spike is called before there are that many",
+        check=at_least(2),
+        identity=False,
+    )
+    spike_steps: int = option(3, "consecutive spiking steps that make a spike", check=at_least(1), identity=False)
+    max_rollbacks: int = option(
+        3, "rollbacks to one checkpoint before the run stops with exit code 3", check=at_least(1), identity=False
+    )
+    skip_data: str | None = option(
+        None,
+        "training samples never to train on, FROM:TO[,FROM:TO...] as metrics.jsonl's samples column counts "
+        "them, multiples of the global batch (grow: its training phase)",
+        metavar="RANGES",
+        identity=False,
+    )
+
+    def check(self) -> None:
+        self.skip_ranges()
+
+    def skip_ranges(self) -> list[tuple[int, int]]:
+        """The skip_data option as sorted, disjoint (FROM, TO) pairs; [] without it."""
+        return [] if self.skip_data is None else parse_ranges(self.skip_data, self.flag("skip_data"))
+
+
 def parse_ranges(text: str, flag: str) -> list[tuple[int, int]]:
     """FROM:TO[,FROM:TO...] as sorted, disjoint (FROM, TO) pairs with 0 <= FROM < TO; counts may be written
-    as integer flags are (4096, 1e6, 2M)."""
-    from ..options.declare import integer
-
+    as integer flags are (4096, 1e6, 2M). `flag`: the option's flag, for the messages."""
     out = []
     for part in text.split(","):
         start, sep, end = part.strip().partition(":")

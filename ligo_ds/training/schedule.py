@@ -11,9 +11,14 @@ Every schedule warms up linearly over warmup_steps, then follows its shape to th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..options import Schedule
+from ..options import Block, above, at_least, between, flag_name, option
+
+SCHEDULES = ("cosine", "wsd", "constant")
+DEFAULT_DECAY_FRACTION = 0.2
+DEFAULT_DECAY_SHAPE = "linear"
 
 # The decay of wsd: progress p in [0, 1] through the decay -> the share of (peak - floor) still left.
 DECAY_SHAPES = {
@@ -21,6 +26,89 @@ DECAY_SHAPES = {
     "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
     "1-sqrt": lambda p: 1 - math.sqrt(p),  # Hägele et al. 2024: ends lower than linear at the same length
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule(Block):
+    """How long to train, and the learning rate over that time."""
+
+    max_steps: int | None = option(
+        None, f"optimizer steps (or give {flag_name('max_tokens')})", check=at_least(1), identity="total_steps"
+    )
+    max_tokens: int | None = option(
+        None,
+        "training tokens, rounded up to whole steps (e.g. 1e11, 100B, 2.5T)",
+        check=at_least(1),
+        identity="total_steps",
+    )
+    lr: float = option(6e-4, "peak learning rate", check=above(0))
+    min_lr: float | None = option(None, "the floor the decay ends at", shown_default="lr / 10", check=at_least(0))
+    warmup_steps: int = option(100, "linear warmup steps", check=at_least(0))
+    schedule: str = option(
+        "cosine",
+        "after the warmup: cosine decay to the floor, wsd (stable at the peak, then "
+        f"{flag_name('decay_fraction')} of the run decaying), or constant",
+        choices=SCHEDULES,
+        identity="schedule",  # its shape (shape()), only where it is not cosine
+    )
+    decay_fraction: float | None = option(
+        None,
+        "wsd: the share of the run spent decaying",
+        shown_default=str(DEFAULT_DECAY_FRACTION),
+        check=between(0.0, 1.0),
+        identity="schedule",
+    )
+    decay_shape: str | None = option(
+        None, "wsd: the decay's shape", choices=DECAY_SHAPES, shown_default=DEFAULT_DECAY_SHAPE, identity="schedule"
+    )
+
+    def check(self) -> None:
+        flag = self.flag
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise ConfigError(
+                f"give exactly one of {flag('max_steps')} ({self.max_steps}) and {flag('max_tokens')} "
+                f"({self.max_tokens})"
+            )
+        if self.schedule != "wsd":
+            for name in ("decay_fraction", "decay_shape"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{flag(name)} {getattr(self, name)} shapes wsd's decay; this run's "
+                        f"{flag('schedule')} is {self.schedule}"
+                    )
+        if self.schedule == "constant" and self.min_lr is not None:
+            raise ConfigError(f"{flag('min_lr')} {self.min_lr}: a constant {flag('schedule')} never decays to a floor")
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ConfigError(
+                f"learning rates must satisfy 0 <= {flag('min_lr')} ({self.min_lr}) <= {flag('lr')} ({self.lr})"
+            )
+        if self.max_steps is not None:  # with --max-tokens the length needs the world size: session.start
+            check_fits(self.max_steps, self)
+
+    @property
+    def floor_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def wsd_fraction(self) -> float:
+        return DEFAULT_DECAY_FRACTION if self.decay_fraction is None else self.decay_fraction
+
+    @property
+    def wsd_shape(self) -> str:
+        return DEFAULT_DECAY_SHAPE if self.decay_shape is None else self.decay_shape
+
+    def shape(self) -> dict:
+        """The schedule's shape beyond lr, min_lr and warmup, for a run's identity: {} for cosine."""
+        return {
+            "cosine": {},
+            "constant": {"schedule": "constant"},
+            "wsd": {"schedule": "wsd", "decay_fraction": self.wsd_fraction, "decay_shape": self.wsd_shape},
+        }[self.schedule]
+
+    def total_steps(self, sequences_per_step: int, seq_len: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return -(-self.max_tokens // (sequences_per_step * seq_len))
 
 
 def decay_steps(total: int, schedule: Schedule) -> int:
@@ -61,9 +149,9 @@ def lr_at(step: int, total: int, schedule: Schedule) -> float:
     return SHAPES[s.schedule](step, total, s)
 
 
-def check_fits(total: int, schedule: Schedule, flag) -> None:
+def check_fits(total: int, schedule: Schedule) -> None:
     """Refuse a warmup (and a wsd decay) that does not fit in a run of `total` steps."""
-    s = schedule
+    s, flag = schedule, schedule.flag
     if s.warmup_steps > total:
         raise ConfigError(
             f"{flag('warmup_steps')} {s.warmup_steps} is longer than the run ({total} steps): the learning rate "

@@ -1,0 +1,136 @@
+"""The LiGO operator's parts, each a module holding its own parameters: frozen source layers, the width
+expansions of each layer and of the residual stream, and the depth mixing.
+
+Every module reads only its own parameters, inside its own forward, and returns what it computed as
+fresh tensors: that is the contract ZeRO-3's gather/release hooks assume (a partitioned parameter is
+complete only during its owner's forward). The source weights are frozen parameters, so ZeRO-3
+partitions them too.
+
+    SourceLayer   frozen weights of one source layer (and one module for the vocabulary matrices, one for
+                  the positions and final norm)
+    LayerWidth    per-layer expansions: heads of Q, K, V (E_q, E_k, E_v) and the MLP hidden units (B_mlp)
+    ResidualWidth the one global residual expansion B_emb
+    DepthMixing   one L2 x L1 matrix per module kind
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..model.config import ModelConfig
+from . import functional as G
+from .layout import HEAD_GROUPS, PER_LAYER_GROUPS
+from .spec import TYINGS
+
+Sides = tuple  # (group on dim 0, group on dim 1), each a width group name or None
+
+
+def apply_side(w: torch.Tensor, mat: torch.Tensor, dim: int, heads: bool, head_dim: int) -> torch.Tensor:
+    if heads:
+        return G.expand_heads(w, mat, head_dim, dim)
+    return G.expand(w, mat, None) if dim == 0 else G.expand(w, None, mat)
+
+
+class SourceLayer(nn.Module):
+    """Frozen copies of given tensors, as parameters named by position; forward returns them, in order,
+    as fresh tensors. What each one is lives with the operator (one list for every layer).
+
+    forward(read) returns read(tensors) instead, computed while they are gathered: what a consumer needs
+    of a large tensor (a few rows, a product) without a copy of it. Its results must not require grad,
+    so that autograd keeps nothing of the tensors (ZeRO-3 frees them when forward returns)."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        super().__init__()
+        for i, t in enumerate(tensors):
+            t = t.detach().clone(memory_format=torch.contiguous_format)
+            self.register_parameter(str(i), nn.Parameter(t, requires_grad=False))
+
+    def forward(self, read=None):
+        tensors = list(self.parameters(recurse=False))
+        if read is None:
+            return [p.clone() for p in tensors]
+        out = read(tensors)
+        assert not any(t.requires_grad for t in out if isinstance(t, torch.Tensor)), "read must not keep the tensors"
+        return out
+
+
+class LayerWidth(nn.Module):
+    """One layer's expansions. forward(pieces) applies the per-layer groups to both sides."""
+
+    def __init__(
+        self,
+        e_q: torch.Tensor,
+        e_k: torch.Tensor,
+        e_v: torch.Tensor,
+        b_mlp: torch.Tensor,
+        src: ModelConfig,
+        tgt: ModelConfig,
+        tying: str,
+    ):
+        super().__init__()
+        self.e_q, self.e_k, self.e_v = nn.Parameter(e_q.clone()), nn.Parameter(e_k.clone()), nn.Parameter(e_v.clone())
+        self.b_mlp = nn.Parameter(b_mlp.clone())
+        self.src_heads, self.tgt_heads, self.head_dim, self.tying = src.num_heads, tgt.num_heads, tgt.head_dim, tying
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        o_in = G.query_to_kv_heads(self.e_v, self.src_heads, self.tgt_heads)
+        consumer = TYINGS[self.tying]
+        return {
+            "q": self.e_q,
+            "k": self.e_k,
+            "v": self.e_v,
+            "o_in": consumer(o_in),
+            "mlp": self.b_mlp,
+            "mlp_in": consumer(self.b_mlp),
+        }
+
+    def forward(self, pieces: list[tuple[Sides, torch.Tensor]]) -> list[torch.Tensor]:
+        mats = self.matrices()
+        out = []
+        for sides, w in pieces:
+            for dim, group in enumerate(sides):
+                if group in PER_LAYER_GROUPS:
+                    w = apply_side(w, mats[group], dim, group in HEAD_GROUPS, self.head_dim)
+            out.append(w)
+        return out
+
+
+class ResidualWidth(nn.Module):
+    """The global residual expansion B_emb; forward applies the shared groups."""
+
+    def __init__(self, b_emb: torch.Tensor, tying: str, tied_head: bool):
+        super().__init__()
+        self.b_emb = nn.Parameter(b_emb.clone())
+        self.tying, self.tied_head = tying, tied_head
+
+    def forward(self, pieces: list[tuple[Sides, torch.Tensor]] | None = None, groups: frozenset = frozenset()):
+        """The shared groups applied to each piece; without pieces, the matrices of `groups` (fresh tensors)."""
+        b = self.b_emb
+        if pieces is not None:
+            groups = {g for sides, _ in pieces for g in sides}
+        # With a tied head the embedding is a producer (B) and the head reads through it, so under
+        # 'inverse' the copy counts are folded into the final norm instead: the head's input side is then
+        # B itself, and the norm's output side the left inverse. A is computed only when read.
+        needs_a = "emb_in" in groups or ("emb_final" in groups and self.tied_head)
+        a = TYINGS[self.tying](b) if needs_a else None
+        mats = {"emb": b, "emb_in": a, "emb_final": a if self.tied_head else b}
+        if pieces is None:
+            return {k: mats[k].clone() for k in groups}
+        out = []
+        for sides, w in pieces:
+            for dim, group in enumerate(sides):
+                if group in mats:
+                    w = apply_side(w, mats[group], dim, False, 0)
+            out.append(w)
+        return out
+
+
+class DepthMixing(nn.Module):
+    def __init__(self, matrices: dict[str, torch.Tensor]):
+        super().__init__()
+        for kind, w in matrices.items():
+            self.register_parameter(kind, nn.Parameter(w.clone()))
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        return {k: p.clone() for k, p in self.named_parameters(recurse=False)}

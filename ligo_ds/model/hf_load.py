@@ -1,0 +1,194 @@
+"""Hugging Face checkpoints in: `load_model`, and `SourceWeights`, a checkpoint's weights under our names one
+tensor at a time.
+
+A checkpoint directory holds config.json and weights as safetensors (one file, or shards with a
+`model.safetensors.index.json`), or as `pytorch_model.bin` (one file or shards with its index; read with
+weights_only=True: user files are never unpickled). Tensor names may carry the causal-LM class's prefix
+or not (`_Layout`); names and layouts are translated by the tables in families.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..errors import ConfigError
+from .config import ModelConfig
+from .decoder import Decoder
+from .families import ARCHITECTURES, FAMILIES, hf_names, hf_to_ours, tied_names
+
+SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+
+
+class CheckpointReader:
+    """Lazy access to the tensors of an HF checkpoint directory, whatever its file layout."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self._files: dict[str, Path] = {}  # HF tensor name -> file holding it
+        self._loaded: dict[Path, dict[str, torch.Tensor]] = {}
+        if (self.dir / SAFETENSORS_INDEX).is_file() or (self.dir / TORCH_BIN_INDEX).is_file():
+            index = self.dir / (SAFETENSORS_INDEX if (self.dir / SAFETENSORS_INDEX).is_file() else TORCH_BIN_INDEX)
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self._files = {name: self.dir / f for name, f in weight_map.items()}
+            missing = sorted({str(f) for f in self._files.values() if not f.is_file()})
+            if missing:
+                raise ConfigError(
+                    f"checkpoint {str(self.dir)!r}: {index.name} lists shard files that do "
+                    f"not exist: {', '.join(missing)}"
+                )
+        elif (self.dir / SAFETENSORS).is_file():
+            self._files = {name: self.dir / SAFETENSORS for name in self._safetensors_keys(self.dir / SAFETENSORS)}
+        elif (self.dir / TORCH_BIN).is_file():
+            self._files = {name: self.dir / TORCH_BIN for name in self._torch_file(self.dir / TORCH_BIN)}
+        else:
+            raise ConfigError(
+                f"no weights in {str(self.dir)!r}: expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                f"{TORCH_BIN} or {TORCH_BIN_INDEX} (pass a config.json file for a random init)"
+            )
+
+    def keys(self) -> list[str]:
+        return list(self._files)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
+
+    def get(self, name: str) -> torch.Tensor:
+        path = self._files[name]
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    return f.get_tensor(name)
+            except (SafetensorError, OSError) as e:
+                raise ConfigError(f"cannot read tensor {name!r} from {str(path)!r}: {e}") from None
+        return self._torch_file(path)[name]
+
+    @staticmethod
+    def _safetensors_keys(path: Path) -> list[str]:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except (SafetensorError, OSError) as e:
+            raise ConfigError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+
+    def _torch_file(self, path: Path) -> dict[str, torch.Tensor]:
+        if path not in self._loaded:
+            try:
+                self._loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # weights_only refuses pickled code with an UnpicklingError
+                raise ConfigError(
+                    f"refusing to load {str(path)!r}: not a plain tensor file (read with weights_only=True): {e}"
+                ) from None
+        return self._loaded[path]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a checkpoint's tensor names relate to the full model class's names.
+
+    Hub files come in two layouts: the causal-LM class's own (`transformer.h.0...`, `model.layers.0...`)
+    and the base model's, saved without its prefix and without a head (`h.0...`, `wte.weight`: the
+    original GPT-2 checkpoints). Which one a file is, and what it may carry besides weights, is taken
+    from the transformers class (its base_model_prefix and the keys it ignores on load).
+    """
+
+    prefix: str  # "transformer." to strip from our HF names, or "" for the class's own layout
+    ignore: tuple[str, ...]  # regexes of tensors that are not weights
+
+    def name(self, hf_name: str) -> str:
+        return hf_name[len(self.prefix) :] if self.prefix and hf_name.startswith(self.prefix) else hf_name
+
+    def ignored(self, name: str) -> bool:
+        return any(re.search(pattern, name) for pattern in self.ignore)
+
+
+def _layout(cfg: ModelConfig, keys: list[str]) -> _Layout:
+    import transformers  # the class's own knowledge of its files; only loading a checkpoint needs it
+
+    cls = getattr(transformers, ARCHITECTURES[cfg.model_type])
+    prefix = f"{cls.base_model_prefix}."
+    # transformers searches its patterns anywhere in a name; anchored to whole name parts here, so that
+    # "attn.bias" (GPT-2's mask buffer) cannot excuse an unused "h.5.attn.c_attn.bias" (a weight).
+    ignore = tuple(rf"(^|\.){p}$" for p in cls._keys_to_ignore_on_load_unexpected or ())
+    ignore += tuple(re.escape(suffix) + "$" for suffix in FAMILIES[cfg.family].buffer_suffixes)
+    base_only = not any(k.startswith(prefix) for k in keys)
+    return _Layout(prefix=prefix if base_only else "", ignore=ignore)
+
+
+class SourceWeights(Mapping):
+    """An HF checkpoint directory's weights under our names, each read from disk when asked for: what a
+    consumer that keeps one tensor at a time (the operator's ZeRO-3 partitions) reads a model through.
+    Built after checking the files hold exactly what the config describes (every tensor and no other)."""
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32):
+        self.path, self.dtype = Path(path), dtype
+        self.cfg = ModelConfig.from_file(self.path)
+        self.reader = CheckpointReader(self.path)
+        self.layout = _layout(self.cfg, self.reader.keys())
+        with torch.device("meta"):
+            self.shapes = {k: p.shape for k, p in Decoder(self.cfg).state_dict().items()}
+        self.tied = tied_names(self.cfg)
+        used = set()
+        where = f" (a base-model checkpoint: names without {self.layout.prefix!r})" if self.layout.prefix else ""
+        for ours in self.shapes:
+            if ours in self.tied:
+                continue
+            for hf_name in hf_names(self.cfg, ours):
+                name = self.layout.name(hf_name)
+                if name not in self.reader:
+                    where = (
+                        f" (a base-model checkpoint: names without {self.layout.prefix!r})"
+                        if self.layout.prefix
+                        else ""
+                    )
+                    raise ConfigError(
+                        f"checkpoint {str(self.path)!r}{where} lacks tensor {name!r} that its config requires"
+                    )
+                used.add(name)
+        extra = [
+            k
+            for k in self.reader.keys()
+            if k not in used and not self.layout.ignored(k) and not (k == "lm_head.weight" and self.tied)
+        ]
+        if extra:
+            shown = ", ".join(sorted(extra)[:8]) + (" ..." if len(extra) > 8 else "")
+            raise ConfigError(
+                f"checkpoint {str(self.path)!r} has {len(extra)} tensor(s) its config does not describe: {shown}"
+            )
+
+    def __getitem__(self, ours: str) -> torch.Tensor:
+        shape = self.shapes[ours]
+        read = "tok_emb.weight" if ours in self.tied else ours  # a tied head is the embedding
+        return hf_to_ours(self.cfg, read, shape, lambda n: self.reader.get(self.layout.name(n))).to(self.dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
+    """An HF checkpoint directory -> our Decoder with its weights; a config.json file -> random init."""
+    path = Path(path)
+    if path.is_file():
+        cfg = ModelConfig.from_file(path)
+        return Decoder(cfg).to(device=device, dtype=dtype)
+    if not path.is_dir():
+        raise ConfigError(
+            f"model path {str(path)!r} does not exist (expected an HF checkpoint directory or a config.json file)"
+        )
+    weights = SourceWeights(path, dtype)
+    with torch.device("meta"):
+        model = Decoder(weights.cfg)
+    state = {k: weights[k] for k in weights if k not in weights.tied}
+    model.load_state_dict({**state, **{k: state["tok_emb.weight"] for k in weights.tied}}, assign=True)
+    model.tie_weights()
+    return model.to(device)
