@@ -1,5 +1,6 @@
-"""The DeepSpeed boundary: only ligo_ds/distributed/ imports deepspeed, importing any module of ligo_ds
-changes nothing in the environment, and the commands that never train do not import deepspeed at all."""
+"""The package's boundaries: its roles import one way (no cycle, no command importing another), only
+ligo_ds/distributed/ imports deepspeed, importing any module of ligo_ds changes nothing in the environment,
+and the commands that never train do not import deepspeed at all."""
 
 from __future__ import annotations
 
@@ -31,6 +32,74 @@ def _deepspeed_imports(path: Path) -> list[int]:
         if any(n == "deepspeed" or n.startswith("deepspeed.") for n in names):
             lines.append(node.lineno)
     return lines
+
+
+# The roles, top to bottom: a module may import its own role's modules and any role below it. Top-level
+# modules count as roles of their own (cli above everything, errors and faults below everything).
+LAYERS = [
+    ("__main__",),
+    ("cli",),
+    ("commands",),
+    ("analysis",),
+    ("growth",),
+    ("training",),
+    ("data",),
+    ("model", "distributed"),
+    ("options",),
+    ("__init__",),
+    ("errors", "faults"),
+]
+RANK = {role: i for i, roles in enumerate(LAYERS) for role in roles}
+
+
+def _role(module: str) -> str:
+    """ligo_ds.training.trainer -> training; ligo_ds.cli -> cli; ligo_ds -> __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _ligo_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every ligo_ds module `path` imports, inside functions too, names resolved."""
+    here = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    package = package.removesuffix(".__init__")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            if module.startswith("ligo_ds"):
+                # `from . import x` may name modules: each such is its own target
+                names = [f"{module}.{a.name}" for a in node.names]
+                modules = [n for n in names if _is_module(n)]
+                found += [(node.lineno, t) for t in (modules if modules else [module])]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("ligo_ds")]
+    return found
+
+
+def test_roles_import_one_way():
+    """What the layout promises a newcomer: each role imports only roles below it, so there is no cycle
+    between the package's folders, and a command never imports another command."""
+    upward, across = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        mine = _role(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for line, target in _ligo_imports(path):
+            theirs = _role(target)
+            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            if RANK[theirs] < RANK[mine] or (RANK[theirs] == RANK[mine] and theirs != mine):
+                upward.append(where)
+            command = mine == theirs == "commands" and target.count(".") == 2  # ligo_ds.commands.NAME
+            if command and target.rsplit(".", 1)[1] != path.stem:
+                across.append(where)
+    assert upward == [], "imports against the layering"
+    assert across == [], "a command imports another command"
+    assert RANK["commands"] < RANK["training"] < RANK["model"], "the scan knows the roles it checks"
 
 
 def test_only_the_boundary_imports_deepspeed():

@@ -1,4 +1,4 @@
-"""budgets.py on synthetic metrics with known answers: the own-schedule saving interpolated between the
+"""analysis/budgets.py on synthetic metrics with known answers: the own-schedule saving interpolated between the
 lengths of a grown model's schedules, and the saving as a curve over target losses."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""compute.py: the chunked LM head + loss equals F.cross_entropy on whole-batch logits, activation
+"""model/compute.py: the chunked LM head + loss equals F.cross_entropy on whole-batch logits, activation
 checkpointing and torch.compile leave the loss and gradients as they were; on 2 ranks under ZeRO-3 a
 pretraining run with the options on, killed and resumed, ends where an uninterrupted one does, and a fit
 with them reports the loss its grown model gives."""

@@ -1,4 +1,5 @@
-"""data.py and data_order.py: the reader of DATA_DIRs (shards, checks, mixtures) and the data order."""
+"""data/reading.py, data/order.py and data/batches.py: the reader of DATA_DIRs (shards, checks, mixtures) and the
+data order."""
 
 from __future__ import annotations
 

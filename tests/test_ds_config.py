@@ -1,4 +1,4 @@
-"""ds_config.py: the DeepSpeed config a run hands over, and every conflict with the user's JSON refused."""
+"""distributed/ds_config.py: the DeepSpeed config a run hands over, and every conflict with the user's JSON refused."""
 
 from __future__ import annotations
 

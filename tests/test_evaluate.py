@@ -1,5 +1,6 @@
-"""evaluate.py and `ligo-ds eval`: a run's final model, evaluated by any launcher, gives the run's own last
-val_loss; an HF directory with explicit data and windows gives the same number through transformers."""
+"""training/evaluation.py and `ligo-ds eval` (commands/eval.py): a run's final model, evaluated by any launcher,
+gives the run's own last val_loss; an HF directory with explicit data and windows gives the same number
+through transformers."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""fit.py, for real: fitting the operator under ZeRO-3 on several CPU processes (gloo) equals one
-process, each rank holds half, the export reproduces the fit's loss, a killed fit resumes exactly, and
-`--steps 0` writes the heuristic."""
+"""growth/fit.py (and fit_job.py), for real: fitting the operator under ZeRO-3 on several CPU processes (gloo)
+equals one process, each rank holds half, the export reproduces the fit's loss, a killed fit resumes exactly,
+and `--steps 0` writes the heuristic."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""flops.py: training FLOPs per token, the operator's FLOPs per fit step, and the peak table for MFU."""
+"""training/flops.py and growth/cost.py: training FLOPs per token, the operator's FLOPs per fit step, and the
+peak table for MFU."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""grow.py, for real: fit -> hand-off -> pretraining in one job, killed in either phase and resumed to
+"""growth/grow.py, for real: fit -> hand-off -> pretraining in one job, killed in either phase and resumed to
 the same model, and the in-memory hand-off equal to loading the exported grown model."""
 
 from __future__ import annotations

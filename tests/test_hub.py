@@ -1,4 +1,4 @@
-"""hub.py through the CLI: Hub ids, ORG/NAME[@REVISION], resolved offline from a cache laid out as
+"""model/hub.py through the CLI: Hub ids, ORG/NAME[@REVISION], resolved offline from a cache laid out as
 huggingface_hub lays it out (blobs, snapshots/<commit> of links, refs/<branch or tag>), built here."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""model_config.py: ModelConfig parsing for every family, old and new config.json spellings, clear errors."""
+"""model/config.py: ModelConfig parsing for every family, old and new config.json spellings, clear errors."""
 
 from __future__ import annotations
 

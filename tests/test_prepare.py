@@ -1,5 +1,5 @@
-"""prepare.py and sources.py: sources, determinism across workers and kills, the validation split,
-resume and refusal, bad corpora refused."""
+"""data/prepare.py, sources.py, encoding.py and tokenize.py: sources, determinism across workers and kills, the
+validation split, resume and refusal, bad corpora refused."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""pretrain.py, for real: the exported model reproduces the reported loss, an HF checkpoint continues
-where it ended, and a run refuses inputs that do not fit it, touching nothing."""
+"""training/pretrain.py (on training/pipeline.py), for real: the exported model reproduces the reported loss, an
+HF checkpoint continues where it ended, and a run refuses inputs that do not fit it, touching nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""report: exact savings on synthetic metrics with known crossings, and all three outputs."""
+"""analysis/report.py (runs.py, savings.py, render.py): exact savings on synthetic metrics with known crossings,
+and all three outputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""rundir.py: a run directory is claimed once, refused to another run, and its metrics cut back on resume."""
+"""training/rundir.py: a run directory is claimed once, refused to another run, and its metrics cut back on resume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""schedule.py: the learning rate at each step."""
+"""training/schedule.py: the learning rate at each step."""
 
 from __future__ import annotations
 

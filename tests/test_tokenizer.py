@@ -1,4 +1,4 @@
-"""tokenizer.py: the fingerprint that tells vocabularies apart, the data/model check, and the files an
+"""model/tokenizer.py: the fingerprint that tells vocabularies apart, the data/model check, and the files an
 export carries (loaded back by AutoTokenizer and GenerationConfig)."""
 
 from __future__ import annotations

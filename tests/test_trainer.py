@@ -1,6 +1,6 @@
-"""trainer.py, for real: several CPU processes over gloo, every ZeRO stage. The data split across ranks,
-evaluation, checkpoints, and a kill and resume that ends exactly where an uninterrupted run does.
-`ligo-ds pretrain` drives it, as users do."""
+"""training/trainer.py and its components, for real: several CPU processes over gloo, every ZeRO stage. The data
+split across ranks, evaluation, checkpoints, and a kill and resume that ends exactly where an uninterrupted
+run does. `ligo-ds pretrain` drives it, as users do."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""hf_io.py (and model.py through it): HF checkpoints in and out. Our decoder against transformers, same
-logits in, same logits out, for every supported layout; and checkpoints that do not fit their config."""
+"""model/hf_load.py and model/hf_save.py (and model/decoder.py through them): HF checkpoints in and out. Our
+decoder against transformers, same logits in, same logits out, for every supported layout; and checkpoints
+that do not fit their config."""
 
 from __future__ import annotations
 
