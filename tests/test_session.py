@@ -13,7 +13,7 @@ from ligo_ds.data.order import DATA_ORDER
 from ligo_ds.data.reading import TokenData
 from ligo_ds.distributed.launch import Dist
 from ligo_ds.growth.fit import FitOptions
-from ligo_ds.options import from_values
+from ligo_ds.options import from_values, to_flat
 from ligo_ds.training.pretrain import DecoderJob, PretrainOptions
 from ligo_ds.training.session import check_data_fits, ds_config_for, run_identity
 
@@ -117,3 +117,14 @@ def test_tokenizer_mismatch_is_checked_and_waived_by_its_flag(tmp_path, text_fol
         check_data_fits(cfg, o.model, data, o.data, "--target")
     o = opts(model=str(model), seq_len=32, allow_tokenizer_mismatch=True)
     check_data_fits(cfg, o.model, data, o.data, "--target")
+
+
+def test_the_record_holds_the_options_as_pretrain_takes_them():
+    """config.json's "options" (what `eval` and `export` read back) is pretrain's flat options for a pretrain
+    run, and the same keys, with the operator's schedule and decay, for a fit."""
+    o = opts(micro_batch=2, lr=1e-3, schedule="wsd", keep_last=2)
+    assert o.spec().options() == to_flat(o)
+    fit = from_values(FitOptions, {"source": "s", "target": "t.json", "data": "d", "out": "f", "steps": 70})
+    record = fit.run_spec(None, None).options()
+    assert list(record) == list(to_flat(o))
+    assert (record["model"], record["max_steps"], record["lr"], record["weight_decay"]) == ("t.json", 70, 1e-3, 0.0)
