@@ -22,8 +22,8 @@ import json, sys
 import torch, deepspeed
 from deepspeed.accelerator import get_accelerator
 from ligo_ds.distributed import engine
-from ligo_ds.model_config import ModelConfig
-from ligo_ds.model import Decoder
+from ligo_ds.model.config import ModelConfig
+from ligo_ds.model.decoder import Decoder
 
 if sys.argv[1] == "no-fp16":  # as on a CPU without AVX512-FP16 / AMX-FP16 (AMD Zen 4, say)
     type(get_accelerator()).is_fp16_supported = lambda self: False
