@@ -114,8 +114,8 @@ class SampleOrder:
         return self.starts_of(np.arange(first, first + count, dtype=np.int64))
 
 
-def parse_weights(spec: str, flag: str) -> list[tuple[str, float]]:
-    """`A=0.7,B=0.3` -> [(A, 0.7), (B, 0.3)] normalized to sum 1; a plain `A` is [(A, 1.0)]. `flag`: the
+def parse_weights(spec: str, what: str) -> list[tuple[str, float]]:
+    """`A=0.7,B=0.3` -> [(A, 0.7), (B, 0.3)] normalized to sum 1; a plain `A` is [(A, 1.0)]. `what`: the
     option that gave `spec`, for the messages."""
     if "=" not in spec:
         return [(spec, 1.0)]
@@ -128,12 +128,12 @@ def parse_weights(spec: str, flag: str) -> list[tuple[str, float]]:
             w = float("nan")
         if not eq or not path or not (w > 0 and np.isfinite(w)):
             raise ConfigError(
-                f"{flag} {spec!r}: {part!r} is not DATA_DIR=WEIGHT with a positive weight (e.g. web=0.7,code=0.3)"
+                f"{what} {spec!r}: {part!r} is not DATA_DIR=WEIGHT with a positive weight (e.g. web=0.7,code=0.3)"
             )
         out.append((path, w))
     paths = [p for p, _ in out]
     if len(set(paths)) != len(paths):
-        raise ConfigError(f"{flag} {spec!r} names a DATA_DIR twice")
+        raise ConfigError(f"{what} {spec!r} names a DATA_DIR twice")
     total = sum(w for _, w in out)
     return [(p, w / total) for p, w in out]
 

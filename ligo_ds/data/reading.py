@@ -212,8 +212,8 @@ class Mixture(TokenData):
     """DATA_DIRs made with one tokenizer, mixed by weight. Reads as the first one where one is needed
     (its tokenizer, vocabulary and eos are everyone's)."""
 
-    def __init__(self, spec: str, flag: str):
-        weighted = parse_weights(spec, flag)
+    def __init__(self, spec: str, what: str):
+        weighted = parse_weights(spec, what)
         self.parts = [TokenData(path) for path, _ in weighted]
         first = self.parts[0]
         super().__init__(first.dir)
@@ -227,7 +227,7 @@ class Mixture(TokenData):
             ours = data_fingerprint(other.dir, other.meta)
             if ours != theirs or other.eos_id != first.eos_id:
                 raise ConfigError(
-                    f"{flag} {spec!r}: {str(other.dir)!r} was tokenized with another tokenizer (fingerprint "
+                    f"{what} {spec!r}: {str(other.dir)!r} was tokenized with another tokenizer (fingerprint "
                     f"{ours}, eos id {other.eos_id}) than {str(first.dir)!r} ({theirs}, eos id {first.eos_id}); "
                     "a mixture needs one tokenizer: prepare them with the same --tokenizer"
                 )
@@ -263,6 +263,6 @@ class Mixture(TokenData):
         return TokenStream([v[:n] for v, n in zip(vals, cuts, strict=True)], self.dtype)
 
 
-def open_data(spec: str | Path, flag: str) -> TokenData:
-    """A DATA_DIR, or a mixture `A=0.7,B=0.3` of several; `flag`: the option that named it, for the messages."""
-    return Mixture(str(spec), flag) if "=" in str(spec) else TokenData(spec)
+def open_data(spec: str | Path, what: str) -> TokenData:
+    """A DATA_DIR, or a mixture `A=0.7,B=0.3` of several; `what`: the option that named it, for the messages."""
+    return Mixture(str(spec), what) if "=" in str(spec) else TokenData(spec)

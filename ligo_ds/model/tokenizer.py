@@ -31,22 +31,22 @@ def has_tokenizer(directory: str | Path) -> bool:
     return d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES)
 
 
-def load(directory: str | Path, flag: str = "tokenizer directory") -> Any:
+def load(directory: str | Path, what: str = "tokenizer directory") -> Any:
     """The tokenizer of a model or tokenizer directory, as AutoTokenizer loads it (never remote code);
-    `flag`: what named the directory (the user's option), for the messages."""
+    `what`: what named the directory (the user's option, its flag), for the messages."""
     from transformers import AutoTokenizer
 
     d = Path(directory)
     if not has_tokenizer(d):
         expected = ", ".join(TOKENIZER_FILES)
-        raise ConfigError(f"{flag} {str(directory)!r} holds no tokenizer (expected one of {expected})")
+        raise ConfigError(f"{what} {str(directory)!r} holds no tokenizer (expected one of {expected})")
     try:
         tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
     except Exception as e:  # transformers raises many kinds for a broken or foreign tokenizer directory
-        raise ConfigError(f"{flag} {str(directory)!r}: AutoTokenizer cannot load it: {e}") from None
+        raise ConfigError(f"{what} {str(directory)!r}: AutoTokenizer cannot load it: {e}") from None
     if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
         raise ConfigError(
-            f"{flag} {str(directory)!r} loads as {type(tok).__name__}, a slow tokenizer; expected a fast one "
+            f"{what} {str(directory)!r} loads as {type(tok).__name__}, a slow tokenizer; expected a fast one "
             "(a tokenizer.json beside its config)"
         )
     return tok
@@ -68,16 +68,16 @@ def _generation_eos(directory: Path) -> int | None:
     return ids[0] if isinstance(ids, list) and ids else ids if isinstance(ids, int) else None
 
 
-def separator(tok: Any, directory: str | Path | None, eos_token: str | None, flag: str) -> tuple[str, int]:
+def separator(tok: Any, directory: str | Path | None, eos_token: str | None, what: str) -> tuple[str, int]:
     """(token, id) that ends each document: `eos_token` if given, else the tokenizer's own eos
-    (tokenizer_config.json / special_tokens_map.json), else generation_config.json's first eos id. `flag`:
+    (tokenizer_config.json / special_tokens_map.json), else generation_config.json's first eos id. `what`:
     the option that gives `eos_token`, for the messages."""
     backend = tok.backend_tokenizer
     where = f"the tokenizer at {str(directory)!r}" if directory else "the tokenizer"
     if eos_token is not None:
         token_id = backend.token_to_id(eos_token)
         if token_id is None:
-            raise ConfigError(f"{flag} {eos_token!r} is not a token of {where}")
+            raise ConfigError(f"{what} {eos_token!r} is not a token of {where}")
         return eos_token, token_id
     if tok.eos_token is not None:
         return tok.eos_token, backend.token_to_id(tok.eos_token)
@@ -87,12 +87,12 @@ def separator(tok: Any, directory: str | Path | None, eos_token: str | None, fla
         if token is None:
             raise ConfigError(
                 f"generation_config.json in {str(directory)!r} names eos_token_id {token_id}, outside the "
-                f"tokenizer's {backend.get_vocab_size()} ids; pass {flag} TOKEN"
+                f"tokenizer's {backend.get_vocab_size()} ids; pass {what} TOKEN"
             )
         return token, token_id
     raise ConfigError(
         f"{where} names no end-of-sequence token (no eos_token in tokenizer_config.json or "
-        f"special_tokens_map.json, no eos_token_id in generation_config.json): pass {flag} TOKEN, the "
+        f"special_tokens_map.json, no eos_token_id in generation_config.json): pass {what} TOKEN, the "
         "token that separates documents"
     )
 

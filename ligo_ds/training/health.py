@@ -72,9 +72,9 @@ class Health(Block):
         return [] if self.skip_data is None else parse_ranges(self.skip_data, self.flag("skip_data"))
 
 
-def parse_ranges(text: str, flag: str) -> list[tuple[int, int]]:
+def parse_ranges(text: str, what: str) -> list[tuple[int, int]]:
     """FROM:TO[,FROM:TO...] as sorted, disjoint (FROM, TO) pairs with 0 <= FROM < TO; counts may be written
-    as integer flags are (4096, 1e6, 2M). `flag`: the option's flag, for the messages."""
+    as integer flags are (4096, 1e6, 2M). `what`: the option that gave them (its flag), for the messages."""
     out = []
     for part in text.split(","):
         start, sep, end = part.strip().partition(":")
@@ -83,25 +83,25 @@ def parse_ranges(text: str, flag: str) -> list[tuple[int, int]]:
         except ValueError:
             pair = None
         if pair is None:
-            raise ConfigError(f"{flag} {text!r}: {part.strip()!r} is not FROM:TO, two sample counts")
+            raise ConfigError(f"{what} {text!r}: {part.strip()!r} is not FROM:TO, two sample counts")
         if not 0 <= pair[0] < pair[1]:
-            raise ConfigError(f"{flag} {text!r}: {part.strip()!r} needs 0 <= FROM < TO")
+            raise ConfigError(f"{what} {text!r}: {part.strip()!r} needs 0 <= FROM < TO")
         out.append(pair)
     out.sort()
     for (a, b), (c, d) in zip(out, out[1:]):
         if c < b:
-            raise ConfigError(f"{flag} {text!r}: {a}:{b} and {c}:{d} overlap")
+            raise ConfigError(f"{what} {text!r}: {a}:{b} and {c}:{d} overlap")
     return out
 
 
-def check_aligned(ranges: list[tuple[int, int]], global_batch: int, flag: str) -> None:
+def check_aligned(ranges: list[tuple[int, int]], global_batch: int, what: str) -> None:
     """A run's position moves a global batch at a time, so a skip must start and end on one."""
     for pair in ranges:
         for value in pair:
             if value % global_batch:
                 low = value - value % global_batch
                 raise ConfigError(
-                    f"{flag} {pair[0]}:{pair[1]}: {value} is not a multiple of the global batch ({global_batch} "
+                    f"{what} {pair[0]}:{pair[1]}: {value} is not a multiple of the global batch ({global_batch} "
                     f"samples a step); the position moves a step at a time: use {low} or {low + global_batch}"
                 )
 

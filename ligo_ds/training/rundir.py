@@ -71,17 +71,17 @@ class RunDir:
         """Add a rollback's skip, atomically: a kill leaves the file with or without it, never half of it."""
         write_json_atomic(self.skips, [*self.read_skips(), record])
 
-    def claim(self, identity: dict[str, Any], record: dict[str, Any], flag: str) -> bool:
+    def claim(self, identity: dict[str, Any], record: dict[str, Any], what: str) -> bool:
         """Start a new run here, or confirm this is the same run. Returns True when resuming.
 
         `identity` holds what must not change across a resume (model, data, batch, schedule); a
-        mismatch is refused with every differing field named, and nothing on disk is touched. `flag`: the
+        mismatch is refused with every differing field named, and nothing on disk is touched. `what`: the
         option that named this directory, for the messages.
         """
         if self.config.is_file():
             previous = json.loads(self.config.read_text()).get("identity")
             if previous is None:
-                raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another {flag}")
+                raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another {what}")
             diffs = [
                 f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
                 for k in sorted(set(previous) | set(identity))
@@ -89,12 +89,12 @@ class RunDir:
             ]
             if diffs:
                 raise ConfigError(
-                    f"{flag} {str(self.root)!r} belongs to a different run; refusing to resume it. "
+                    f"{what} {str(self.root)!r} belongs to a different run; refusing to resume it. "
                     f"Differences: {'; '.join(diffs)}"
                 )
             return True
         if self.root.exists() and any(self.root.iterdir()):
-            raise ConfigError(f"{flag} {str(self.root)!r} exists, is not empty and holds no ligo_ds run")
+            raise ConfigError(f"{what} {str(self.root)!r} exists, is not empty and holds no ligo_ds run")
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config, {"identity": identity, **record})
         return False
