@@ -109,8 +109,9 @@ def block(
     unknown = sorted((set(defaults) | set(names or {}) | set(only or ()) | set(shown or {})) - set(own))
     assert not unknown, f"{cls.__name__} has no options {unknown}"
     meta = {"block": cls, "defaults": defaults, "names": names or {}, "only": only, "shown": shown or {}}
-    if any(f.default is MISSING and f.name not in defaults and (only is None or f.name in only) for f in fields(cls)):
-        return field(metadata=meta)
+    options = [f for f in fields(cls) if "option" in f.metadata and (only is None or f.name in only)]
+    if any(f.default is MISSING and f.name not in defaults for f in options):
+        return field(metadata=meta)  # a block with a required option is required itself
     return field(default_factory=functools.partial(_with_defaults, cls, defaults, only), metadata=meta)
 
 
