@@ -243,3 +243,15 @@ def test_config_file_and_flags(tmp_path):
     assert (opts.out, opts.vocab_size, opts.force) == ("from-file", 400, True)
     args = build_parser().parse_args(["prepare", "--config", str(tmp_path / "p.json"), "--no-force"])
     assert from_args(PrepareOptions, args).force is False
+
+
+def test_a_command_built_in_code_needs_only_its_required_blocks():
+    """Blocks whose options all have defaults default themselves; a block with a required option does not."""
+    from ligo_ds.data.reading import Data
+    from ligo_ds.training.schedule import Schedule
+
+    opts = PretrainOptions(model="m.json", out="o", data=Data(data="d"), schedule=Schedule(max_steps=1000))
+    assert opts == from_values(PretrainOptions, PRETRAIN)
+    assert opts.loop.flag("micro_batch") == "--micro-batch", "built in code, its blocks still name their flags"
+    with pytest.raises(TypeError, match="data"):
+        PretrainOptions(model="m.json", out="o", schedule=Schedule(max_steps=1000))
