@@ -20,9 +20,10 @@ def run(opts: GrowOptions) -> int:
     matters most: it starts near the small model's loss, so it needs far fewer tokens than a scratch run.
     Recommended: a full schedule of about a third of the scratch run's tokens, keeping the scratch run's
     --lr and --warmup-steps (cosine to the floor over the shorter run: LEMON's "keep the peak, decay
-    faster"). In the CPU study (bench/README.md), over three seeds of GPT-2 and Llama pairs, models grown
-    this way by LiGO reached the scratch run's final loss with 0.16-0.30 of its tokens, fit included: a
-    third is the safe end. Shorter warmups did no better at a quarter of the length, wsd (--schedule
+    faster"). In the CPU study (bench/README.md: targets of 5M parameters trained on 0.15 tokens per
+    parameter, far below the budgets models are trained at), over three seeds of GPT-2 and Llama pairs,
+    models grown this way by LiGO reached the scratch run's final loss with 0.16-0.30 of its tokens, fit
+    included: a third is the safe end. Shorter warmups did no better at a quarter of the length, wsd (--schedule
     wsd) a little better at half of it. Measure it on your own pair with bench/savings.py --budgets.
     """
     hf = grow(opts)
