@@ -255,3 +255,16 @@ def test_a_command_built_in_code_needs_only_its_required_blocks():
     assert opts.loop.flag("micro_batch") == "--micro-batch", "built in code, its blocks still name their flags"
     with pytest.raises(TypeError, match="data"):
         PretrainOptions(model="m.json", out="o", schedule=Schedule(max_steps=1000))
+
+
+@pytest.mark.parametrize("flag", ["--local_rank=1", "--local-rank=1"])
+@pytest.mark.parametrize("before", [True, False])
+def test_the_deepspeed_launchers_rank_flag_is_accepted_where_it_puts_it(flag, before):
+    # deepspeed's launcher writes --local_rank=N before the subcommand when it runs `-m ligo_ds`, and
+    # after it for a script; newer releases spell it with a dash. The rank itself comes from the environment.
+    from ligo_ds.cli import build_parser
+
+    rest = ["report", "somewhere"]
+    argv = [flag, *rest] if before else [*rest, flag]
+    args = build_parser().parse_args(argv)  # argparse exits 2 on a flag it does not know
+    assert args.command == "report" and args.runs == ["somewhere"]

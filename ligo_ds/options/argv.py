@@ -56,12 +56,13 @@ def help_text(o: Flat) -> str:
 
 
 # The deepspeed launcher inserts --local_rank=N before the subcommand (or after it, for a script); the rank
-# is read from the environment, so both places accept and ignore it.
-LAUNCHER_RANK = ("local_rank", "local-rank")
+# is read from the environment, so both places accept and ignore it. Spelled literally, not by flag_name:
+# the launcher writes the underscore form (older releases) or the dash form (newer ones).
+LAUNCHER_RANK = ("--local_rank", "--local-rank")
 
 
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(*(flag_name(n) for n in LAUNCHER_RANK), type=int, help=argparse.SUPPRESS)
+    parser.add_argument(*LAUNCHER_RANK, type=int, help=argparse.SUPPRESS)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, config_file: bool) -> None:
