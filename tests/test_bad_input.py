@@ -84,6 +84,27 @@ def corrupt_safetensors(w, tmp):
     return ["inspect", "--model", str(bad)], [bad]
 
 
+def export_into_a_users_folder(w, tmp):
+    mine = tmp / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's notes\n")
+    (mine / "sub" / "x.txt").write_text("more\n")
+    return ["export", str(w / "run"), "--out", str(mine)], [mine, w / "run"]
+
+
+def export_of_a_run_onto_itself(w, tmp):
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    return ["export", str(run), "--out", str(run)], [run]
+
+
+def export_onto_the_parent_folder(w, tmp):
+    # `--out ..` from inside a folder: the parent, which holds the user's files, is what it names.
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("the user's notes\n")
+    return ["export", str(w / "run"), "--out", str(tmp / "mine" / "..")], [tmp / "mine"]
+
+
 def missing_rank_file(w, tmp):
     run = tmp / "run"
     subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
@@ -314,6 +335,13 @@ ROWS = [
         "--allow-tokenizer-mismatch",
     ),
     ("tokenizer without eos", tokenizer_without_eos, "names no end-of-sequence token .*pass --eos-token TOKEN"),
+    (
+        "export into a folder of the user's",
+        export_into_a_users_folder,
+        "mine' is not empty \\(notes.txt, sub\\) and is not a checkpoint ligo_ds wrote; nothing was written",
+    ),
+    ("export of a run onto itself", export_of_a_run_onto_itself, "run' is not empty .* not a checkpoint ligo_ds wrote"),
+    ("export --out ..", export_onto_the_parent_folder, "is not empty \\(mine\\) and is not a checkpoint ligo_ds"),
     (
         "export of a fit --steps 0",
         export_of_an_initialisation_only_fit,

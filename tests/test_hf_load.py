@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from ligo_ds import ConfigError, ModelConfig, load_model, save_model
 from ligo_ds.model.hf_load import SAFETENSORS_INDEX
+from ligo_ds.model.hf_save import EXPORT_MARKER
 
 from conftest import HF_CASES, hub_base_model_state, make_hf_model
 
@@ -74,7 +75,35 @@ def test_resave_replaces_stale_shards(hf_checkpoint, tmp_path):
     ours = load_model(directory)
     save_model(ours, tmp_path / "out", max_shard_bytes=40_000)
     save_model(ours, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [EXPORT_MARKER, "config.json", "model.safetensors"]
+
+
+def test_a_write_replaces_only_a_new_empty_or_own_folder(hf_checkpoint, tmp_path):
+    """The writer renames its finished directory over `out_dir`; a folder holding anything it did not write
+    (a user's notes, a run) is refused before a byte is written, and keeps every file."""
+    _, directory = hf_checkpoint("gpt2")
+    ours = load_model(directory)
+    tmp_path = tmp_path / "area"  # the fixture's checkpoint lives beside it
+    tmp_path.mkdir()
+    (tmp_path / "empty").mkdir()
+    save_model(ours, tmp_path / "empty")  # an empty folder is taken
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me\n")
+    (tmp_path / "a_file").write_text("keep me too\n")
+    for out, message in (
+        (tmp_path / "mine", "is not empty \\(notes.txt\\) and is not a checkpoint ligo_ds wrote"),
+        (tmp_path / "mine" / ".." / "mine", "is not empty \\(notes.txt\\)"),
+        (tmp_path / "a_file", "exists and is not a folder"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            save_model(ours, out)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me\n"
+    assert (tmp_path / "a_file").read_text() == "keep me too\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "mine"], "no temporary is left"
+    # Take the marker away and the folder is the user's again: it is refused, not replaced.
+    (tmp_path / "empty" / EXPORT_MARKER).unlink()
+    with pytest.raises(ConfigError, match="is not a checkpoint ligo_ds wrote"):
+        save_model(ours, tmp_path / "empty")
 
 
 def test_the_writer_takes_tensors_in_any_order_and_refuses_an_incomplete_stream(hf_checkpoint, tmp_path):

@@ -13,6 +13,7 @@ evaluation and serving.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..errors import ConfigError
 from ..growth.fit import grown_tensors
 from ..model import tokenizer
 from ..model.config import ModelConfig
-from ..model.hf_save import DTYPES, write_checkpoint
+from ..model.hf_save import DTYPES, check_replaceable, write_checkpoint
 from ..options import Command, option
 from ..training.rundir import RunDir
 
@@ -53,6 +54,7 @@ def run(opts: ExportOptions) -> int:
 
 
 def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str = "fp32") -> Path:
+    check_replaceable(Path(os.path.abspath(out)))  # before the weights are assembled, which takes the time
     run_dir = RunDir(run)
     if not run_dir.config.is_file():
         hint = [p for p in ("train", "fit") if (Path(run) / p / "config.json").is_file()]

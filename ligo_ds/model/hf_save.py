@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from .config import ModelConfig
 from .decoder import Decoder
 from .families import ARCHITECTURES, ours_to_hf, tied_names
@@ -24,6 +25,11 @@ from .hf_load import SAFETENSORS, SAFETENSORS_INDEX
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 DEFAULT_SHARD_BYTES = 2 * 2**30
+
+# Written into every checkpoint directory we write. A rewrite replaces a directory only when it is missing,
+# empty or holds this file, so pointing --out at a folder of the user's (or at a run, or at `..`) is
+# refused instead of emptying it. A hidden file, so the export still reads as a plain HF directory.
+EXPORT_MARKER = ".ligo_ds_export"
 
 
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
@@ -80,6 +86,7 @@ def write_checkpoint(
     dtype: torch.dtype = torch.float32,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     extra: Callable[[Path], dict] | None = None,
+    guard: bool = True,
 ) -> Path:
     """Write our tensors as an HF checkpoint directory that transformers loads.
 
@@ -89,8 +96,13 @@ def write_checkpoint(
     The directory is assembled beside `out_dir` and renamed into place, so a crash never leaves a
     half-written checkpoint where a previous good one was. `extra` writes more files into it (the
     tokenizer) and returns the config.json entries they imply (its special token ids).
+
+    `guard`: refuse an `out_dir` that is neither new, empty nor one of our exports (check_replaceable),
+    before anything is written. Off only for a run's own hf/ folder inside its run directory.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # `.` and `..` become the folders they name, to be checked
+    if guard:
+        check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,6 +117,9 @@ def write_checkpoint(
     if extra is not None:
         hf.update(extra(tmp))
     (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    (tmp / EXPORT_MARKER).write_text(json.dumps({"written_by": "ligo_ds"}) + "\n")
+    if guard:
+        check_replaceable(out_dir)  # again: the folder may have been filled while the tensors streamed
     _replace_dir(tmp, out_dir)
     return out_dir
 
@@ -159,6 +174,28 @@ def _write_shards(
         total = sum(v["data_offsets"][1] - v["data_offsets"][0] for h in headers for v in h.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse, naming what is there, a directory a checkpoint write would lose files from: only a missing
+    or empty one, or an earlier export of ours (EXPORT_MARKER), is replaced."""
+    if out_dir.name == "":
+        raise ConfigError(
+            f"{str(out_dir)!r} is a filesystem root; expected a new or empty folder to write the checkpoint into"
+        )
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(
+            f"{str(out_dir)!r} exists and is not a folder; expected a new or empty folder, or an earlier export"
+        )
+    if not out_dir.is_dir() or (out_dir / EXPORT_MARKER).is_file():
+        return
+    held = sorted(p.name for p in out_dir.iterdir())
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ConfigError(
+            f"{str(out_dir)!r} is not empty ({shown}) and is not a checkpoint ligo_ds wrote; nothing was "
+            "written: choose a new or empty folder"
+        )
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -224,7 +224,11 @@ def write_hf(
     rank must take part in); otherwise only rank 0 reads it. Every rank returns once the files are there.
     """
     if d.is_main:
-        write_checkpoint(model_cfg, tensors, out, dtype=dtype, extra=tokenizer.export_files(data.dir, data.eos_id))
+        # No guard: `out` is the run's own hf/ inside the run directory the run has claimed, and a refusal
+        # on rank 0 alone would leave the other ranks waiting in the gather below.
+        write_checkpoint(
+            model_cfg, tensors, out, dtype=dtype, extra=tokenizer.export_files(data.dir, data.eos_id), guard=False
+        )
     elif collective:
         for _ in tensors:
             pass
