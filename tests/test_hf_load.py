@@ -93,7 +93,7 @@ def test_a_write_replaces_only_a_new_empty_or_own_folder(hf_checkpoint, tmp_path
     for out, message in (
         (tmp_path / "mine", "is not empty \\(notes.txt\\) and is not a checkpoint ligo_ds wrote"),
         (tmp_path / "mine" / ".." / "mine", "is not empty \\(notes.txt\\)"),
-        (tmp_path / "a_file", "exists and is not a folder"),
+        (tmp_path / "a_file", "a_file' is not a folder; expected a new or empty folder"),
     ):
         with pytest.raises(ConfigError, match=message):
             save_model(ours, out)

@@ -13,7 +13,6 @@ evaluation and serving.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def run(opts: ExportOptions) -> int:
 
 
 def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str = "fp32") -> Path:
-    check_replaceable(Path(os.path.abspath(out)))  # before the weights are assembled, which takes the time
+    check_replaceable(out)  # before the weights are assembled, which takes the time
     run_dir = RunDir(run)
     if not run_dir.config.is_file():
         hint = [p for p in ("train", "fit") if (Path(run) / p / "config.json").is_file()]

@@ -100,9 +100,7 @@ def write_checkpoint(
     `guard`: refuse an `out_dir` that is neither new, empty nor one of our exports (check_replaceable),
     before anything is written. Off only for a run's own hf/ folder inside its run directory.
     """
-    out_dir = Path(os.path.abspath(out_dir))  # `.` and `..` become the folders they name, to be checked
-    if guard:
-        check_replaceable(out_dir)
+    out_dir = check_replaceable(out_dir) if guard else _absolute(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -176,19 +174,25 @@ def _write_shards(
         (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2))
 
 
-def check_replaceable(out_dir: Path) -> None:
-    """Refuse, naming what is there, a directory a checkpoint write would lose files from: only a missing
-    or empty one, or an earlier export of ours (EXPORT_MARKER), is replaced."""
+def _absolute(path: str | Path) -> Path:
+    # Not resolve(): a symlink stays one, so check_replaceable sees it; `.` and `..` become the folders they
+    # name (whose own name the temporary sibling is built from).
+    return Path(os.path.abspath(path))
+
+
+def check_replaceable(out_dir: str | Path) -> Path:
+    """`out_dir` made absolute, once it is a directory a checkpoint write may replace: a missing or empty one,
+    or an earlier export of ours (EXPORT_MARKER). Any other is refused, naming what it holds."""
+    out_dir = _absolute(out_dir)
     if out_dir.name == "":
         raise ConfigError(
             f"{str(out_dir)!r} is a filesystem root; expected a new or empty folder to write the checkpoint into"
         )
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(
-            f"{str(out_dir)!r} exists and is not a folder; expected a new or empty folder, or an earlier export"
-        )
+        what = "a symbolic link" if out_dir.is_symlink() else "not a folder"
+        raise ConfigError(f"{str(out_dir)!r} is {what}; expected a new or empty folder, or an earlier export")
     if not out_dir.is_dir() or (out_dir / EXPORT_MARKER).is_file():
-        return
+        return out_dir
     held = sorted(p.name for p in out_dir.iterdir())
     if held:
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
@@ -196,6 +200,7 @@ def check_replaceable(out_dir: Path) -> None:
             f"{str(out_dir)!r} is not empty ({shown}) and is not a checkpoint ligo_ds wrote; nothing was "
             "written: choose a new or empty folder"
         )
+    return out_dir
 
 
 def _replace_dir(new: Path, target: Path) -> None:
