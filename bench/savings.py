@@ -31,6 +31,9 @@ then the grown runs), each pinned to a device of --devices in turn. Small models
 between kernels (start-up, evaluation, Python), so jobs sharing one finish sooner than one after another;
 their wall times are then times of shared runs, which the time columns of the report say nothing
 reliable about. FLOPs, the study's measure, are unaffected. On a CPU it gains nothing: the jobs share its cores.
+
+Past 300 lines on purpose: a third is the preset table (the studied pairs, sizes and schedules) and the
+rest one study read top to bottom; running jobs lives in bench/jobs.py, the report in ligo_ds/analysis/.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ the same ZeRO stage, batch and compute options, and with the fastest training ro
 A preset lists its jobs most important first. With --budget-s a job starts only while the longest job so
 far would still end inside the budget; the rest are listed as skipped. A failed job becomes a row marked
 failed (its output is in --log) and the others still run; the exit code is then 1. --json writes every row.
+
+Past 300 lines on purpose: the presets and their job tables take a third, and the runner and the tables
+it prints are one measurement read top to bottom; splitting them would only scatter one benchmark.
 """
 
 from __future__ import annotations
