@@ -35,7 +35,8 @@ def _deepspeed_imports(path: Path) -> list[int]:
 
 
 # The roles, top to bottom: a module may import its own role's modules and any role below it. Top-level
-# modules count as roles of their own (cli above everything, errors and faults below everything).
+# modules count as roles of their own (cli above everything, locks below every role, errors and faults below
+# everything).
 LAYERS = [
     ("__main__",),
     ("cli",),
@@ -47,6 +48,7 @@ LAYERS = [
     ("model", "distributed"),
     ("options",),
     ("__init__",),
+    ("locks",),
     ("errors", "faults"),
 ]
 RANK = {role: i for i, roles in enumerate(LAYERS) for role in roles}

@@ -302,9 +302,12 @@ def test_existing_out_is_refused_and_kept(text_folder, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="exists and is not empty; pass --force"):
-        prepare(PrepareOptions(source=str(text_folder), out=str(out), vocab_size=300))
-    assert (out / "precious.txt").read_text() == "keep me"
+    for force in (False, True):  # --force replaces a DATA_DIR, never a folder of the user's files
+        with pytest.raises(ConfigError, match="exists, is not empty and is not a DATA_DIR"):
+            prepare(PrepareOptions(source=str(text_folder), out=str(out), vocab_size=300, force=force))
+        assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+        assert (out / "precious.txt").read_text() == "keep me"
+        assert not staging_dir(out).exists()
 
 
 def test_hub_source_offline_fails_clearly(tmp_path):

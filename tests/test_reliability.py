@@ -183,3 +183,44 @@ def test_signal_stops_gracefully_and_the_rerun_continues(inputs, tmp_path, launc
     resumed.wait()
     out = resumed.stdout.read()
     assert f"from checkpoint {tag} (step {step})" in out
+
+
+def test_a_second_writer_is_refused_and_a_kill_frees_the_run(inputs, tmp_path):
+    """Two `pretrain` on one --out: the second is refused naming the first (whose rows it must not touch);
+    once the first is killed, the same command resumes from its last checkpoint."""
+    import socket
+
+    args = cli(
+        "pretrain",
+        model=inputs / "tiny.json",
+        data=inputs / "data",
+        out=tmp_path / "run",
+        seq_len=32,
+        micro_batch=2,
+        log_every=1,
+        save_every=2,
+        eval_every=100,
+        warmup_steps=2,
+        max_steps=400,
+        ds_config="zero2",
+    )
+    first = start("single", 1, args)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "checkpoints" / "latest").is_file() or len(read_metrics(metrics)) < 3:
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = ligo("single", 1, args, check=False)
+    assert second.returncode == 2, second.stdout[-3000:]
+    assert f"is in use by ligo-ds pretrain (pid {first.pid} on host {socket.gethostname()}" in second.stdout
+    assert "Traceback" not in second.stdout
+    rows = len(read_metrics(metrics))
+    while len(read_metrics(metrics)) <= rows + 2:  # the first runs on, its log intact
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.05)
+    kill_tree(first.pid)
+    first.wait()
+    tag = checkpoint.latest_tag(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "STOP").touch()  # the resumed run checkpoints and ends at its first logging step
+    resumed = ligo("single", 1, args)
+    assert f"from checkpoint {tag}" in resumed.stdout and "stopped on request at step" in resumed.stdout

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..faults import crash_point
+from ..locks import LOCK_FILE
 from ..model import tokenizer
 from ..options import Command, at_least, between, option
 from . import sources
@@ -179,6 +180,9 @@ def prepare(opts: PrepareOptions) -> dict:
         shutil.rmtree(old)
     else:
         staging.rename(out)
+    # The lock stays held (on the moved file) until this process ends; the DATA_DIR keeps no trace of it, so
+    # the same command makes the same files.
+    (out / LOCK_FILE).unlink(missing_ok=True)
     return meta
 
 

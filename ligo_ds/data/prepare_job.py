@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..locks import LOCK_FILE, hold
 from ..options import Command, flat_identity
 from . import sources
 from .reading import FORMAT_VERSION
@@ -53,22 +54,54 @@ def _refusal(where: Path, differences: list[str], opts: Command) -> ConfigError:
 def claim(out: Path, staging: Path, job: dict, opts: Command) -> str:
     """'complete' (out is this command's finished output), 'resume' (staging holds this command's
     unfinished work) or 'fresh'. Refuses an --out or staging directory that holds something else unless
-    --force, which starts over (out itself is replaced only once the new output is complete)."""
-    if out.exists() and any(out.iterdir()) and not opts.force:
-        if not (out / JOB_FILE).is_file():
+    --force, which starts over (out itself is replaced only once the new output is complete, and only when it
+    is a DATA_DIR: --force never deletes a folder prepare did not write). The staging directory's lock
+    (locks.py) is held from here on: a second prepare of the same --out is refused naming this one."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"{opts.flag('out')} {str(out)!r} is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not ((out / JOB_FILE).is_file() or (out / "meta.json").is_file()):
             raise ConfigError(
-                f"{opts.flag('out')} {str(out)!r} exists and is not empty; pass {opts.flag('force')} to replace it"
+                f"{opts.flag('out')} {str(out)!r} exists, is not empty and is not a DATA_DIR; prepare writes a new "
+                f"or empty folder, or replaces a DATA_DIR (with {opts.flag('force')}), never a folder of other files"
             )
-        differences = _differences(json.loads((out / JOB_FILE).read_text()), job)
-        if differences:
-            raise _refusal(out, differences, opts)
-        return "complete"
-    if (staging / JOB_FILE).is_file() and not opts.force:
-        differences = _differences(json.loads((staging / JOB_FILE).read_text()), job)
-        if differences:
-            raise _refusal(staging, differences, opts)
+        if not opts.force:
+            if not (out / JOB_FILE).is_file():  # a DATA_DIR from before prepare_job.json
+                raise ConfigError(
+                    f"{opts.flag('out')} {str(out)!r} holds a DATA_DIR this command did not write; pass "
+                    f"{opts.flag('force')} to replace it"
+                )
+            differences = _differences(_read_job(out / JOB_FILE), job)
+            if differences:
+                raise _refusal(out, differences, opts)
+            return "complete"
+    # Compared before the lock, so that a refusal creates nothing; and again under it.
+    _resumable(staging, job, opts)
+    hold(staging, opts.flag("out"))
+    if _resumable(staging, job, opts):
         return "resume"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    for stale in staging.iterdir():
+        if stale.name != LOCK_FILE:
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
     write_json_synced(staging / JOB_FILE, job)
     return "fresh"
+
+
+def _resumable(staging: Path, job: dict, opts: Command) -> bool:
+    """Whether `staging` holds this job's unfinished work (--force discards any); another job's is refused."""
+    if opts.force or not (staging / JOB_FILE).is_file():
+        return False
+    differences = _differences(_read_job(staging / JOB_FILE), job)
+    if differences:
+        raise _refusal(staging, differences, opts)
+    return True
+
+
+def _read_job(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{str(path)!r} is not a prepare job's record (not a JSON object); the folder is damaged")
+    return value

@@ -25,6 +25,7 @@ from ..distributed import launch
 from ..distributed.ds_config import DeepSpeed, Optimizer
 from ..errors import ConfigError
 from ..faults import crash_point
+from ..locks import LOCK_FILE, hold
 from ..model.compute import CHECKPOINTING, Compute
 from ..options import Block, Command, at_least, block, derive, flag_name, flat_identity, option
 from ..training import session
@@ -147,10 +148,28 @@ def _fit_totals(fit_dir: Path) -> tuple[float, float]:
     return (rows[-1]["flops"], rows[-1]["train_seconds"]) if rows else (0.0, 0.0)
 
 
+GROW_ENTRIES = {"fit", "grown", "train", "STOP", LOCK_FILE}  # what a grow RUN_DIR holds at its top
+
+
+def claim_grow_dir(out: Path, what: str) -> None:
+    """Take RUN_DIR's lock, refusing a folder that holds anything but a grow run's phases (a user's folder, a
+    pretraining run): grow writes only where it would find its own work again."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"{what} {str(out)!r} is not a folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in GROW_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise ConfigError(
+            f"{what} {str(out)!r} is not empty ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}) "
+            "and holds no grow run (fit/, grown/, train/); choose a new or empty folder"
+        )
+    hold(out, what)
+
+
 def grow(opts: GrowOptions) -> Path | None:
     """Returns the trained model's HF directory, or None when a phase stopped early on request
     (RUN_DIR/STOP, SIGTERM or SIGUSR1) after checkpointing."""
     out = Path(opts.out)
+    launch.on_rank0(launch.init(), lambda: claim_grow_dir(out, opts.flag("out")))
     fit_opts, train_opts = opts.fit_phase(), opts.train_phase()
     train_dir = Path(train_opts.out)
     grown = out / "grown"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..locks import hold, only_the_lock
 
 
 def _git_sha() -> str | None:
@@ -76,28 +77,41 @@ class RunDir:
 
         `identity` holds what must not change across a resume (model, data, batch, schedule); a
         mismatch is refused with every differing field named, and nothing on disk is touched. `what`: the
-        option that named this directory, for the messages.
+        option that named this directory, for the messages. The directory's lock (locks.py) is taken first
+        and held until the process ends: a second job on it is refused naming the first.
         """
-        if self.config.is_file():
-            previous = json.loads(self.config.read_text()).get("identity")
-            if previous is None:
-                raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another {what}")
-            diffs = [
-                f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
-                for k in sorted(set(previous) | set(identity))
-                if previous.get(k) != identity.get(k)
-            ]
-            if diffs:
-                raise ConfigError(
-                    f"{what} {str(self.root)!r} belongs to a different run; refusing to resume it. "
-                    f"Differences: {'; '.join(diffs)}"
-                )
-            return True
-        if self.root.exists() and any(self.root.iterdir()):
+        if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
+            raise ConfigError(f"{what} {str(self.root)!r} is not a folder")
+        if not self.config.is_file() and self.root.is_dir() and not only_the_lock(self.root):
             raise ConfigError(f"{what} {str(self.root)!r} exists, is not empty and holds no ligo_ds run")
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Compared before the lock, so that a refused command leaves even the lock file as it was; and again
+        # under it, in case another job claimed the folder in between.
+        self._same_run(identity, what)
+        hold(self.root, what)
+        if self._same_run(identity, what):
+            return True
         write_json_atomic(self.config, {"identity": identity, **record})
         return False
+
+    def _same_run(self, identity: dict[str, Any], what: str) -> bool:
+        """True when the directory holds a run with this identity, False when it holds none; a different
+        run is refused with every differing field named."""
+        if not self.config.is_file():
+            return False
+        previous = _read_config(self.config).get("identity")
+        if previous is None:
+            raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another {what}")
+        diffs = [
+            f"{k}: {previous.get(k)!r} in the run, {identity.get(k)!r} now"
+            for k in sorted(set(previous) | set(identity))
+            if previous.get(k) != identity.get(k)
+        ]
+        if diffs:
+            raise ConfigError(
+                f"{what} {str(self.root)!r} belongs to a different run; refusing to resume it. "
+                f"Differences: {'; '.join(diffs)}"
+            )
+        return True
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (by a run that died after its last checkpoint, or rolled back to
@@ -115,6 +129,19 @@ class RunDir:
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.metrics)
+
+
+def _read_config(path: Path) -> dict:
+    """A run's config.json; anything but a JSON object is a folder ligo_ds did not write (or damaged)."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{str(path)!r} is not a ligo_ds run's config.json (not a JSON object); choose another folder"
+        )
+    return value
 
 
 def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
