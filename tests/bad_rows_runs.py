@@ -3,7 +3,9 @@ print, as a regular expression). test_bad_input.py runs them."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -282,5 +284,188 @@ ROWS = [
         "export of a fit --steps 0",
         export_of_an_initialisation_only_fit,
         "is a fit with --steps 0, which keeps no checkpoint: its grown model is .*f/hf'",
+    ),
+]
+
+
+# ---- issue 44's reproductions: paths, ids, locks, validation before writing ---------------------------
+
+
+def _meta_edit(data: Path, edit) -> None:
+    meta = json.loads((data / "meta.json").read_text())
+    edit(meta)
+    (data / "meta.json").write_text(json.dumps(meta))
+
+
+def shard_outside_its_folder(w, tmp):
+    data = _data_copy(w, tmp)
+    (tmp / "x.bin").write_bytes((data / "train-00000.bin").read_bytes())
+    _meta_edit(data, lambda m: m["splits"]["train"]["shards"][0].update(file="../x.bin"))
+    return _pretrain_on(w, tmp, data)
+
+
+def shard_by_absolute_path(w, tmp):
+    data = _data_copy(w, tmp)
+    _meta_edit(data, lambda m: m["splits"]["train"]["shards"][0].update(file="/etc/passwd"))
+    return _pretrain_on(w, tmp, data, "--verify-data", "size")
+
+
+def shard_symlinked_out(w, tmp):
+    data = _data_copy(w, tmp)
+    (tmp / "x.bin").write_bytes((data / "train-00000.bin").read_bytes())
+    (data / "train-00000.bin").unlink()
+    (data / "train-00000.bin").symlink_to(tmp / "x.bin")
+    return _pretrain_on(w, tmp, data)
+
+
+def shard_without_checksum(w, tmp):
+    data = _data_copy(w, tmp)
+    _meta_edit(data, lambda m: m["splits"]["train"]["shards"][0].pop("sha256"))
+    return _pretrain_on(w, tmp, data)
+
+
+def random_bytes_shard_size_mode(w, tmp):
+    data = _data_copy(w, tmp)
+    for i, shard in enumerate(sorted(data.glob("train-*.bin"))):  # every shard: whichever the samples land in
+        shard.write_bytes(bytes(random.Random(i).randrange(256) for _ in range(shard.stat().st_size)))
+    return _pretrain_on(w, tmp, data, "--verify-data", "size")
+
+
+def random_val_shard_in_eval(w, tmp):
+    data = _data_copy(w, tmp)
+    shard = data / "val-00000.bin"
+    shard.write_bytes(bytes(random.Random(1).randrange(256) for _ in range(shard.stat().st_size)))
+    return ["eval", str(w / "small"), "--data", str(data), "--seq-len", "16"]
+
+
+def ids_beyond_the_vocabulary_by_meta(w, tmp):
+    data = _data_copy(w, tmp)
+    _meta_edit(data, lambda m: m["splits"]["val"]["shards"][0].update(max_id=400))
+    return ["inspect", "--model", str(w / "small"), "--data", str(data)]
+
+
+def _pretrain_on(w, tmp, data: Path, *extra: str) -> list[str]:
+    argv = pretrain(w, tmp / "run", *extra)
+    argv[argv.index("--data") + 1] = str(data)
+    return argv
+
+
+def zero_stage_seven(w, tmp):
+    return pretrain(
+        w, tmp / "run", "--ds-config", str(write_json(tmp / "ds.json", {"zero_optimization": {"stage": 7}}))
+    )
+
+
+def zero_stage_yes(w, tmp):
+    ds = write_json(tmp / "ds.json", {"zero_optimization": {"stage": "yes"}})
+    return pretrain(w, tmp / "run", "--ds-config", str(ds))
+
+
+def zero_unknown_key(w, tmp):
+    ds = write_json(tmp / "ds.json", {"zero_optimization": {"stage": 2, "overlap_com": True}})
+    return pretrain(w, tmp / "run", "--ds-config", str(ds))
+
+
+def max_steps_absurd(w, tmp):
+    argv = pretrain(w, tmp / "run")
+    argv[argv.index("--max-steps") + 1] = "1e30"
+    return argv
+
+
+def out_holding_a_config_that_is_not_json(w, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "config.json").write_text("{not json")
+    return pretrain(w, tmp / "run")
+
+
+def grow_into_a_users_folder(w, tmp):
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("the user's notes\n")
+    return _grow(w, tmp / "mine")
+
+
+def grow_into_a_pretrain_run(w, tmp):
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    return _grow(w, run)
+
+
+def _grow(w, out: Path) -> list[str]:
+    return cli(
+        "grow", source=w / "small", target=w / "tiny.json", data=w / "data", out=out, max_steps=2, warmup_steps=1
+    )
+
+
+def prepare_force_over_a_users_folder(w, tmp):
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("the user's notes\n")
+    return ["prepare", "--source", str(w / "corpus"), "--out", str(tmp / "mine"), "--force", "--vocab-size", "300"]
+
+
+def lone_surrogate_in_json(w, tmp):
+    (tmp / "docs.jsonl").write_text('{"text": "fine text here"}\n{"text": "bad \\ud800 here"}\n{"text": "more"}\n')
+    return ["prepare", "--source", str(tmp / "docs.jsonl"), "--out", str(tmp / "d"), "--vocab-size", "300"]
+
+
+def config_from_dev_zero(w, tmp):
+    return pretrain(w, tmp / "run", "--config", "/dev/zero")
+
+
+def report_of_a_row_without_flops(w, tmp):
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[-1].pop("flops")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["report", str(run), "--out", str(tmp / "report")]
+
+
+def export_from_another_directory_with_a_relative_data(w, tmp):
+    # A run made with a relative --data, its config.json edited back to the relative form older runs
+    # recorded (no cwd), exported from a folder where another DATA exists: the export cannot tell which.
+    run = tmp / "run"
+    subprocess.run(["cp", "-r", str(w / "run"), str(run)], check=True)
+    config = json.loads((run / "config.json").read_text())
+    config.pop("cwd", None)
+    config["options"].update(data="data", out="elsewhere/run")
+    (run / "config.json").write_text(json.dumps(config))
+    return ["export", str(run), "--out", str(tmp / "exported")]
+
+
+ROWS += [
+    ("meta.json shard outside its folder", shard_outside_its_folder, "lists the file '../x.bin': expected a plain"),
+    ("meta.json shard by absolute path", shard_by_absolute_path, "lists the file '/etc/passwd': expected a plain"),
+    ("shard symlinked out of its folder", shard_symlinked_out, "train-00000.bin' .* is a symbolic link out of"),
+    ("shard without a checksum", shard_without_checksum, "sha256 is None, expected the shard's SHA-256"),
+    (
+        "random bytes in a shard under --verify-data size",
+        random_bytes_shard_size_mode,
+        "train-0000\\d.bin' holds token id \\d+ at position \\d+, beyond the model's vocab_size 320",
+    ),
+    ("random val shard in eval", random_val_shard_in_eval, "val-00000.bin' holds token id \\d+ at position"),
+    (
+        "ids beyond the vocabulary (meta)",
+        ids_beyond_the_vocabulary_by_meta,
+        "holds token ids up to 400 \\(meta.json\\)",
+    ),
+    ("zero stage 7", zero_stage_seven, "zero_optimization.stage is 7, expected one of 0, 1, 2, 3"),
+    ("zero stage 'yes'", zero_stage_yes, "zero_optimization.stage is 'yes', expected one of 0, 1, 2, 3"),
+    ("unknown zero key", zero_unknown_key, "zero_optimization.overlap_com is True: Extra inputs are not permitted"),
+    ("--max-steps 1e30", max_steps_absurd, "--max-steps 1e\\+30: expected at most 1e\\+15"),
+    ("--out config.json not JSON", out_holding_a_config_that_is_not_json, "config.json' is not a ligo_ds run's"),
+    ("grow into a user's folder", grow_into_a_users_folder, "mine' is not empty \\(notes.txt\\) and holds no grow run"),
+    ("grow into a pretrain run", grow_into_a_pretrain_run, "run' is not empty \\(.*config.json.*\\) and holds no grow"),
+    (
+        "prepare --force over a user's folder",
+        prepare_force_over_a_users_folder,
+        "mine' exists, is not empty and is not a DATA_DIR",
+    ),
+    ("lone surrogate in a JSON line", lone_surrogate_in_json, "docs.jsonl' .*not valid text"),
+    ("--config /dev/zero", config_from_dev_zero, "'/dev/zero' is not a regular file"),
+    ("report of a row without flops", report_of_a_row_without_flops, "metrics.jsonl' row at step 4 has no flops"),
+    (
+        "export of a run with a relative data path",
+        export_from_another_directory_with_a_relative_data,
+        "records its data as the relative path 'data' but not the directory it was relative to",
     ),
 ]

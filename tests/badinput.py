@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ligo_ds.data.reading import staging_dir
+from ligo_ds.folders import LOCK_FILE
+
 from conftest import HF_CASES, cli, make_hf_model, make_inputs
 
 TINY = {**HF_CASES["llama"], "vocab_size": 320, "hidden_size": 32, "intermediate_size": 48}
@@ -93,18 +96,26 @@ def snapshot(*roots: Path) -> dict[str, str]:
     return out
 
 
-def changes_outside(before: dict[str, str], after: dict[str, str], out: str | None) -> list[str]:
+def changes_outside(before: dict[str, str], after: dict[str, str], outs: list[str]) -> list[str]:
     """What a refused command did to the files around it: any file changed or removed, and anything new
-    that is not under its --out (which a command may create, empty or not, but not what was there)."""
-    inside = (lambda p: False) if out is None else (lambda p: Path(p) == Path(out) or Path(out) in Path(p).parents)
-    changed = [f"changed or removed: {p}" for p, h in before.items() if after.get(p) != h]
+    that is not under its --out (which a command may create, empty or not, but not what was there). A lock
+    file may be rewritten: it names the folder's latest writer, and is not the user's."""
+
+    def inside(p: str) -> bool:
+        return any(Path(p) == Path(o) or Path(o) in Path(p).parents for o in outs)
+
+    changed = [f"changed or removed: {p}" for p, h in before.items() if after.get(p) != h and Path(p).name != LOCK_FILE]
     added = [f"new outside --out: {p}" for p in after if p not in before and not inside(p)]
     return changed + added
 
 
-def out_of(argv: list[str]) -> str | None:
-    """The --out an argv names, made absolute as the command sees it."""
-    return os.path.abspath(argv[argv.index("--out") + 1]) if "--out" in argv else None
+def out_of(argv: list[str]) -> list[str]:
+    """What the command may create: the --out an argv names (absolute, as the command sees it) and, for
+    `prepare`, the work folder beside it that a resumable failure (a full disk) keeps."""
+    if "--out" not in argv:
+        return []
+    out = Path(os.path.abspath(argv[argv.index("--out") + 1]))
+    return [str(out), str(staging_dir(out))] if argv[0] == "prepare" else [str(out)]
 
 
 def one_error_line(stderr: str, message: str) -> bool:

@@ -348,11 +348,13 @@ def test_final_val_of_a_run_without_evaluation_names_the_run(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     from jobs import final_val
 
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "loss": 3.0}) + "\n")
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "loss": 3.0, "flops": 1e9}) + "\n")
     with pytest.raises(SystemExit, match=rf"{tmp_path}'?: its metrics.jsonl holds no validation loss"):
         final_val(tmp_path)
     (tmp_path / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": s, "val_loss": v}) + "\n" for s, v in ((0, 9.0), (4, 5.0), (8, 4.5)))
+        "".join(
+            json.dumps({"step": s, "val_loss": v, "flops": 1e9 * s}) + "\n" for s, v in ((0, 9.0), (4, 5.0), (8, 4.5))
+        )
     )
     assert final_val(tmp_path) == 4.5
 

@@ -35,7 +35,7 @@ def _deepspeed_imports(path: Path) -> list[int]:
 
 
 # The roles, top to bottom: a module may import its own role's modules and any role below it. Top-level
-# modules count as roles of their own (cli above everything, locks below every role, errors and faults below
+# modules count as roles of their own (cli above everything, folders below every role, errors and faults below
 # everything).
 LAYERS = [
     ("__main__",),
@@ -48,7 +48,7 @@ LAYERS = [
     ("model", "distributed"),
     ("options",),
     ("__init__",),
-    ("locks",),
+    ("folders",),
     ("errors", "faults"),
 ]
 RANK = {role: i for i, roles in enumerate(LAYERS) for role in roles}

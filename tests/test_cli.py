@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from ligo_ds import ConfigError
 from ligo_ds.cli import main
 
 from conftest import HF_CASES
@@ -93,3 +96,15 @@ def test_each_line_the_cli_prints_is_one_write_even_unbuffered(monkeypatch, tmp_
     assert raw.writes == [
         b"ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2\n"
     ]
+
+
+def test_inspect_refuses_a_model_the_machine_cannot_hold_before_building_it():
+    from ligo_ds.commands.inspect import check_fits_in_memory, physical_memory
+    from ligo_ds.model.config import ModelConfig
+
+    cfg = ModelConfig.from_hf(HF_CASES["llama"])
+    check_fits_in_memory(cfg, physical_memory())
+    need = 4 * cfg.num_params()
+    check_fits_in_memory(cfg, need)
+    with pytest.raises(ConfigError, match=f"of {cfg.num_params():,} parameters needs .* GiB in float32, more than"):
+        check_fits_in_memory(cfg, need - 1)

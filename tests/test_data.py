@@ -3,6 +3,7 @@ data order."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -68,7 +69,9 @@ def test_format_1_data_dirs_still_read(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     data = TokenData(tmp_path)
     assert data.tokens("train").tolist() == list(range(100)) and len(data.validation()) == 20
-    assert data.verify() == []
+    # It lists no checksums: --verify-data checksum (the default) cannot vouch for it, and says so.
+    problems = data.verify()
+    assert len(problems) == 2 and all("lists no SHA-256" in p and "--verify-data size" in p for p in problems)
 
 
 def test_permutation_is_a_seeded_bijection():
@@ -165,3 +168,67 @@ def test_token_stream_slices():
     assert len(stream) == 12 and stream[3:9].tolist() == [3, 4, 5, 6, 7, 8] and stream[11:20].tolist() == [11]
     with pytest.raises(TypeError):
         stream[3]
+
+
+def test_meta_json_is_trusted_only_inside_its_folder(tmp_path):
+    """Shard names are plain files of the folder; every shard has a checksum and well-typed counts."""
+    ids = np.arange(64, dtype=np.uint16)
+    ids.tofile(tmp_path / "train-00000.bin")
+    ids.tofile(tmp_path / "val-00000.bin")
+    sha = hashlib.sha256(ids.tobytes()).hexdigest()
+
+    def meta(**train):
+        shard = {"file": "train-00000.bin", "tokens": 64, "sha256": sha, "max_id": 63, **train}
+        val = {"file": "val-00000.bin", "tokens": 64, "sha256": sha, "max_id": 63}
+        splits = {"train": {"shards": [shard]}, "val": {"shards": [val]}}
+        body = {"format": 2, "vocab_size": 320, "eos_id": 0, "dtype": "uint16", "splits": splits}
+        (tmp_path / "meta.json").write_text(json.dumps(body))
+        return tmp_path
+
+    assert TokenData(meta()).verify() == []
+    for name in ("../x.bin", "/etc/passwd", "sub/train.bin", "..", ""):
+        with pytest.raises(ConfigError, match="expected a plain file name inside"):
+            TokenData(meta(file=name))
+    with pytest.raises(ConfigError, match="sha256 is None, expected the shard's SHA-256"):
+        TokenData(meta(sha256=None))
+    with pytest.raises(ConfigError, match="tokens is True, expected a non-negative integer"):
+        TokenData(meta(tokens=True))
+    meta()
+    (tmp_path / "outside.bin").write_bytes(ids.tobytes())
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for f in ("train-00000.bin", "val-00000.bin", "meta.json"):
+        (sub / f).write_bytes((tmp_path / f).read_bytes())
+    (sub / "train-00000.bin").unlink()
+    (sub / "train-00000.bin").symlink_to(tmp_path / "outside.bin")
+    with pytest.raises(ConfigError, match="is a symbolic link out of its folder"):
+        TokenData(sub)
+
+
+def test_ids_beyond_the_models_vocabulary_are_refused_by_meta_and_as_read(tmp_path):
+    data = TokenData(_write_shards(tmp_path, np.array([1, 2, 3, 500, 4, 5], dtype=np.uint16)))
+    assert data.tokens("train")[0:6].tolist() == [1, 2, 3, 500, 4, 5]  # no model yet: nothing to check against
+    with pytest.raises(
+        ConfigError, match="holds token ids up to 500 \\(meta.json\\), beyond the model's vocab_size 320"
+    ):
+        data.check_model(320)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for split in ("train", "val"):
+        meta["splits"][split]["shards"][0].pop("max_id")  # as a shard damaged after prepare would read
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    data = TokenData(tmp_path)
+    data.check_model(320)
+    assert data.tokens("train")[0:3].tolist() == [1, 2, 3]
+    with pytest.raises(ConfigError, match="train-00000.bin' holds token id 500 at position 3, beyond"):
+        data.tokens("train")[2:5]
+
+
+def _write_shards(tmp_path, ids: np.ndarray):
+    ids.tofile(tmp_path / "train-00000.bin")
+    ids.tofile(tmp_path / "val-00000.bin")
+    sha = hashlib.sha256(ids.tobytes()).hexdigest()
+    shard = {"tokens": len(ids), "sha256": sha, "max_id": int(ids.max())}
+    splits = {s: {"shards": [{"file": f"{s}-00000.bin", **shard}]} for s in ("train", "val")}
+    meta = {"format": 2, "vocab_size": 320, "eos_id": 0, "dtype": "uint16", "splits": splits}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    return tmp_path

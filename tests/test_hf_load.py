@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
+import zipfile
 
 import pytest
+import safetensors.torch
 import torch
 import transformers
 from safetensors.torch import save_file
 
 from ligo_ds import ConfigError, ModelConfig, load_model, save_model
-from ligo_ds.model.hf_load import SAFETENSORS_INDEX
+from ligo_ds.model.hf_load import SAFETENSORS_INDEX, SourceWeights
 from ligo_ds.model.hf_save import EXPORT_MARKER
 
 from conftest import HF_CASES, hub_base_model_state, make_hf_model
@@ -154,6 +158,8 @@ LAYOUTS = {
     "safetensors": lambda m, d: m.save_pretrained(d),
     "safetensors_sharded": lambda m, d: m.save_pretrained(d, max_shard_size="40KB"),
     "bin": lambda m, d: torch.save(_weights(m), d / "pytorch_model.bin"),
+    # torch < 1.6's format, not a zip archive: transformers still reads it (weights_only), and so do we
+    "bin_legacy": lambda m, d: torch.save(_weights(m), d / "pytorch_model.bin", _use_new_zipfile_serialization=False),
     "bin_sharded": lambda m, d: _write_bin_shards(_weights(m), d),
     "hub_base_model_safetensors": lambda m, d: save_file(hub_base_model_state(m), str(d / "model.safetensors")),
     "hub_base_model_bin": lambda m, d: torch.save(hub_base_model_state(m), d / "pytorch_model.bin"),
@@ -273,3 +279,123 @@ def test_directory_without_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(HF_CASES["gpt2"]))
     with pytest.raises(ConfigError, match="no weights in .*pass a config.json file for a random init"):
         load_model(tmp_path)
+
+
+# ---- hostile and careless files (issue 44) -------------------------------------------------------------
+
+
+def test_a_legacy_bin_loads_the_same_tensors_as_a_zip_one(hf_checkpoint, tmp_path):
+    model, directory = hf_checkpoint("llama")
+    for name, zip_format in (("zip", True), ("legacy", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text((directory / "config.json").read_text())
+        torch.save(_weights(model), tmp_path / name / "pytorch_model.bin", _use_new_zipfile_serialization=zip_format)
+    assert zipfile.is_zipfile(tmp_path / "zip" / "pytorch_model.bin")
+    assert not zipfile.is_zipfile(tmp_path / "legacy" / "pytorch_model.bin")
+    legacy, new = load_model(tmp_path / "legacy").state_dict(), load_model(tmp_path / "zip").state_dict()
+    torch.testing.assert_close(legacy, new, atol=0, rtol=0)
+
+
+def test_a_legacy_pickle_that_runs_code_is_refused_in_one_line(tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(HF_CASES["gpt2"]))
+    monkeypatch.setenv("LIGO_TEST_MARKER", str(tmp_path / "pwned"))
+    torch.save({"transformer.wte.weight": _Exploit()}, bad / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    with pytest.raises(ConfigError, match="holds pickled objects besides tensors") as e:
+        load_model(bad)
+    assert "\n" not in str(e.value) and "weights_only=False" not in str(e.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+def _indexed(tmp_path, hf_checkpoint, shard: str | None = None, text: str | None = None):
+    """A copy of a checkpoint whose index maps every tensor to `shard` (or holds `text`)."""
+    _, directory = hf_checkpoint("llama")
+    model = tmp_path / "folder"
+    shutil.copytree(directory, model)
+    keys = list(safetensors.torch.load_file(model / "model.safetensors"))
+    text = text if text is not None else json.dumps({"weight_map": dict.fromkeys(keys, shard)})
+    (model / SAFETENSORS_INDEX).write_text(text)
+    return model
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "is not valid JSON .*expected an object with a weight_map"),
+        ("[]", "holds no weight_map; expected a JSON object"),
+        ('{"metadata": {}}', "holds no weight_map"),
+        ('{"weight_map": {"a": 1}}', "holds no weight_map; .*maps each tensor name to its shard's file name"),
+    ],
+)
+def test_an_index_that_is_no_index(tmp_path, hf_checkpoint, text, message):
+    with pytest.raises(ConfigError, match=f"{SAFETENSORS_INDEX}' {message}"):
+        load_model(_indexed(tmp_path, hf_checkpoint, text=text))
+
+
+@pytest.mark.parametrize(
+    "shard", ["../../../etc/passwd", "/etc/passwd", "../other/model.safetensors", "sub/model.safetensors", "..", ""]
+)
+def test_index_entries_are_file_names_inside_the_folder(tmp_path, hf_checkpoint, shard):
+    with pytest.raises(ConfigError, match=f"maps tensor '.*' to '{re.escape(shard)}'; expected the file name of a"):
+        load_model(_indexed(tmp_path, hf_checkpoint, shard))
+
+
+def test_a_shard_may_link_inside_its_folder_or_a_hub_snapshot_into_its_blobs(tmp_path, hf_checkpoint):
+    model = _indexed(tmp_path, hf_checkpoint, "shard.safetensors")
+    (model / "model.safetensors").rename(model / "real.safetensors")
+    (model / "shard.safetensors").symlink_to("real.safetensors")
+    expected = load_model(model).state_dict()
+    # huggingface_hub's cache: snapshots/<commit>/<file> -> ../../blobs/<hash>
+    repo = tmp_path / "models--org--name"
+    snapshot = repo / "snapshots" / "0123abc"
+    (repo / "blobs").mkdir(parents=True)
+    shutil.copytree(model, snapshot, symlinks=True)
+    (snapshot / "real.safetensors").rename(repo / "blobs" / "f00d")
+    (snapshot / "shard.safetensors").unlink()
+    (snapshot / "shard.safetensors").symlink_to("../../blobs/f00d")
+    torch.testing.assert_close(load_model(snapshot).state_dict(), expected, atol=0, rtol=0)
+    # the same link from a folder that is not a snapshot reads outside it: refused
+    (model / "shard.safetensors").unlink()
+    (model / "shard.safetensors").symlink_to(repo / "blobs" / "f00d")
+    with pytest.raises(ConfigError, match="to 'shard.safetensors', a link to '.*blobs/f00d'; expected the file name"):
+        load_model(model)
+
+
+def test_an_integer_tensor_is_not_a_weight(hf_checkpoint):
+    _, directory = hf_checkpoint("llama")
+    state = safetensors.torch.load_file(directory / "model.safetensors")
+    state["model.norm.weight"] = state["model.norm.weight"].to(torch.int64)
+    save_file(state, str(directory / "model.safetensors"))
+    with pytest.raises(ConfigError, match="tensor 'model.norm.weight' is stored as I64; expected a floating-point"):
+        load_model(directory)
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="tensor 'model.norm.weight' is stored as int64; expected a floating-point"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("value, word", [(float("nan"), "NaN"), (float("-inf"), "inf")])
+def test_non_finite_weights_are_named(hf_checkpoint, value, word):
+    _, directory = hf_checkpoint("llama")
+    SourceWeights(directory).check_finite()
+    state = safetensors.torch.load_file(directory / "model.safetensors")
+    state["model.layers.1.self_attn.k_proj.weight"][2, 3] = value
+    save_file(state, str(directory / "model.safetensors"))
+    with pytest.raises(ConfigError, match=f"tensor 'model.layers.1.self_attn.k_proj.weight' holds {word} values"):
+        SourceWeights(directory).check_finite()
+
+
+def test_a_path_that_is_not_a_file_or_folder():
+    with pytest.raises(ConfigError, match="model path '/dev/zero' is not a regular file or folder"):
+        load_model("/dev/zero")
+
+
+def test_exports_drop_the_keys_that_run_a_sources_code(tmp_path):
+    code = {"auto_map": {"AutoModelForCausalLM": "modeling_x.X"}, "trust_remote_code": True}
+    (tmp_path / "config.json").write_text(json.dumps({**HF_CASES["llama"], **code}))
+    model = load_model(tmp_path / "config.json")
+    assert model.cfg.hf_config["auto_map"]  # kept as read: only what is written drops it
+    save_model(model, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert not set(code) & set(written) and written["architectures"] == ["LlamaForCausalLM"]

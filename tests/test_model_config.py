@@ -6,6 +6,7 @@ import pytest
 
 from ligo_ds import ConfigError, ModelConfig
 from ligo_ds.model.config import SUPPORTED_MODEL_TYPES
+from ligo_ds.model.config_checks import MAX_LAYERS, MAX_PARAMS
 
 from conftest import HF_CASES
 
@@ -55,7 +56,7 @@ def test_explicit_head_dim_is_honoured():
         ({"rope_scaling": {"factor": 4.0}}, r"RoPE parameters \{'factor': 4.0\} given without a scaling type"),
         ({"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5 is not supported"),
         ({"hidden_act": "mish"}, "hidden_act='mish' is not supported"),
-        ({"num_hidden_layers": 0}, "num_layers=0, expected a positive integer"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers=0, expected a positive integer"),
     ],
 )
 def test_bad_llama_config(update, message):
@@ -94,3 +95,56 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="is not valid JSON"):
         ModelConfig.from_file(tmp_path / "bad.json")
+
+
+# ---- values as the file has them, and sizes no machine holds (config_checks.py) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"hidden_size": True}, "hidden_size=true, expected a positive integer"),
+        ({"hidden_size": 64.0}, "hidden_size=64.0, expected a positive integer"),
+        ({"vocab_size": "96"}, 'vocab_size="96", expected a positive integer'),
+        ({"intermediate_size": -1}, "intermediate_size=-1, expected a positive integer"),
+        ({"rms_norm_eps": "nan"}, 'rms_norm_eps="nan", expected a finite number above 0'),
+        ({"rms_norm_eps": float("nan")}, "rms_norm_eps=NaN, expected a finite number above 0"),
+        ({"rope_theta": float("inf")}, "rope_theta=Infinity, expected a finite number above 0"),
+        ({"rms_norm_eps": 0}, "rms_norm_eps=0, expected a finite number above 0"),
+        ({"initializer_range": False}, "initializer_range=false, expected a finite number of at least 0"),
+        ({"tie_word_embeddings": "false"}, 'tie_word_embeddings="false", expected true or false'),
+        ({"rope_scaling": "linear"}, 'rope_scaling="linear", expected a JSON object'),
+        ({"rope_parameters": {"rope_theta": "1e4"}}, 'rope_parameters.rope_theta="1e4", expected a finite number'),
+        ({"hidden_act": ["silu"]}, 'hidden_act=\\["silu"\\], expected a string'),
+        ({"model_type": ["llama"]}, 'model config: model_type=\\["llama"\\], expected a string'),
+    ],
+)
+def test_values_are_checked_as_the_file_has_them(update, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_hf({**HF_CASES["llama"], **update})
+
+
+def test_null_is_an_absent_key():
+    cfg = ModelConfig.from_hf({**HF_CASES["gpt2"], "n_inner": None})
+    assert cfg.intermediate_size == 4 * cfg.hidden_size
+    assert ModelConfig.from_hf({**HF_CASES["llama"], "head_dim": None, "rope_scaling": None}).head_dim == 16
+
+
+def test_sizes_no_machine_holds_are_refused_before_anything_is_built():
+    with pytest.raises(ConfigError, match=f"1,000,000,000,000 layers, more than the {MAX_LAYERS:,}"):
+        ModelConfig.from_hf({**HF_CASES["llama"], "num_hidden_layers": 10**12})
+    with pytest.raises(ConfigError, match=r"describes [\d,]+ parameters \(hidden size 1,000,000,000, 2 layers"):
+        ModelConfig.from_hf({**HF_CASES["llama"], "hidden_size": 10**9, "num_attention_heads": 4})
+    # the bound itself: every dense model trained so far is far inside it
+    assert (
+        ModelConfig.from_hf({**HF_CASES["llama"], "hidden_size": 2**14, "num_hidden_layers": 126}).num_params()
+        < MAX_PARAMS
+    )
+
+
+def test_a_path_that_is_not_a_file_or_folder(tmp_path):
+    with pytest.raises(ConfigError, match="'/dev/zero' is not a regular file or folder"):
+        ModelConfig.from_file("/dev/zero")
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match="is a folder; expected an HF config.json file"):
+        ModelConfig.from_file(tmp_path)

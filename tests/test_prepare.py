@@ -318,6 +318,15 @@ def test_hub_source_offline_fails_clearly(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "h").exists()
 
 
+def test_meta_lists_each_shards_largest_id(text_folder, tmp_path):
+    meta = prepare(PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), vocab_size=300, shard_bytes=256))
+    shards = [s for split in ("train", "val") for s in meta["splits"][split]["shards"]]
+    assert len(shards) > 2
+    for shard in shards:
+        ids = np.fromfile(tmp_path / "d" / shard["file"], dtype=np.uint16)
+        assert shard["max_id"] == int(ids.max()) < 300
+
+
 def test_trained_tokenizer_is_a_whole_autotokenizer(text_folder, tmp_path):
     from transformers import AutoTokenizer
 

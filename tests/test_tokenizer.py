@@ -111,3 +111,16 @@ def test_missing_tokenizer_is_refused_and_weights_alone_have_none(tmp_path):
         tokenizer.load(tmp_path / "empty", "--tokenizer")
     save_model(_tiny_model(tmp_path, 96), tmp_path / "weights_only")
     assert not tokenizer.has_tokenizer(tmp_path / "weights_only")
+
+
+def test_a_tokenizer_that_needs_its_own_code_is_refused_in_one_line(tmp_path):
+    tok = make_tokenizer(tmp_path / "custom", "gpt2")
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "CustomTokenizer"  # no class of transformers: only its own code loads it
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_custom.CustomTokenizer", None]}
+    (tok / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ConfigError, match="custom' needs its own Python code to load \\(auto_map in tokenizer_config"
+    ) as e:
+        tokenizer.load(tok, "--tokenizer")
+    assert "\n" not in str(e.value) and "trust_remote_code" not in str(e.value)

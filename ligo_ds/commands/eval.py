@@ -18,6 +18,7 @@ from ..options import Command, block, derive, option
 from ..training.cadence import Cadence
 from ..training.evaluation import num_windows, window_totals
 from ..training.loop import Loop
+from ..training.rundir import recorded_paths
 from ..training.session import check_data_fits
 from . import is_rank0
 
@@ -86,6 +87,8 @@ def evaluate(opts: EvalOptions) -> dict:
     """Evaluate `opts.model` on its data's validation windows; every rank returns the result."""
     model_dir, record = _model_dir(Path(opts.model))
     options = record.get("options", {})
+    if not opts.data.data and options:  # the run's own data, where the run found it
+        options = recorded_paths(options, record, model_dir.parent, f"give the DATA_DIR with {opts.data.flag('data')}")
     data_dir = opts.data.data or options.get("data")
     if data_dir is None:
         raise ConfigError(

@@ -24,7 +24,7 @@ from ..model import tokenizer
 from ..model.config import ModelConfig
 from ..model.hf_save import DTYPES, check_replaceable, write_checkpoint
 from ..options import Command, option
-from ..training.rundir import RunDir
+from ..training.rundir import RunDir, recorded_paths
 
 EXPORT_DTYPES = {"fp32": DTYPES["float32"], "bf16": DTYPES["bfloat16"]}
 
@@ -60,6 +60,11 @@ def export(run: str | Path, out: str | Path, tag: str | None = None, dtype: str 
         where = f" (a grow run: export {str(Path(run) / hint[0])!r})" if hint else ""
         raise ConfigError(f"{str(run)!r} is not a ligo_ds run directory (no config.json){where}")
     record = json.loads(run_dir.config.read_text())
+    # Paths the run recorded relative to where it ran, resolved there: not against this export's directory.
+    advice = "export from a copy of the run whose config.json names its DATA_DIR by an absolute path"
+    for key in ("options", "fit"):
+        if key in record:
+            record[key] = recorded_paths(record[key], record, run, advice)
     is_fit = "fit" in record
     if is_fit and "options" not in record:  # fit --steps 0: written straight to RUN_DIR/hf, no checkpoint
         raise ConfigError(

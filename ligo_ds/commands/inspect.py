@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..analysis.memory import GiB
 from ..data.reading import Data
 from ..errors import ConfigError
+from ..model.config import ModelConfig
 from ..model.hf_load import load_model
 from ..options import Command, block, option
 
@@ -25,11 +28,28 @@ Options = InspectOptions
 CONFIG_FILE = False
 
 
+def physical_memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(cfg: ModelConfig, physical: int) -> None:
+    """Refuse a model whose fp32 weights alone exceed `physical` bytes: inspect builds it whole in this process,
+    and an allocation the machine cannot hold ends in the kernel killing it, or swapping until killed."""
+    need = 4 * cfg.num_params()
+    if need > physical:
+        raise ConfigError(
+            f"{cfg.model_type} model of {cfg.num_params():,} parameters needs {need / GiB:,.1f} GiB in float32, more "
+            f"than this machine's {physical / GiB:,.1f} GiB of memory; `ligo-ds plan` sizes it from its config alone"
+        )
+
+
 def run(opts: InspectOptions) -> int:
     """Print a model's shape and parameter counts and run one forward pass.
 
     The pass reads DATA_DIR's validation tokens when --data is given, random ids otherwise.
     """
+    check_fits_in_memory(ModelConfig.from_file(opts.model), physical_memory())
     model = load_model(opts.model).eval()
     cfg = model.cfg
     print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 
 _WORKER: dict[str, Any] = {}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def init_worker(backend_json: str, eos: int, dtype: str, val_fraction: float) -> None:
@@ -105,4 +107,10 @@ def _text(value: Any, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise ConfigError(f"{where}: the text field holds {type(value).__name__}, expected a string")
+    # JSON can spell a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 encoder (the tokenizer's) takes.
+    if not value.isascii() and (bad := _SURROGATE.search(value)):
+        raise ConfigError(
+            f"{where}: the text holds the lone surrogate {bad.group()!r} at character {bad.start()}, which is not "
+            "valid text; fix or drop the document"
+        )
     return value

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..faults import crash_point
-from ..locks import LOCK_FILE
+from ..folders import LOCK_FILE
 from ..model import tokenizer
 from ..options import Command, at_least, between, option
 from . import sources

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..locks import LOCK_FILE, hold
+from ..folders import LOCK_FILE, hold
 from ..options import Command, flat_identity
 from . import sources
 from .reading import FORMAT_VERSION
@@ -56,7 +56,7 @@ def claim(out: Path, staging: Path, job: dict, opts: Command) -> str:
     unfinished work) or 'fresh'. Refuses an --out or staging directory that holds something else unless
     --force, which starts over (out itself is replaced only once the new output is complete, and only when it
     is a DATA_DIR: --force never deletes a folder prepare did not write). The staging directory's lock
-    (locks.py) is held from here on: a second prepare of the same --out is refused naming this one."""
+    (folders.py) is held from here on: a second prepare of the same --out is refused naming this one."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ConfigError(f"{opts.flag('out')} {str(out)!r} is not a folder")
     if out.exists() and any(out.iterdir()):

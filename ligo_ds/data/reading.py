@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..folders import confined
 from ..options import Block, at_least, option
 from .batches import Batches
+from .meta import SPLITS, check_meta
 from .order import MixtureOrder, SampleOrder, apportion, parse_weights
+from .stream import TokenStream
 
 FORMAT_VERSION = 2  # of DATA_DIR's layout: prepare writes it into meta.json
 READABLE_FORMATS = (1, 2)
-SPLITS = ("train", "val")
 VERIFY_MODES = ("checksum", "size")
 
 
@@ -77,40 +79,6 @@ def sha256_file(path: Path, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
-class TokenStream:
-    """Token arrays (shards, or slices of them) read as one: `len()`, and slices across their seams."""
-
-    def __init__(self, parts: list[np.ndarray], dtype: np.dtype):
-        self.parts = [p for p in parts if len(p)]
-        self.dtype = dtype
-        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        if not isinstance(key, slice):
-            raise TypeError("a TokenStream is read by slices")
-        start, stop, step = key.indices(len(self))
-        if step != 1:
-            raise ValueError("a TokenStream is read by contiguous slices")
-        if stop <= start:
-            return np.empty(0, dtype=self.dtype)
-        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        pieces = []
-        i = first
-        while start < stop:
-            lo = start - int(self.offsets[i])
-            hi = min(stop, int(self.offsets[i + 1])) - int(self.offsets[i])
-            pieces.append(self.parts[i][lo:hi])
-            start += hi - lo
-            i += 1
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-    def tolist(self) -> list[int]:
-        return self[:].tolist()
-
-
 class TokenData:
     """A prepared DATA_DIR: meta, and its splits as memory-mapped token streams."""
 
@@ -130,15 +98,21 @@ class TokenData:
             self.meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{str(meta_path)!r} is not valid JSON ({e}); the data dir is corrupt") from None
-        if self.meta.get("format") not in READABLE_FORMATS:
+        if not isinstance(self.meta, dict) or self.meta.get("format") not in READABLE_FORMATS:
+            found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
             raise ConfigError(
-                f"data dir {str(self.dir)!r} has format {self.meta.get('format')!r}, "
+                f"data dir {str(self.dir)!r} has format {found!r}, "
                 f"this ligo_ds reads formats {', '.join(map(str, READABLE_FORMATS))}"
             )
+        check_meta(self.meta, meta_path)
         self.vocab_size: int = self.meta["vocab_size"]
         self.eos_id: int = self.meta["eos_id"]
         self.dtype = np.dtype(self.meta["dtype"])
         self.weights = {str(self.dir): 1.0}
+        self.limit: int | None = None  # the model's vocabulary, once check_model has seen it
+        for split in SPLITS:
+            for shard in self.shards(split):
+                confined(self.dir, shard["file"], meta_path)
 
     @property
     def sources(self) -> list[TokenData]:
@@ -167,14 +141,15 @@ class TokenData:
         )
 
     def tokens(self, split: str) -> TokenStream:
-        parts = []
+        parts, names = [], []
         for shard in self.shards(split):
             problem = self._size_problem(shard)
             if problem:
                 raise ConfigError(problem)
             if shard["tokens"]:
                 parts.append(np.memmap(self.dir / shard["file"], dtype=self.dtype, mode="r"))
-        return TokenStream(parts, self.dtype)
+                names.append(str(self.dir / shard["file"]))
+        return TokenStream(parts, self.dtype, names, self.limit)
 
     def verify(self, rank: int = 0, world: int = 1, splits: tuple[str, ...] = SPLITS) -> list[str]:
         """Problems with this rank's share of the shards (sizes, then SHA-256), one message naming each."""
@@ -182,7 +157,12 @@ class TokenData:
         listed = [s for split in splits for s in self.shards(split)]
         for shard in listed[rank::world]:
             problem = self._size_problem(shard)
-            if problem is None and "sha256" in shard and sha256_file(self.dir / shard["file"]) != shard["sha256"]:
+            if problem is None and "sha256" not in shard:  # format 1 lists none
+                problem = (
+                    f"data dir {str(self.dir)!r} lists no SHA-256 for {shard['file']!r} (format {self.meta['format']}, "
+                    "from before checksums): prepare it again, or pass --verify-data size to check sizes only"
+                )
+            elif problem is None and sha256_file(self.dir / shard["file"]) != shard["sha256"]:
                 problem = (
                     f"shard {str(self.dir / shard['file'])!r} does not match the SHA-256 meta.json lists for it; "
                     "the file is corrupt: prepare the data again"
@@ -192,12 +172,21 @@ class TokenData:
         return problems
 
     def check_model(self, vocab_size: int) -> None:
-        """Refuse a model whose vocabulary cannot embed every token id in the data."""
+        """Refuse a model whose vocabulary cannot embed every token id in the data: by the vocabulary meta.json
+        names, and by the largest id it lists per shard; from here on every read is checked too (TokenStream)."""
         if self.vocab_size > vocab_size:
             raise ConfigError(
                 f"data dir {str(self.dir)!r} has a vocabulary of {self.vocab_size} tokens, larger "
                 f"than the model's vocab_size {vocab_size}"
             )
+        for split in SPLITS:
+            for shard in self.shards(split):
+                if shard.get("max_id", -1) >= vocab_size:
+                    raise ConfigError(
+                        f"shard {str(self.dir / shard['file'])!r} holds token ids up to {shard['max_id']} (meta.json), "
+                        f"beyond the model's vocab_size {vocab_size}"
+                    )
+        self.limit = vocab_size
 
     def training(self, seq_len: int, seed: int) -> Batches:
         stream = self.tokens("train")
@@ -242,6 +231,11 @@ class Mixture(TokenData):
 
     def verify(self, rank: int = 0, world: int = 1, splits: tuple[str, ...] = SPLITS) -> list[str]:
         return [problem for p in self.parts for problem in p.verify(rank, world, splits)]
+
+    def check_model(self, vocab_size: int) -> None:
+        for p in self.parts:
+            p.check_model(vocab_size)
+        self.limit = vocab_size
 
     def training(self, seq_len: int, seed: int) -> Batches:
         streams = [p.tokens("train") for p in self.parts]

@@ -29,7 +29,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class ShardWriter:
-    """One split's shards: appends tokens, closes a shard at `shard_tokens` (fsync, SHA-256)."""
+    """One split's shards: appends tokens, closes a shard at `shard_tokens` (fsync, SHA-256, largest id)."""
 
     def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int, saved: dict | None):
         self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
@@ -53,10 +53,12 @@ class ShardWriter:
         self.file.truncate(keep)
         self.file.seek(keep)
         self.hash = hashlib.sha256()
+        self.max_id = -1  # the largest token id in the open shard, for meta.json (reading.TokenData.check_model)
         if keep:
             with open(path, "rb") as f:
                 while block := f.read(16 << 20):
                     self.hash.update(block)
+                    self.max_id = max(self.max_id, int(np.frombuffer(block, dtype=dtype).max()))
 
     def _path(self) -> Path:
         return self.out / f"{self.split}-{len(self.done):05d}.bin"
@@ -69,6 +71,8 @@ class ShardWriter:
         self.documents += documents
         while len(ids):
             take = min(len(ids), self.shard_tokens - self.open_tokens)
+            if take:
+                self.max_id = max(self.max_id, int(ids[:take].max()))
             data = ids[:take].tobytes()
             self.file.write(data)
             self.hash.update(data)
@@ -83,8 +87,15 @@ class ShardWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        self.done.append({"file": self._path().name, "tokens": self.open_tokens, "sha256": self.hash.hexdigest()})
-        self.open_tokens = 0
+        self.done.append(
+            {
+                "file": self._path().name,
+                "tokens": self.open_tokens,
+                "sha256": self.hash.hexdigest(),
+                "max_id": self.max_id,
+            }
+        )
+        self.open_tokens, self.max_id = 0, -1
         self.closed_since_commit = True
 
     def sync(self) -> dict:

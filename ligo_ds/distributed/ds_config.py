@@ -1,11 +1,12 @@
 """The DeepSpeed side of a run: its options (the DeepSpeed and Optimizer blocks: DeepSpeed builds the AdamW),
 and the config it trains with: the user's JSON (a file, or a preset shipped in the package) plus the values
-ligo_ds owns, with every conflict refused. No deepspeed import: this is plain data.
+ligo_ds owns, with every conflict refused.
 
 Batch sizes, the optimizer, the learning-rate schedule and clipping are ligo_ds options; a DeepSpeed JSON
 that also sets one of them must agree with it, or it is refused with both values named. DeepSpeed silently
 drops unknown keys and keeps defaults we do not want (clipping at 1.0), so every value of ours is written
-explicitly.
+explicitly. DeepSpeed is imported only to check a config against its schema (check_schema), when a run
+starts: `plan` and the other commands that never train read these presets without it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,33 @@ def ds_config_path(name_or_path: str, what: str) -> Path:
 
 def zero_stage(ds_config: dict) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+def check_schema(ds_config: dict, where: str) -> None:
+    """The config through DeepSpeed's own schema for what it validates (its ZeRO section), so that a bad
+    value is refused in one line before the run directory records it, not in a traceback from the engine.
+    The one place outside engine.py that imports deepspeed, and only when a run starts."""
+    zero = ds_config.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        raise ConfigError(f"ds config {where}: zero_optimization is {zero!r}, expected an object")
+    stage = zero.get("stage", 0)
+    if isinstance(stage, bool) or stage not in ZERO_STAGES:
+        stages = ", ".join(map(str, ZERO_STAGES))
+        raise ConfigError(f"ds config {where}: zero_optimization.stage is {stage!r}, expected one of {stages}")
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from pydantic import ValidationError
+
+    try:
+        DeepSpeedZeroConfig(**zero)
+    except ValidationError as e:
+        first = e.errors()[0]
+        at = ".".join(map(str, ("zero_optimization", *first["loc"])))
+        raise ConfigError(
+            f"ds config {where}: {at} is {first.get('input')!r}: {first['msg']} (DeepSpeed's schema)"
+        ) from None
 
 
 _OURS = "set it on the ligo_ds command line instead"

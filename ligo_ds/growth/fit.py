@@ -13,6 +13,7 @@ as an ordinary grown model, with no DeepSpeed engine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..training import pipeline, session
 from ..training.cadence import Cadence
 from ..training.health import Health
 from ..training.loop import Loop, Training
-from ..training.rundir import RunDir, source_record, versions
+from ..training.rundir import RunDir, absolute_paths, source_record, versions
 from ..training.schedule import Schedule
 from ..training.session import RunSpec
 from .fit_job import FitJob, FitSetup
@@ -169,6 +170,9 @@ def fit(
     # The source's weights were trained on its tokenizer's ids (the target, a config, checks at session.start)
     g = opts.growth
     session.check_tokenizer(data, opts.data, g.source, g.flag("source"))
+    # Before anything is claimed or written: a NaN in the source makes every produced weight NaN, which the
+    # fit would report as divergence, and a fit of 0 steps would write out.
+    SourceWeights(g.source).check_finite()
     if opts.fit.steps == 0:
         # No operator is kept: a hand-off reads the grown model back from disk, tensor by tensor, on every rank.
         return FitResult(_initialisation_only(opts, target, data, hf_out), 0.0, 0.0, None)
@@ -198,7 +202,8 @@ def _initialisation_only(opts: FitOptions, target: ModelConfig, data: TokenData,
         "fit_steps": opts.fit.steps,
     }
     record = {
-        "fit": to_flat(opts),
+        "fit": absolute_paths(to_flat(opts)),
+        "cwd": os.getcwd(),
         **source_record(g.source),
         "model_config": target.to_hf(),
         "versions": versions(),

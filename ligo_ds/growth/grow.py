@@ -25,7 +25,7 @@ from ..distributed import launch
 from ..distributed.ds_config import DeepSpeed, Optimizer
 from ..errors import ConfigError
 from ..faults import crash_point
-from ..locks import LOCK_FILE, hold
+from ..folders import LOCK_FILE, hold
 from ..model.compute import CHECKPOINTING, Compute
 from ..options import Block, Command, at_least, block, derive, flag_name, flat_identity, option
 from ..training import session

@@ -1,6 +1,7 @@
 """The model side: a causal LM's shape and architecture, and its Hugging Face files in and out.
 
 config.py     ModelConfig: a typed view of an HF config.json, one parser per model_type
+config_checks.py  what its values must be as the file has them, and the largest model accepted
 decoder.py    the decoder, one implementation for every family, switched by ModelConfig
 compute.py    how its forward and backward run (the Compute block): checkpointing, the chunked head
               and loss, torch.compile

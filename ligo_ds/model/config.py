@@ -2,11 +2,12 @@
 
 A model is always specified by an HF config.json (GPT2Config, LlamaConfig, Qwen2Config, or a
 Llama-shaped MistralConfig). `ModelConfig.from_hf` parses it once into the fields our decoder needs
-and keeps the original dict, so saving writes back exactly what the user gave us (plus dtype).
+and keeps the original dict, so saving writes back exactly what the user gave us (plus dtype). Each value
+is checked as the file has it first, and the model's size last (config_checks.py).
 
 Per-family parsing is a table of small functions (`_PARSERS`); nothing downstream asks which family
-a model is, except through `family`, a key into the tables in `families.py`. (A little over 300 lines:
-every key of an HF config that ligo_ds reads is read here, RoPE's two config layouts included.)
+a model is, except through `family`, a key into the tables in `families.py`. (About 300 lines: every
+key of an HF config that ligo_ds reads is read here, RoPE's two config layouts included.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .config_checks import check_path, check_sizes, check_values
 from .rope import scaled_frequencies
 
 # HF activation names -> ours (see model.ACTIVATIONS). "gelu_new" is GPT-2's tanh approximation.
@@ -66,19 +68,7 @@ class ModelConfig:
     hf_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "num_kv_heads",
-            "head_dim",
-            "intermediate_size",
-            "max_positions",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{self.model_type} config: {name}={value!r}, expected a positive integer")
+        check_sizes(self)  # positive, and a model a machine could hold: before anything is built from it
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"{self.model_type} config: num_attention_heads ({self.num_heads}) is not divisible by "
@@ -113,6 +103,7 @@ class ModelConfig:
     # ---- HF round trip -------------------------------------------------------------------------
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
+        check_values(hf)  # as the file has them: the parsers' float() and bool() would take "nan" and "false"
         model_type = hf.get("model_type")
         if model_type not in _PARSERS:
             raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(_PARSERS))}")
@@ -124,11 +115,9 @@ class ModelConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise ConfigError(
-                f"model config {str(path)!r} does not exist (expected an HF config.json "
-                "or a checkpoint directory containing one)"
-            )
+        check_path(path, "model config", "an HF config.json or a checkpoint directory containing one")
+        if path.is_dir():
+            raise ConfigError(f"model config {str(path)!r} is a folder; expected an HF config.json file")
         try:
             hf = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -2,15 +2,21 @@
 tensor at a time.
 
 A checkpoint directory holds config.json and weights as safetensors (one file, or shards with a
-`model.safetensors.index.json`), or as `pytorch_model.bin` (one file or shards with its index; read with
-weights_only=True: user files are never unpickled). Tensor names may carry the causal-LM class's prefix
-or not (`_Layout`); names and layouts are translated by the tables in families.py.
+`model.safetensors.index.json`), or as `pytorch_model.bin` (one file or shards with its index, zip or the
+pre-1.6 format; read with weights_only=True: nothing but tensors is unpickled). Tensor names may carry the
+causal-LM class's prefix or not (`_Layout`); names and layouts are translated by the tables in families.py.
+What a directory holds is checked before a weight is used: an index's shards are file names inside it, and
+every weight is stored as floating point.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
+import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import ConfigError
 from .config import ModelConfig
+from .config_checks import check_path
 from .decoder import Decoder
 from .families import ARCHITECTURES, FAMILIES, hf_names, hf_to_ours, tied_names
 
@@ -36,8 +43,7 @@ class CheckpointReader:
         self._loaded: dict[Path, dict[str, torch.Tensor]] = {}
         if (self.dir / SAFETENSORS_INDEX).is_file() or (self.dir / TORCH_BIN_INDEX).is_file():
             index = self.dir / (SAFETENSORS_INDEX if (self.dir / SAFETENSORS_INDEX).is_file() else TORCH_BIN_INDEX)
-            weight_map = json.loads(index.read_text())["weight_map"]
-            self._files = {name: self.dir / f for name, f in weight_map.items()}
+            self._files = {name: self.dir / f for name, f in weight_map(index).items()}
             missing = sorted({str(f) for f in self._files.values() if not f.is_file()})
             if missing:
                 raise ConfigError(
@@ -78,15 +84,82 @@ class CheckpointReader:
         except (SafetensorError, OSError) as e:
             raise ConfigError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
 
+    def dtypes(self) -> dict[str, str]:
+        """HF tensor name -> its dtype as the file stores it ("F32", "I64"; torch's names for .bin files),
+        from the safetensors headers without reading a tensor."""
+        out: dict[str, str] = {}
+        for path in sorted(set(self._files.values())):
+            if path.suffix == ".safetensors":
+                try:
+                    with safe_open(str(path), framework="pt") as f:
+                        out.update({k: f.get_slice(k).get_dtype() for k in f.keys() if self._files.get(k) == path})
+                except (SafetensorError, OSError) as e:  # a shard an index lists, opened here first
+                    raise ConfigError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+            else:
+                out.update({k: str(t.dtype).removeprefix("torch.") for k, t in self._torch_file(path).items()})
+        return out
+
     def _torch_file(self, path: Path) -> dict[str, torch.Tensor]:
         if path not in self._loaded:
-            try:
-                self._loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as e:  # weights_only refuses pickled code with an UnpicklingError
-                raise ConfigError(
-                    f"refusing to load {str(path)!r}: not a plain tensor file (read with weights_only=True): {e}"
-                ) from None
+            self._loaded[path] = _load_torch_file(path)
         return self._loaded[path]
+
+
+def weight_map(index: Path) -> dict[str, str]:
+    """An index file's tensor name -> shard file, each shard a plain file name in the index's folder.
+
+    A name with a path in it would read another folder's weights (`../other_model/model.safetensors`) or
+    any file on the machine (`/etc/passwd`); a shard that is a link is followed only within the folder, or,
+    for a Hugging Face cache snapshot, into its repository's blobs/ (where the Hub cache keeps every file).
+    """
+    try:
+        data = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{str(index)!r} is not valid JSON ({e}); expected an object with a weight_map") from None
+    weights = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(f, str) for f in weights.values()):
+        raise ConfigError(
+            f"{str(index)!r} holds no weight_map; expected a JSON object whose weight_map maps each tensor "
+            "name to its shard's file name"
+        )
+    folder = index.parent.resolve()
+    allowed = [folder]
+    if folder.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/f -> ../../blobs/<hash>
+        allowed.append((folder.parent.parent / "blobs").resolve())
+    for name, file in weights.items():
+        plain = file not in ("", ".", "..") and "/" not in file and "\\" not in file
+        target = Path(os.path.realpath(index.parent / file)) if plain else None  # a link loop stays a path
+        if target is None or target.parent not in allowed:
+            link = "" if target is None else f", a link to {str(target)!r}"
+            raise ConfigError(
+                f"{str(index)!r} maps tensor {name!r} to {file!r}{link}; expected the file name of a shard inside "
+                f"{str(index.parent)!r}"
+            )
+    return weights
+
+
+def _load_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    """A pytorch_model.bin read as transformers reads it: weights_only=True, which unpickles tensors and
+    containers only and refuses anything that would run code. Files saved before torch 1.6 (not zip
+    archives) cannot be memory-mapped, so they are read whole."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on its way to refusing a file
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"refusing to load {str(path)!r}: it holds pickled objects besides tensors, which would run code to "
+            "load (read with weights_only=True); expected a plain tensor file, or safetensors"
+        ) from None
+    except Exception as e:  # a truncated or foreign file: torch raises many kinds
+        raise ConfigError(f"refusing to load {str(path)!r}: not a readable tensor file ({_first_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise ConfigError(f"{str(path)!r} holds a {type(state).__name__}; expected a dict of tensor name -> tensor")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -152,6 +225,8 @@ class SourceWeights(Mapping):
                         f"checkpoint {str(self.path)!r}{where} lacks tensor {name!r} that its config requires"
                     )
                 used.add(name)
+        self.used = used  # the file's names of the tensors read (not the buffers it may carry besides)
+        _check_floating(self.path, {k: v for k, v in self.reader.dtypes().items() if k in used})
         extra = [
             k
             for k in self.reader.keys()
@@ -162,6 +237,18 @@ class SourceWeights(Mapping):
             raise ConfigError(
                 f"checkpoint {str(self.path)!r} has {len(extra)} tensor(s) its config does not describe: {shown}"
             )
+
+    def check_finite(self) -> None:
+        """Refuse weights holding NaN or inf, naming the first such tensor: reading every tensor once, one at
+        a time. Whatever is grown or trained from them is NaN from the first step, which would read as
+        divergence (a lower learning rate does not cure it) and, with nothing to train, be written out."""
+        for name in (k for k in self.reader.keys() if k in self.used):
+            t = self.reader.get(name)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                what = "NaN" if bool(t.isnan().any()) else "inf"
+                raise ConfigError(
+                    f"checkpoint {str(self.path)!r}: tensor {name!r} holds {what} values; expected finite weights"
+                )
 
     def __getitem__(self, ours: str) -> torch.Tensor:
         shape = self.shapes[ours]
@@ -175,16 +262,28 @@ class SourceWeights(Mapping):
         return len(self.shapes)
 
 
+# Stored dtypes a weight may have: the safetensors names, and torch's for .bin files.
+FLOATING = {"F64", "F32", "F16", "BF16", "float64", "float32", "float16", "bfloat16"}
+
+
+def _check_floating(path: Path, dtypes: dict[str, str]) -> None:
+    """Refuse a weight stored as integers or booleans: converted to float it would load silently as whole
+    numbers, which no trained model holds."""
+    for name, dtype in sorted(dtypes.items()):
+        if dtype not in FLOATING:
+            raise ConfigError(
+                f"checkpoint {str(path)!r}: tensor {name!r} is stored as {dtype}; expected a floating-point weight "
+                "(float32, float16 or bfloat16)"
+            )
+
+
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
     """An HF checkpoint directory -> our Decoder with its weights; a config.json file -> random init."""
     path = Path(path)
+    check_path(path, "model path", "an HF checkpoint directory or a config.json file")
     if path.is_file():
         cfg = ModelConfig.from_file(path)
         return Decoder(cfg).to(device=device, dtype=dtype)
-    if not path.is_dir():
-        raise ConfigError(
-            f"model path {str(path)!r} does not exist (expected an HF checkpoint directory or a config.json file)"
-        )
     weights = SourceWeights(path, dtype)
     with torch.device("meta"):
         model = Decoder(weights.cfg)

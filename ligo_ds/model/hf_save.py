@@ -32,6 +32,11 @@ DEFAULT_SHARD_BYTES = 2 * 2**30
 EXPORT_MARKER = ".ligo_ds_export"
 
 
+# Keys of a source's config.json that send transformers to the source repository's own Python code. What we
+# write is our decoder's weights in the standard class's layout (`architectures`), which that code may not
+# read as we do; and a checkpoint ligo_ds wrote should load without trusting anyone's code.
+CODE_KEYS = ("auto_map", "trust_remote_code")
+
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
@@ -110,7 +115,7 @@ def write_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    hf = cfg.to_hf(DTYPE_NAMES[dtype])
+    hf = {k: v for k, v in cfg.to_hf(DTYPE_NAMES[dtype]).items() if k not in CODE_KEYS}
     hf["architectures"] = [ARCHITECTURES[cfg.model_type]]
     if extra is not None:
         hf.update(extra(tmp))

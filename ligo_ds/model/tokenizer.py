@@ -43,13 +43,40 @@ def load(directory: str | Path, what: str = "tokenizer directory") -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
     except Exception as e:  # transformers raises many kinds for a broken or foreign tokenizer directory
-        raise ConfigError(f"{what} {str(directory)!r}: AutoTokenizer cannot load it: {e}") from None
+        code = _code_file(d)
+        if code is not None:  # transformers' own message advises trust_remote_code=True, which ligo-ds has not
+            raise ConfigError(
+                f"{what} {str(directory)!r} needs its own Python code to load (auto_map in {code}); ligo-ds does "
+                "not run a model's or tokenizer's own code: expected a tokenizer that transformers' classes load "
+                "(a tokenizer.json)"
+            ) from None
+        raise ConfigError(f"{what} {str(directory)!r}: AutoTokenizer cannot load it: {_one_line(e)}") from None
     if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
         raise ConfigError(
             f"{what} {str(directory)!r} loads as {type(tok).__name__}, a slow tokenizer; expected a fast one "
             "(a tokenizer.json beside its config)"
         )
     return tok
+
+
+def _code_file(directory: Path) -> str | None:
+    """The file of `directory` whose auto_map points AutoTokenizer at the repository's own code, if any."""
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            auto_map = json.loads((directory / name).read_text()).get("auto_map")
+        except (OSError, ValueError, AttributeError):  # absent, not JSON, not an object: not code either
+            continue
+        # tokenizer_config.json's auto_map is the tokenizer's alone (a list in older files); config.json's
+        # also names the model's classes
+        if auto_map and (
+            name == "tokenizer_config.json" or (isinstance(auto_map, dict) and "AutoTokenizer" in auto_map)
+        ):
+            return name
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def trained(backend: Any) -> Any:

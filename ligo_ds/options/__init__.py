@@ -12,7 +12,7 @@ ligo_ds but its errors.
 """
 
 from .argv import add_arguments, add_launcher_arguments, from_args, integer, load_json, to_args
-from .declare import Block, above, at_least, between, block, derive, flag_name, option, unit_interval
+from .declare import Block, above, at_least, between, block, derive, flag_name, option, unit_interval, within
 from .flat import (
     Command,
     flag_of,
@@ -32,6 +32,7 @@ __all__ = [
     "add_arguments",
     "add_launcher_arguments",
     "at_least",
+    "within",
     "between",
     "block",
     "derive",

@@ -125,7 +125,8 @@ def load_json(path: str | Path, what: str) -> dict:
     """A JSON object from a file the user named, or a ConfigError that says what is wrong with it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist")
+        found = "is not a regular file" if path.exists() else "does not exist"  # /dev/zero, a folder, a fifo
+        raise ConfigError(f"{what} {str(path)!r} {found}")
     try:
         value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -137,6 +137,11 @@ def at_least(bound: float) -> Check:
     return lambda v: None if v >= bound else f"at least {bound}"
 
 
+def within(low: float, high: float) -> Check:
+    """Inclusive bounds, for counts with a floor and a sane ceiling."""
+    return lambda v: None if low <= v <= high else f"from {low:g} to {high:g}"
+
+
 def above(bound: float) -> Check:
     return lambda v: None if v > bound else f"more than {bound}"
 

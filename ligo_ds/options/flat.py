@@ -133,6 +133,10 @@ def _base(kind: Any) -> tuple[Any, bool]:
     return kind, False
 
 
+# No count an option gives (steps, tokens, bytes, samples) reaches this: 1e15 tokens is fifty times the largest
+# corpora trained on. A larger one is a typo, and would overflow the arithmetic done with it (schedules, FLOPs).
+MAX_INTEGER = 10**15
+
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -212,6 +216,8 @@ class Command:
             # NaN passes every comparison's negation and inf most bounds: no option means either.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{shown} {value!r}: expected a finite number")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+                raise ConfigError(f"{shown} {value:.3g}: expected at most {MAX_INTEGER:.0e}, as any option counts")
             if o.choices is not None and value not in o.choices:
                 raise ConfigError(f"{shown} {value!r}: expected one of {', '.join(o.choices)}")
             expected = o.check(value) if o.check is not None else None

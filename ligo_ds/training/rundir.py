@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..locks import hold, only_the_lock
+from ..folders import hold, only_the_lock
 
 
 def _git_sha() -> str | None:
@@ -77,7 +77,7 @@ class RunDir:
 
         `identity` holds what must not change across a resume (model, data, batch, schedule); a
         mismatch is refused with every differing field named, and nothing on disk is touched. `what`: the
-        option that named this directory, for the messages. The directory's lock (locks.py) is taken first
+        option that named this directory, for the messages. The directory's lock (folders.py) is taken first
         and held until the process ends: a second job on it is refused naming the first.
         """
         if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
@@ -151,12 +151,29 @@ def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
     out = []
     for i, line in enumerate(lines):
         try:
-            out.append((line, json.loads(line)))
+            out.append((line, _checked_row(json.loads(line), path, i)))
         except json.JSONDecodeError:
             if i != len(lines) - 1:
                 raise ConfigError(f"{str(path)!r} line {i + 1} is not JSON; the file is damaged") from None
             out.append((line, None))
     return out
+
+
+def _checked_row(row, path: Path, i: int) -> dict:
+    """A metrics row as the readers rely on it: an object with its step, and a training row with its FLOPs
+    (what `report` puts on its axis)."""
+
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if not isinstance(row, dict) or not (isinstance(row.get("step"), int) and not isinstance(row["step"], bool)):
+        raise ConfigError(f"{str(path)!r} line {i + 1} is not a metrics row with a step; the file is damaged")
+    if "event" not in row and not number(row.get("flops")):
+        raise ConfigError(
+            f"{str(path)!r} row at step {row['step']} has no flops (found {row.get('flops')!r}); the file is damaged "
+            "or not written by ligo_ds"
+        )
+    return row
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -197,6 +214,72 @@ def val_protocol(config: dict) -> dict | None:
     data = identity["data"]
     sha = data.rsplit(_SHA_MARK, 1)[1].rstrip(")") if _SHA_MARK in data else data
     return {"data_sha": sha, "seq_len": identity["seq_len"], "eval_samples": options["eval_samples"]}
+
+
+# The options whose values are paths (or a mixture of DATA_DIRs, or a Hub id or builtin name that is not a
+# path here): a run records them absolute, so that reading its config.json from elsewhere finds the same files.
+PATH_OPTIONS = ("model", "out", "data", "ds_config", "branch_from", "source", "target", "tokenizer")
+
+
+def _each_path(value: str, fn) -> str:
+    """`fn` applied to each path of an option's value: one path, or a mixture's `A=0.7,B=0.3`."""
+    if "=" not in value:
+        return fn(value)
+    return ",".join(f"{fn(path)}={weight}" for path, weight in (part.rsplit("=", 1) for part in value.split(",")))
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with every path option that names an existing file or folder made absolute and resolved (a Hub
+    id or a builtin ds config name stays as it is; `out` is made absolute whether or not it exists yet)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).resolve()) if os.path.exists(p) else p
+
+    out = dict(values)
+    for key in PATH_OPTIONS:
+        if isinstance(out.get(key), str):
+            out[key] = os.path.abspath(out[key]) if key == "out" else _each_path(out[key], absolute)
+    return out
+
+
+def recorded_cwd(record: dict[str, Any], run: str | Path) -> str | None:
+    """The working directory a run's relative paths were relative to: recorded since runs record it; for an
+    older run, inferred from its relative --out and where the run folder is now; None when neither tells."""
+    if record.get("cwd"):
+        return record["cwd"]
+    out = (record.get("options") or record.get("fit") or {}).get("out")
+    if not out or os.path.isabs(out):
+        return None
+    parts, here = Path(out).parts, Path(run).resolve().parts
+    return str(Path(*here[: -len(parts)])) if len(here) > len(parts) and here[-len(parts) :] == parts else None
+
+
+def recorded_paths(values: dict[str, Any], record: dict[str, Any], run: str | Path, advice: str) -> dict[str, Any]:
+    """A run's recorded options with their relative paths resolved against the run's working directory
+    (recorded_cwd); a relative DATA_DIR whose directory nothing tells is refused, naming it: read against the
+    current directory it could be another dataset (`advice`: what the command's user can do instead)."""
+    cwd = recorded_cwd(record, run)
+    out = dict(values)
+    for key in PATH_OPTIONS:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+
+        def resolve(p: str, key=key) -> str:
+            if os.path.isabs(p):
+                return p
+            if cwd is not None:
+                there = os.path.join(cwd, p)
+                return there if os.path.exists(there) or key in ("data", "out") else p
+            if key == "data":
+                raise ConfigError(
+                    f"run {str(run)!r} records its data as the relative path {p!r} but not the directory it was "
+                    f"relative to: {advice}"
+                )
+            return p
+
+        out[key] = _each_path(value, resolve)
+    return out
 
 
 def source_record(hf_dir: str | Path) -> dict[str, Any]:

@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..options import Block, above, at_least, between, flag_name, option
+from ..options import Block, above, at_least, between, flag_name, option, within
 
 SCHEDULES = ("cosine", "wsd", "constant")
+MAX_STEPS = 10**9  # no run takes a billion optimizer steps; a larger --max-steps is a typo (1e30, say)
 DEFAULT_DECAY_FRACTION = 0.2
 DEFAULT_DECAY_SHAPE = "linear"
 
@@ -33,7 +34,10 @@ class Schedule(Block):
     """How long to train, and the learning rate over that time."""
 
     max_steps: int | None = option(
-        None, f"optimizer steps (or give {flag_name('max_tokens')})", check=at_least(1), identity="total_steps"
+        None,
+        f"optimizer steps (or give {flag_name('max_tokens')})",
+        check=within(1, MAX_STEPS),
+        identity="total_steps",
     )
     max_tokens: int | None = option(
         None,

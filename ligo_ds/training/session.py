@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..data.order import DATA_ORDER
 from ..data.prepare import PrepareOptions
 from ..data.reading import Data, TokenData
 from ..distributed import launch
-from ..distributed.ds_config import DeepSpeed, Optimizer, resolve_ds_config, zero_stage
+from ..distributed.ds_config import DeepSpeed, Optimizer, check_schema, resolve_ds_config, zero_stage
 from ..distributed.launch import Dist
 from ..errors import ConfigError
 from ..model import hub, tokenizer
@@ -28,7 +29,7 @@ from ..model.hf_save import write_checkpoint
 from ..options import flag_of, identity_of, values_of
 from .loop import Training
 from .metrics import device_name
-from .rundir import RunDir, data_identity, versions, write_json_atomic
+from .rundir import RunDir, absolute_paths, data_identity, versions, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,10 @@ def ds_config_for(spec: RunSpec, d: Dist) -> tuple[dict, str]:
         "dtype": ds.flag("dtype"),
         "max_bad_steps": t.health.flag("max_bad_steps"),
     }
+    user = ds.user_config()
+    check_schema(user, str(ds.path()))  # before anything reads its sections
     ds_config = resolve_ds_config(
-        ds.user_config(),
+        user,
         where=str(ds.path()),
         micro_batch=t.loop.micro_batch,
         grad_accum=t.loop.grad_accum,
@@ -191,7 +194,8 @@ def start(spec: RunSpec, cfg: ModelConfig, data: TokenData, identity: dict, reco
     identity = {**run_identity(spec, data, d.world_size, zero_stage(ds_config), dtype_name), **identity}
     run_dir = RunDir(spec.out)
     record = {
-        "options": spec.options(),
+        "options": absolute_paths(spec.options()),
+        "cwd": os.getcwd(),
         "model_config": cfg.to_hf(),
         "versions": versions(),
         "launcher": d.launcher,

@@ -1,10 +1,12 @@
-"""One writer per folder: the advisory lock every command that writes a run or data folder takes first.
+"""What a folder of ours owns: one writer at a time (`hold`), and only the files its own index lists
+(`confined`).
 
-The lock is `flock` on FOLDER/.ligo_ds.lock, taken without waiting and held for the rest of the process:
-the kernel drops it when the process ends, however it ends, so a killed run leaves no stale lock and its
-rerun resumes. The file also names the holder (host, pid, command, start time) for the refusal a second
-writer gets. One process takes a folder's lock once: a second `hold` of a folder it already holds is a
-no-op, so a job that reclaims its own folder (a resume inside one process, a test) is not refused by itself.
+The lock, which every command that writes a run or data folder takes first, is `flock` on
+FOLDER/.ligo_ds.lock, taken without waiting and held for the rest of the process: the kernel drops it when
+the process ends, however it ends, so a killed run leaves no stale lock and its rerun resumes. The file also
+names the holder (host, pid, command, start time) for the refusal a second writer gets. One process takes a
+folder's lock once: a second `hold` of a folder it already holds is a no-op, so a job that reclaims its own
+folder (a resume inside one process, a test) is not refused by itself.
 
 On NFS, Linux turns flock into a POSIX byte-range lock, which a process loses when it closes ANY
 descriptor of the file: so the holder never opens the lock file a second time; only a refused process
@@ -93,3 +95,21 @@ def held(folder: str | Path) -> bool:
 def only_the_lock(folder: Path) -> bool:
     """Whether `folder` holds nothing but (at most) a lock file: a folder a refused or killed claim left."""
     return all(p.name == LOCK_FILE for p in folder.iterdir())
+
+
+def confined(folder: Path, name, listed_in: Path) -> Path:
+    """`folder / name` for a file name a folder's own index lists (a shard in meta.json): a plain name inside
+    the folder, no separator, no `..`, not absolute, and no symlink out of it; anything else is refused naming
+    the entry, so a crafted index reads nothing outside its folder."""
+    plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+    if not plain or "\0" in name:
+        raise ConfigError(
+            f"{str(listed_in)!r} lists the file {name!r}: expected a plain file name inside {str(folder)!r}"
+        )
+    path = folder / name
+    if path.is_symlink() and folder.resolve() not in path.resolve().parents:
+        raise ConfigError(
+            f"{str(path)!r} (listed in {str(listed_in)!r}) is a symbolic link out of its folder, to "
+            f"{str(path.resolve())!r}; a listed file must be inside {str(folder)!r}"
+        )
+    return path
