@@ -211,3 +211,18 @@ ROWS = [
         "a model's or tokenizer's own code",
     ),
 ]
+
+
+def fit_from_a_config_file(w, tmp):
+    argv = fit(w, write_json(tmp / "t.json", {**TINY, "num_hidden_layers": 3}), tmp / "f")
+    argv[argv.index("--source") + 1] = str(w / "tiny.json")
+    return argv
+
+
+ROWS += [
+    (
+        "fit --source CONFIG.json",
+        fit_from_a_config_file,
+        "--source '.*tiny.json' is a config file; expected a trained model's checkpoint directory",
+    ),
+]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from badinput import TINY, env, fit, mount_tmpfs, pretrain, write_json
 
+from ligo_ds.data.reading import staging_dir
+
 from conftest import cli, make_hf_model, make_tokenizer
 
 
@@ -138,7 +140,8 @@ def disk_full(w, tmp):
     big.mkdir()
     for i in range(30):
         (big / f"{i}.txt").write_text(f"payload {i} " * 4000)
-    return ["prepare", "--source", str(big), "--out", str(data), "--force", "--vocab-size", "300"]
+    argv = ["prepare", "--source", str(big), "--out", str(data), "--force", "--vocab-size", "300"]
+    return argv, [str(staging_dir(data))]  # the work done so far, kept to resume once there is space
 
 
 def pickle_checkpoint(w, tmp):

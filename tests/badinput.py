@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from ligo_ds.data.reading import staging_dir
 from ligo_ds.folders import LOCK_FILE
 
 from conftest import HF_CASES, cli, make_hf_model, make_inputs
@@ -110,12 +109,8 @@ def changes_outside(before: dict[str, str], after: dict[str, str], outs: list[st
 
 
 def out_of(argv: list[str]) -> list[str]:
-    """What the command may create: the --out an argv names (absolute, as the command sees it) and, for
-    `prepare`, the work folder beside it that a resumable failure (a full disk) keeps."""
-    if "--out" not in argv:
-        return []
-    out = Path(os.path.abspath(argv[argv.index("--out") + 1]))
-    return [str(out), str(staging_dir(out))] if argv[0] == "prepare" else [str(out)]
+    """What the command may create: the --out an argv names, absolute as the command sees it."""
+    return [os.path.abspath(argv[argv.index("--out") + 1])] if "--out" in argv else []
 
 
 def one_error_line(stderr: str, message: str) -> bool:

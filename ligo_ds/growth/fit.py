@@ -172,6 +172,11 @@ def fit(
     session.check_tokenizer(data, opts.data, g.source, g.flag("source"))
     # Before anything is claimed or written: a NaN in the source makes every produced weight NaN, which the
     # fit would report as divergence, and a fit of 0 steps would write out.
+    if Path(g.source).is_file():
+        raise ConfigError(
+            f"{g.flag('source')} {g.source!r} is a config file; expected a trained model's checkpoint directory (its "
+            "weights are what grows)"
+        )
     SourceWeights(g.source).check_finite()
     if opts.fit.steps == 0:
         # No operator is kept: a hand-off reads the grown model back from disk, tensor by tensor, on every rank.

@@ -37,7 +37,7 @@ TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 class CheckpointReader:
     """Lazy access to the tensors of an HF checkpoint directory, whatever its file layout."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, hint: str = ""):
         self.dir = Path(directory)
         self._files: dict[str, Path] = {}  # HF tensor name -> file holding it
         self._loaded: dict[Path, dict[str, torch.Tensor]] = {}
@@ -57,7 +57,7 @@ class CheckpointReader:
         else:
             raise ConfigError(
                 f"no weights in {str(self.dir)!r}: expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                f"{TORCH_BIN} or {TORCH_BIN_INDEX} (pass a config.json file for a random init)"
+                f"{TORCH_BIN} or {TORCH_BIN_INDEX}{hint}"
             )
 
     def keys(self) -> list[str]:
@@ -200,10 +200,10 @@ class SourceWeights(Mapping):
     consumer that keeps one tensor at a time (the operator's ZeRO-3 partitions) reads a model through.
     Built after checking the files hold exactly what the config describes (every tensor and no other)."""
 
-    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32):
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, hint: str = ""):
         self.path, self.dtype = Path(path), dtype
         self.cfg = ModelConfig.from_file(self.path)
-        self.reader = CheckpointReader(self.path)
+        self.reader = CheckpointReader(self.path, hint)  # `hint`: what the caller takes besides a checkpoint
         self.layout = _layout(self.cfg, self.reader.keys())
         with torch.device("meta"):
             self.shapes = {k: p.shape for k, p in Decoder(self.cfg).state_dict().items()}
@@ -284,7 +284,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
     if path.is_file():
         cfg = ModelConfig.from_file(path)
         return Decoder(cfg).to(device=device, dtype=dtype)
-    weights = SourceWeights(path, dtype)
+    weights = SourceWeights(path, dtype, hint=" (or pass a config.json file for a random init)")
     with torch.device("meta"):
         model = Decoder(weights.cfg)
     state = {k: weights[k] for k in weights if k not in weights.tied}
