@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from badinput import TINY, fit, write_json
 from safetensors.torch import load_file, save_file
 
+from badinput import TINY, fit, write_json
 from conftest import cli, make_tokenizer
 
 INDEX = "model.safetensors.index.json"

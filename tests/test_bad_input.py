@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from bad_rows_model import ROWS as MODEL_ROWS
 from bad_rows_runs import ROWS as RUN_ROWS
 from bad_rows_runs import grow_with_fit_batch

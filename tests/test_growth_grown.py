@@ -69,3 +69,28 @@ def test_gradients_reach_operator_only(case):
     assert [n for n, p in learned if p.grad is None or not p.grad.abs().sum() > 0] == []
     assert [n for n, p in frozen if p.grad is not None] == []
     assert {n.split(".")[0] for n, _ in frozen} == {"source_layers", "source_global", "source_vocab"}
+
+
+@pytest.mark.parametrize("pair", ["llama3.2-1b-3b", "qwen2.5-0.5b-1.5b", "smollm2-360m-1.7b"])
+def test_wider_heads_fewer_layers_export_as_the_operator_computes(pair, tmp_path):
+    """The published pairs' shapes (head_dim x2 with fewer heads, a smaller GQA group, fewer layers): the
+    operator, perturbed away from its init (the head-dim maps included), its materialised model and its HF
+    export read by transformers give the same logits."""
+    from ligo_ds.model.decoder import Decoder
+
+    from published import ANALOGUES
+
+    s, t = ANALOGUES[pair]
+    torch.manual_seed(0)
+    src = Decoder(ModelConfig.from_hf(s)).eval()
+    op = operator_from(src, ModelConfig.from_hf(t), GrowthSpec(width_init="random", noise=0.01))
+    perturb(op)
+    assert any(name.endswith("p_q") for name, _ in op.named_parameters()) == (s["head_dim"] != t["head_dim"])
+    ids = ids_for(src.cfg)
+    with torch.no_grad():
+        driven = GrownModel(op)(ids)
+        torch.testing.assert_close(materialise(op).eval()(ids), driven, atol=ATOL, rtol=0)
+    write_grown(op, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, driven, atol=ATOL, rtol=0)

@@ -13,14 +13,13 @@ from conftest import HF_CASES, random_source
 @pytest.mark.parametrize(
     "case, change, message",
     [
-        ("llama", dict(num_hidden_layers=1), "target is smaller than the source: num_layers 1 < 2"),
+        # Fewer layers or heads are fine in a larger model; a smaller one in total is not.
+        ("llama", dict(num_hidden_layers=1), "target is smaller than the source: [\\d,]+ parameters < [\\d,]+$"),
         ("llama", dict(intermediate_size=64), "intermediate_size 64 < 96"),
         ("llama", dict(vocab_size=128), "vocabularies differ: source vocab_size 96, target 128"),
-        ("llama", dict(hidden_size=128, num_attention_heads=4), "head_dim changes from 16 to 32: RoPE rotates"),
-        ("gpt2", dict(n_embd=128), "head_dim changes from 16 to 32: the operator grows attention by whole heads"),
+        ("llama", dict(head_dim=8), "head_dim 8 < 16"),
         ("llama", dict(tie_word_embeddings=True), "tie_embeddings: source False, target True"),
         ("gpt2", dict(n_positions=128), "learned position tables differ in length"),
-        ("llama", dict(rope_theta=500000.0), "rope_theta: source 10000.0, target 500000.0"),
         (
             "llama3_rope",
             dict(rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0}),

@@ -29,6 +29,7 @@ from ligo_ds.model.decoder import Block
 from ligo_ds.model.rope import rope_tables
 
 from conftest import HF_CASES, doubled, random_source
+from published import PAIRS, PUBLISHED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from compute import LiveBytes, autograd_saved  # noqa: E402  (bench/compute.py's counters)
@@ -259,3 +260,16 @@ def test_the_plan_is_within_a_quarter_of_measured_peaks(tmp_path):
         assert r["predicted"] == pytest.approx(r["measured"], rel=0.25), r
         # not a check of the runtime's constant alone: the model's terms are a third of the peak or more
         assert r["measured"] - r["terms"]["runtime"] > r["measured"] / 3, r
+
+
+@pytest.mark.parametrize("source, target", PAIRS, ids=[f"{s}->{t}" for s, t in PAIRS])
+def test_plan_answers_for_the_published_pairs(tmp_path, capsys, source, target):
+    """The released shapes, on the meta device: every pair plans (fit and pretraining rows), none refused."""
+    for name in (source, target):
+        (tmp_path / f"{name}.json").write_text(json.dumps(PUBLISHED[name]))
+    result = plan_cli(
+        capsys, "--source", str(tmp_path / f"{source}.json"), "--target", str(tmp_path / f"{target}.json")
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| fit", "| pretrain"))]
+    assert len(rows) == 2, result.stdout

@@ -4,6 +4,7 @@ functional.py  the pure math: expand over width, mix over depth, head-structured
 init.py        the initialisations (registries): the classic heuristics as special cases
 spec.py        what may grow into what (the Growth block, GrowthSpec, check_growable)
 layout.py      which expansion acts on which side of which weight: tables
+rotary.py      where a head's dims go when head_dim grows: each RoPE pair on the pair of its frequency
 parts.py       the operator's modules: frozen source layers, width expansions, depth mixing
 operator.py    LiGOOperator: source weights + coefficients -> the target's weights
 grown.py       the grown model's forward (the fit's) and its weights streamed out

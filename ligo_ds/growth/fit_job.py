@@ -21,6 +21,7 @@ from ..training.loop import Loop
 from ..training.pipeline import Job
 from ..training.rundir import source_record, write_json_atomic
 from ..training.session import Session, model_identity
+from . import rotary
 from .cost import operator_flops, vocab_flops_per_token
 from .grown import GrownModel, iter_grown_state
 from .operator import LiGOOperator, meta_operator
@@ -86,6 +87,8 @@ class FitJob(Job):
             if lowered:
                 shown = ", ".join(f"{k} {was:,} -> {now:,}" for k, (was, now) in lowered.items())
                 print(f"fit: ZeRO-3 buffers held to one target block ({size:,} parameters): {shown}", flush=True)
+            for line in rotary.notes(self.src_cfg, self.cfg):  # what is exact about the start, and what is not
+                print(f"fit: {line}", flush=True)
         self.production_flops = operator_flops(self.shapes)
 
     def build(self, s: Session) -> torch.nn.Module:

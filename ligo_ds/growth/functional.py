@@ -29,17 +29,24 @@ def expand_rows(x: torch.Tensor, in_A: torch.Tensor) -> torch.Tensor:
     return (x.flatten(0, -2) @ in_A.T).unflatten(0, x.shape[:-1])
 
 
-def expand_heads(w: torch.Tensor, e_HH: torch.Tensor, head_dim: int, dim: int) -> torch.Tensor:
-    """Apply (E kron I_head_dim) along `dim` of `w` without materialising the Kronecker product.
+def expand_heads(
+    w: torch.Tensor, e_HH: torch.Tensor, head_dim: int, dim: int, p_EE: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply (E kron P) along `dim` of `w` without materialising the Kronecker product: E (H2 x H1) mixes
+    whole heads, P (E2 x E1) places each dim of a head in a wider one (rotary.py; the identity when None).
 
-    `dim` has size H1 * head_dim and becomes H2 * head_dim; new head a = sum_b E[a, b] * old head b.
+    `dim` has size H1 * head_dim and becomes H2 * E2; new head a = sum_b E[a, b] * P old head b.
     """
     h2, h1 = e_HH.shape
     w = w.movedim(dim, 0)
     rest = w.shape[1:]
     assert w.shape[0] == h1 * head_dim, f"dim {dim} has {w.shape[0]} rows, expected {h1} heads x {head_dim}"
-    out = torch.einsum("ab,be...->ae...", e_HH, w.reshape(h1, head_dim, *rest))
-    return out.reshape(h2 * head_dim, *rest).movedim(0, dim)
+    heads = w.reshape(h1, head_dim, *rest)
+    if p_EE is None:
+        out = torch.einsum("ab,be...->ae...", e_HH, heads)
+    else:
+        out = torch.einsum("ab,fe,be...->af...", e_HH, p_EE, heads)
+    return out.reshape(h2 * out.shape[1], *rest).movedim(0, dim)
 
 
 def mix_depth(w_TS: torch.Tensor, stack_S: torch.Tensor, layer: int) -> torch.Tensor:
@@ -51,20 +58,31 @@ def left_inverse(b: torch.Tensor) -> torch.Tensor:
     """A = B (B^T B)^-1, so that A^T B = I: a consumer reading through A sees exactly what the producer
     wrote through B, for any B of full column rank. For a 0/1 selection it is B divided by copy counts."""
     gram = b.T @ b
+    # A unit no output copies (a zero column: a source head a smaller group has no slot for) is read by
+    # nobody: a 1 on its diagonal keeps the solve regular and changes no other entry (its row and column of
+    # the gram are zero), and its column of A stays zero.
+    unused = (b == 0).all(dim=0)
+    if bool(unused.any()):
+        gram = gram + torch.diag(unused.to(gram.dtype))
     return torch.linalg.solve(gram, b.T).T
 
 
 def query_to_kv_heads(e_kv: torch.Tensor, heads_src: int, heads_tgt: int) -> torch.Tensor:
     """Spread a key-value head expansion (K2 x K1) to the query heads that read those kv heads (H2 x H1).
 
-    Query head i of the target reads kv head i // (H2/K2) and sits at position (i mod H2/K2) within its
-    group; it takes old query head j when j's group corresponds by e_kv and the positions match (modulo
-    the old group size). This is the input side of attention-out: the attention output of head i carries
-    the values of its kv head. With one head per group (MHA) it is e_kv itself.
+    Query head i of the target reads kv head g = i // g2 and sits at slot s = i mod g2 of its group (g2 =
+    H2/K2 heads per group, g1 = H1/K1 in the source); it takes old query head j when j's kv head
+    corresponds by e_kv and j sits at the slot s takes. When the group shrinks (g2 < g1) one target group
+    cannot hold a source group's heads: its ceil(g1/g2) chunks go to successive copies of the kv head
+    (target kv head g holds chunk (g // K1) mod c), so with K2 >= K1 * c every source query head has a
+    place. This is also the input side of attention-out: the attention output of head i carries the values
+    of its kv head. With one head per group (MHA) it is e_kv itself.
     """
     k2, k1 = e_kv.shape
     g2, g1 = heads_tgt // k2, heads_src // k1
+    chunks = -(-g1 // g2)
     i = torch.arange(heads_tgt, device=e_kv.device)
     j = torch.arange(heads_src, device=e_kv.device)
-    same_slot = ((i[:, None] % g2) % g1) == (j[None, :] % g1)
+    chunk = (i // g2 // k1) % chunks if chunks > 1 else torch.zeros_like(i)
+    same_slot = ((chunk * g2 + i % g2) % g1)[:, None] == (j[None, :] % g1)
     return e_kv[i // g2][:, j // g1] * same_slot.to(e_kv.dtype)

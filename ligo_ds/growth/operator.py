@@ -16,6 +16,7 @@ from ..model.compute import chunked_lm_loss
 from ..model.config import ModelConfig
 from . import functional as G
 from . import init as I
+from . import rotary as R
 from .layout import BLOCK_LAYOUT, DEPTH_KINDS, GLOBAL_LAYOUT, SourcePiece, fuse, split_block_tensor
 from .parts import DepthMixing, LayerWidth, ResidualWidth, Sides, SourceLayer
 from .spec import ORDERS, GrowthSpec, check_growable
@@ -67,7 +68,7 @@ class LiGOOperator(nn.Module):
                     (b_mlp, src.intermediate_size),
                 )
             ]
-            widths.append(LayerWidth(*noisy, src, tgt, tying))
+            widths.append(LayerWidth(*noisy, src, tgt, tying, R.initial_maps(src, tgt, spec.noise, gen)))
         self.layer_widths = nn.ModuleList(widths)
         b_emb = I.add_width_noise(width.matrix(tgt.hidden_size, src.hidden_size, gen), src.hidden_size, spec.noise, gen)
         self.residual = ResidualWidth(b_emb, tying, tgt.tie_embeddings)

@@ -8,7 +8,8 @@ partitions them too.
 
     SourceLayer   frozen weights of one source layer (and one module for the vocabulary matrices, one for
                   the positions and final norm)
-    LayerWidth    per-layer expansions: heads of Q, K, V (E_q, E_k, E_v) and the MLP hidden units (B_mlp)
+    LayerWidth    per-layer expansions: heads of Q, K, V (E_q, E_k, E_v), the dims inside a head when head_dim
+                  grows (P_q, P_k, P_v), and the MLP hidden units (B_mlp)
     ResidualWidth the one global residual expansion B_emb
     DepthMixing   one L2 x L1 matrix per module kind
 """
@@ -26,9 +27,11 @@ from .spec import TYINGS
 Sides = tuple  # (group on dim 0, group on dim 1), each a width group name or None
 
 
-def apply_side(w: torch.Tensor, mat: torch.Tensor, dim: int, heads: bool, head_dim: int) -> torch.Tensor:
+def apply_side(
+    w: torch.Tensor, mat: torch.Tensor, dim: int, heads: bool, head_dim: int, within: torch.Tensor | None = None
+) -> torch.Tensor:
     if heads:
-        return G.expand_heads(w, mat, head_dim, dim)
+        return G.expand_heads(w, mat, head_dim, dim, within)
     return G.expand(w, mat, None) if dim == 0 else G.expand(w, None, mat)
 
 
@@ -56,7 +59,12 @@ class SourceLayer(nn.Module):
 
 
 class LayerWidth(nn.Module):
-    """One layer's expansions. forward(pieces) applies the per-layer groups to both sides."""
+    """One layer's expansions. forward(pieces) applies the per-layer groups to both sides.
+
+    When head_dim grows, each head group also places a head's dims in the wider head: P_q, P_k, P_v
+    (E2 x E1, learned like the rest, started by rotary.py), the head side being E kron P; attention-out
+    reads through the consumer of E_v kron P_v (the left inverse of a Kronecker product is the product of
+    the left inverses). With head_dim kept there is no P, and the operator is what it always was."""
 
     def __init__(
         self,
@@ -67,16 +75,19 @@ class LayerWidth(nn.Module):
         src: ModelConfig,
         tgt: ModelConfig,
         tying: str,
+        within: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         self.e_q, self.e_k, self.e_v = nn.Parameter(e_q.clone()), nn.Parameter(e_k.clone()), nn.Parameter(e_v.clone())
         self.b_mlp = nn.Parameter(b_mlp.clone())
-        self.src_heads, self.tgt_heads, self.head_dim, self.tying = src.num_heads, tgt.num_heads, tgt.head_dim, tying
+        self.src_heads, self.tgt_heads, self.head_dim, self.tying = src.num_heads, tgt.num_heads, src.head_dim, tying
+        if within is not None:
+            self.p_q, self.p_k, self.p_v = (nn.Parameter(p.clone()) for p in within)
 
     def matrices(self) -> dict[str, torch.Tensor]:
         o_in = G.query_to_kv_heads(self.e_v, self.src_heads, self.tgt_heads)
         consumer = TYINGS[self.tying]
-        return {
+        mats = {
             "q": self.e_q,
             "k": self.e_k,
             "v": self.e_v,
@@ -84,6 +95,9 @@ class LayerWidth(nn.Module):
             "mlp": self.b_mlp,
             "mlp_in": consumer(self.b_mlp),
         }
+        if hasattr(self, "p_q"):
+            mats |= {"q/dims": self.p_q, "k/dims": self.p_k, "v/dims": self.p_v, "o_in/dims": consumer(self.p_v)}
+        return mats
 
     def forward(self, pieces: list[tuple[Sides, torch.Tensor]]) -> list[torch.Tensor]:
         mats = self.matrices()
@@ -91,7 +105,8 @@ class LayerWidth(nn.Module):
         for sides, w in pieces:
             for dim, group in enumerate(sides):
                 if group in PER_LAYER_GROUPS:
-                    w = apply_side(w, mats[group], dim, group in HEAD_GROUPS, self.head_dim)
+                    heads = group in HEAD_GROUPS
+                    w = apply_side(w, mats[group], dim, heads, self.head_dim, mats.get(f"{group}/dims"))
             out.append(w)
         return out
 

@@ -145,16 +145,15 @@ class Growth(Block):
         )
 
 
-# Switches that must agree between source and target: the operator maps weights, not architectures.
+# Switches that must agree between source and target: the operator maps weights, not architectures. The
+# rope base may differ (rotary.py places each pair on the nearest frequency and says how far it is).
 _SAME = (
     "family",
     "vocab_size",
-    "head_dim",
     "norm",
     "activation",
     "gated_mlp",
     "positions",
-    "rope_theta",
     "rope_type",
     "rope_scaling",
     "qkv_bias",
@@ -163,7 +162,10 @@ _SAME = (
     "norm_bias",
     "tie_embeddings",
 )
-_GROW = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "max_positions")
+# Widths that may only grow. Layer, head and kv-head counts may fall (a wider model with fewer layers or
+# fewer, wider heads, as published families grow): the depth operator is any L2 x L1 map, and heads are
+# mixed by learned H2 x H1 maps; only a target smaller in total is refused.
+_GROW = ("hidden_size", "head_dim", "intermediate_size", "max_positions")
 
 
 def _shown(key: str, value):
@@ -182,19 +184,6 @@ def check_growable(src: ModelConfig, tgt: ModelConfig) -> None:
             f"vocabularies differ: source vocab_size {src.vocab_size}, target {tgt.vocab_size}; "
             "the operator keeps the tokenizer"
         )
-    if src.head_dim != tgt.head_dim:
-        why = (
-            "RoPE rotates fixed pairs inside each head, so heads can only be mixed whole"
-            if src.positions == "rope"
-            else "the operator grows attention by whole heads"
-        )
-        raise ConfigError(
-            f"head_dim changes from {src.head_dim} to {tgt.head_dim}: {why}; grow the number of "
-            "heads instead (keep hidden_size / num_attention_heads fixed)"
-        )
-    smaller = [f"{k} {getattr(tgt, k)} < {getattr(src, k)}" for k in _GROW if getattr(tgt, k) < getattr(src, k)]
-    if smaller:
-        raise ConfigError(f"the target is smaller than the source: {', '.join(smaller)}")
     differ = [
         f"{k}: source {_shown(k, getattr(src, k))!r}, target {_shown(k, getattr(tgt, k))!r}"
         for k in _SAME
@@ -202,6 +191,11 @@ def check_growable(src: ModelConfig, tgt: ModelConfig) -> None:
     ]
     if differ:
         raise ConfigError(f"source and target differ in architecture switches: {'; '.join(differ)}")
+    smaller = [f"{k} {getattr(tgt, k)} < {getattr(src, k)}" for k in _GROW if getattr(tgt, k) < getattr(src, k)]
+    if tgt.num_params() < src.num_params():
+        smaller.insert(0, f"{tgt.num_params():,} parameters < {src.num_params():,}")
+    if smaller:
+        raise ConfigError(f"the target is smaller than the source: {', '.join(smaller)}")
     if src.positions == "learned" and src.max_positions != tgt.max_positions:
         raise ConfigError(
             f"learned position tables differ in length ({src.max_positions} -> {tgt.max_positions}); "

@@ -1,0 +1,76 @@
+"""Published model pairs people grow: configs with the released shapes (../shared/reference/published-shapes.md,
+transformers' field names), and scaled-down analogues keeping each pair's head_dim ratio, head and kv-head
+counts' change and layer change at tiny widths. Written by the tests; nothing is downloaded."""
+
+from __future__ import annotations
+
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 32.0,
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+def _llama(model_type, hidden, inter, layers, heads, kv, head_dim, vocab, theta, positions, **extra) -> dict:
+    return dict(
+        model_type=model_type,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
+        vocab_size=vocab,
+        tie_word_embeddings=True,
+        max_position_embeddings=positions,
+        rope_theta=theta,
+        **extra,
+    )
+
+
+PUBLISHED = {
+    "gpt2-124m": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024),
+    "gpt2-355m": dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024),
+    "smollm2-135m": _llama("llama", 576, 1536, 30, 9, 3, 64, 49152, 1e5, 8192),
+    "smollm2-360m": _llama("llama", 960, 2560, 32, 15, 5, 64, 49152, 1e5, 8192),
+    "smollm2-1.7b": _llama("llama", 2048, 8192, 24, 32, 32, 64, 49152, 1.3e5, 8192),
+    "qwen2.5-0.5b": _llama("qwen2", 896, 4864, 24, 14, 2, 64, 151936, 1e6, 32768),
+    "qwen2.5-1.5b": _llama("qwen2", 1536, 8960, 28, 12, 2, 128, 151936, 1e6, 32768),
+    "llama3.2-1b": _llama("llama", 2048, 8192, 16, 32, 8, 64, 128256, 5e5, 131072, rope_scaling=LLAMA3_SCALING),
+    "llama3.2-3b": _llama("llama", 3072, 8192, 28, 24, 8, 128, 128256, 5e5, 131072, rope_scaling=LLAMA3_SCALING),
+}
+PAIRS = [
+    ("gpt2-124m", "gpt2-355m"),
+    ("smollm2-135m", "smollm2-360m"),
+    ("smollm2-360m", "smollm2-1.7b"),
+    ("qwen2.5-0.5b", "qwen2.5-1.5b"),
+    ("llama3.2-1b", "llama3.2-3b"),
+]
+
+# The analogues: head_dim 64 -> 8 (128 -> 16), vocabularies of 96, positions 64; each keeps its pair's
+# head counts (or their ratio), kv heads, layer change and rope switches.
+_SCALING = {**LLAMA3_SCALING, "factor": 4.0, "original_max_position_embeddings": 16}
+ANALOGUES = {
+    "gpt2": (
+        dict(model_type="gpt2", n_embd=48, n_layer=2, n_head=6, vocab_size=96, n_positions=64),
+        dict(model_type="gpt2", n_embd=64, n_layer=4, n_head=8, vocab_size=96, n_positions=64),
+    ),
+    "smollm2-135m-360m": (
+        _llama("llama", 72, 96, 3, 9, 3, 8, 96, 1e5, 64),
+        _llama("llama", 120, 160, 4, 15, 5, 8, 96, 1e5, 64),
+    ),
+    "smollm2-360m-1.7b": (
+        _llama("llama", 120, 160, 4, 15, 5, 8, 96, 1e5, 64),
+        _llama("llama", 256, 512, 3, 32, 32, 8, 96, 1.3e5, 64),
+    ),
+    "qwen2.5-0.5b-1.5b": (
+        _llama("qwen2", 56, 96, 2, 14, 2, 8, 96, 1e6, 64),
+        _llama("qwen2", 96, 192, 3, 12, 2, 16, 96, 1e6, 64),
+    ),
+    "llama3.2-1b-3b": (
+        _llama("llama", 64, 96, 2, 8, 2, 8, 96, 5e5, 64, rope_scaling=_SCALING),
+        _llama("llama", 96, 192, 4, 6, 2, 16, 96, 5e5, 64, rope_scaling=_SCALING),
+    ),
+}
