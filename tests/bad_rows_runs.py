@@ -368,6 +368,11 @@ def zero_unknown_key(w, tmp):
     return pretrain(w, tmp / "run", "--ds-config", str(ds))
 
 
+def ds_section_deepspeed_refuses(w, tmp):
+    ds = write_json(tmp / "ds.json", {"zero_optimization": {"stage": 2}, "comms_logger": {"enabled": "maybe"}})
+    return pretrain(w, tmp / "run", "--ds-config", str(ds))
+
+
 def max_steps_absurd(w, tmp):
     argv = pretrain(w, tmp / "run")
     argv[argv.index("--max-steps") + 1] = "1e30"
@@ -453,6 +458,11 @@ ROWS += [
     ("zero stage 7", zero_stage_seven, "zero_optimization.stage is 7, expected one of 0, 1, 2, 3"),
     ("zero stage 'yes'", zero_stage_yes, "zero_optimization.stage is 'yes', expected one of 0, 1, 2, 3"),
     ("unknown zero key", zero_unknown_key, "zero_optimization.overlap_com is True: Extra inputs are not permitted"),
+    (
+        "a section DeepSpeed's schema refuses",
+        ds_section_deepspeed_refuses,
+        "DeepSpeed's .* refuses enabled='maybe': Input should be a valid boolean",
+    ),
     ("--max-steps 1e30", max_steps_absurd, "--max-steps 1e\\+30: expected at most 1e\\+15"),
     ("--out config.json not JSON", out_holding_a_config_that_is_not_json, "config.json' is not a ligo_ds run's"),
     ("grow into a user's folder", grow_into_a_users_folder, "mine' is not empty \\(notes.txt\\) and holds no grow run"),

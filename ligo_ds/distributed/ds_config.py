@@ -87,6 +87,28 @@ def zero_stage(ds_config: dict) -> int:
 ZERO_STAGES = (0, 1, 2, 3)
 
 
+def validate_with_deepspeed(ds_config: dict, where: str) -> None:
+    """The whole resolved config as DeepSpeed's own config class reads it (every section it models), so that
+    what it would refuse when the engine is built is refused in one line before the run directory records
+    anything. The batch size is left to it to derive (micro-batch x accumulation x its world size), which
+    is what ours is."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from pydantic import ValidationError
+
+    try:
+        DeepSpeedConfig({k: v for k, v in ds_config.items() if k != "train_batch_size"})
+    except ValidationError as e:
+        first = e.errors()[0]
+        at = ".".join(map(str, first["loc"]))
+        raise ConfigError(
+            f"ds config {where}: DeepSpeed's {e.title} refuses {at}={first.get('input')!r}: {first['msg']}"
+        ) from None
+    except (AssertionError, ValueError, TypeError, KeyError) as e:
+        raise ConfigError(
+            f"ds config {where}: DeepSpeed refuses it: {str(e).splitlines()[0] if str(e) else e!r}"
+        ) from None
+
+
 def check_schema(ds_config: dict, where: str) -> None:
     """The config through DeepSpeed's own schema for what it validates (its ZeRO section), so that a bad
     value is refused in one line before the run directory records it, not in a traceback from the engine.

@@ -19,7 +19,14 @@ from ..data.order import DATA_ORDER
 from ..data.prepare import PrepareOptions
 from ..data.reading import Data, TokenData
 from ..distributed import launch
-from ..distributed.ds_config import DeepSpeed, Optimizer, check_schema, resolve_ds_config, zero_stage
+from ..distributed.ds_config import (
+    DeepSpeed,
+    Optimizer,
+    check_schema,
+    resolve_ds_config,
+    validate_with_deepspeed,
+    zero_stage,
+)
 from ..distributed.launch import Dist
 from ..errors import ConfigError
 from ..model import hub, tokenizer
@@ -179,6 +186,7 @@ def ds_config_for(spec: RunSpec, d: Dist) -> tuple[dict, str]:
         on_gpu=on_gpu,
         flags=flags,
     )
+    validate_with_deepspeed(ds_config, str(ds.path()))
     return ds_config, dtype_name
 
 
