@@ -385,10 +385,10 @@ def out_holding_a_config_that_is_not_json(w, tmp):
     return pretrain(w, tmp / "run")
 
 
-def grow_into_a_users_folder(w, tmp):
-    (tmp / "mine").mkdir()
-    (tmp / "mine" / "notes.txt").write_text("the user's notes\n")
-    return _grow(w, tmp / "mine")
+def grow_over_a_users_grown_folder(w, tmp):
+    (tmp / "g" / "grown").mkdir(parents=True)
+    (tmp / "g" / "grown" / "notes.txt").write_text("the user's notes\n")
+    return _grow(w, tmp / "g")
 
 
 def grow_into_a_pretrain_run(w, tmp):
@@ -465,8 +465,12 @@ ROWS += [
     ),
     ("--max-steps 1e30", max_steps_absurd, "--max-steps 1e\\+30: expected at most 1e\\+15"),
     ("--out config.json not JSON", out_holding_a_config_that_is_not_json, "config.json' is not a ligo_ds run's"),
-    ("grow into a user's folder", grow_into_a_users_folder, "mine' is not empty \\(notes.txt\\) and holds no grow run"),
-    ("grow into a pretrain run", grow_into_a_pretrain_run, "run' is not empty \\(.*config.json.*\\) and holds no grow"),
+    (
+        "grow over a grown/ of the user's",
+        grow_over_a_users_grown_folder,
+        "grown' is not empty \\(notes.txt\\) and is not a checkpoint ligo_ds wrote",
+    ),
+    ("grow into a pretrain run", grow_into_a_pretrain_run, "run' holds a pretrain or fit run \\(config.json, metrics"),
     (
         "prepare --force over a user's folder",
         prepare_force_over_a_users_folder,

@@ -68,10 +68,10 @@ def test_skip_table_takes_the_furthest_jump_from_a_position():
 def test_truncating_metrics_drops_event_rows_a_resume_repeats(tmp_path):
     run = RunDir(tmp_path)
     rows = [
-        {"step": 0, "val_loss": 5.0},
-        {"step": 2, "loss": 4.0},
+        {"step": 0, "val_loss": 5.0, "flops": 0.0},
+        {"step": 2, "loss": 4.0, "flops": 2e9},
         {"step": 2, "event": "skipped_step"},  # a bad step after the checkpoint at step 2
-        {"step": 3, "loss": 3.9},
+        {"step": 3, "loss": 3.9, "flops": 3e9},
     ]
     run.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run.truncate_metrics(2)

@@ -25,8 +25,9 @@ from ..distributed import launch
 from ..distributed.ds_config import DeepSpeed, Optimizer
 from ..errors import ConfigError
 from ..faults import crash_point
-from ..folders import LOCK_FILE, hold
+from ..folders import hold
 from ..model.compute import CHECKPOINTING, Compute
+from ..model.hf_save import check_replaceable
 from ..options import Block, Command, at_least, block, derive, flag_name, flat_identity, option
 from ..training import session
 from ..training.cadence import Cadence
@@ -148,20 +149,24 @@ def _fit_totals(fit_dir: Path) -> tuple[float, float]:
     return (rows[-1]["flops"], rows[-1]["train_seconds"]) if rows else (0.0, 0.0)
 
 
-GROW_ENTRIES = {"fit", "grown", "train", "STOP", LOCK_FILE}  # what a grow RUN_DIR holds at its top
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints")  # what a pretrain or fit RUN_DIR holds at its top
 
 
 def claim_grow_dir(out: Path, what: str) -> None:
-    """Take RUN_DIR's lock, refusing a folder that holds anything but a grow run's phases (a user's folder, a
-    pretraining run): grow writes only where it would find its own work again."""
+    """Take RUN_DIR's lock. grow writes only its phases (fit/, grown/, train/) into RUN_DIR, so other files
+    there (the batch job's log and hostfile, a user's notes) stay as they are; a folder that is itself a
+    pretrain or fit run is refused (its files would read as a different run than the grow's), as is a
+    grown/ that holds anything but a checkpoint ligo_ds wrote."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ConfigError(f"{what} {str(out)!r} is not a folder")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in GROW_ENTRIES) if out.is_dir() else []
-    if foreign:
+    run_files = [name for name in RUN_FILES if (out / name).exists()]
+    if run_files:
         raise ConfigError(
-            f"{what} {str(out)!r} is not empty ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}) "
-            "and holds no grow run (fit/, grown/, train/); choose a new or empty folder"
+            f"{what} {str(out)!r} holds a pretrain or fit run ({', '.join(run_files)}); a grow RUN_DIR holds fit/, "
+            "grown/ and train/: choose another folder"
         )
+    if (out / "grown").exists():
+        check_replaceable(out / "grown")
     hold(out, what)
 
 
