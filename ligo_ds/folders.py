@@ -97,19 +97,21 @@ def only_the_lock(folder: Path) -> bool:
     return all(p.name == LOCK_FILE for p in folder.iterdir())
 
 
-def confined(folder: Path, name, listed_in: Path) -> Path:
-    """`folder / name` for a file name a folder's own index lists (a shard in meta.json): a plain name inside
-    the folder, no separator, no `..`, not absolute, and no symlink out of it; anything else is refused naming
-    the entry, so a crafted index reads nothing outside its folder."""
+def confined(folder: Path, name, listed_in: Path, also: tuple[Path, ...] = ()) -> Path:
+    """`folder / name` for a file name a folder's own index lists (a shard in meta.json, a weight file in a
+    model's index): a plain name inside the folder, no separator, no `..`, not absolute, and no symlink out
+    of it (or out of `also`: where the folder's links may lead, as a Hub cache snapshot's into its blobs/);
+    anything else is refused naming the entry, so a crafted index reads nothing outside its folder."""
     plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
     if not plain or "\0" in name:
         raise ConfigError(
             f"{str(listed_in)!r} lists the file {name!r}: expected a plain file name inside {str(folder)!r}"
         )
     path = folder / name
-    if path.is_symlink() and folder.resolve() not in path.resolve().parents:
+    target = Path(os.path.realpath(path))  # a link loop stays a path, and is not inside
+    if path.is_symlink() and not any(root.resolve() in target.parents for root in (folder, *also)):
         raise ConfigError(
             f"{str(path)!r} (listed in {str(listed_in)!r}) is a symbolic link out of its folder, to "
-            f"{str(path.resolve())!r}; a listed file must be inside {str(folder)!r}"
+            f"{str(target)!r}; a listed file must be inside {str(folder)!r}"
         )
     return path

@@ -464,7 +464,11 @@ ROWS += [
         "DeepSpeed's .* refuses enabled='maybe': Input should be a valid boolean",
     ),
     ("--max-steps 1e30", max_steps_absurd, "--max-steps 1e\\+30: expected at most 1e\\+15"),
-    ("--out config.json not JSON", out_holding_a_config_that_is_not_json, "config.json' is not a ligo_ds run's"),
+    (
+        "--out config.json not JSON",
+        out_holding_a_config_that_is_not_json,
+        "run config '.*/config.json' is not valid",
+    ),
     (
         "grow over a grown/ of the user's",
         grow_over_a_users_grown_folder,

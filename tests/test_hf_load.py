@@ -322,8 +322,8 @@ def _indexed(tmp_path, hf_checkpoint, shard: str | None = None, text: str | None
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("{not json", "is not valid JSON .*expected an object with a weight_map"),
-        ("[]", "holds no weight_map; expected a JSON object"),
+        ("{not json", "is not valid JSON"),
+        ("[]", "must hold a JSON object, not list"),
         ('{"metadata": {}}', "holds no weight_map"),
         ('{"weight_map": {"a": 1}}', "holds no weight_map; .*maps each tensor name to its shard's file name"),
     ],
@@ -337,7 +337,7 @@ def test_an_index_that_is_no_index(tmp_path, hf_checkpoint, text, message):
     "shard", ["../../../etc/passwd", "/etc/passwd", "../other/model.safetensors", "sub/model.safetensors", "..", ""]
 )
 def test_index_entries_are_file_names_inside_the_folder(tmp_path, hf_checkpoint, shard):
-    with pytest.raises(ConfigError, match=f"maps tensor '.*' to '{re.escape(shard)}'; expected the file name of a"):
+    with pytest.raises(ConfigError, match=f"lists the file '{re.escape(shard)}': expected a plain file name inside"):
         load_model(_indexed(tmp_path, hf_checkpoint, shard))
 
 
@@ -358,7 +358,7 @@ def test_a_shard_may_link_inside_its_folder_or_a_hub_snapshot_into_its_blobs(tmp
     # the same link from a folder that is not a snapshot reads outside it: refused
     (model / "shard.safetensors").unlink()
     (model / "shard.safetensors").symlink_to(repo / "blobs" / "f00d")
-    with pytest.raises(ConfigError, match="to 'shard.safetensors', a link to '.*blobs/f00d'; expected the file name"):
+    with pytest.raises(ConfigError, match="shard.safetensors' .* is a symbolic link out of its folder, to '.*f00d'"):
         load_model(model)
 
 

@@ -4,13 +4,12 @@ output, its unfinished work, or another job's."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..folders import LOCK_FILE, hold
-from ..options import Command, flat_identity
+from ..options import Command, flat_identity, load_json
 from . import sources
 from .reading import FORMAT_VERSION
 from .shards import write_json_synced
@@ -71,7 +70,7 @@ def claim(out: Path, staging: Path, job: dict, opts: Command) -> str:
                     f"{opts.flag('out')} {str(out)!r} holds a DATA_DIR this command did not write; pass "
                     f"{opts.flag('force')} to replace it"
                 )
-            differences = _differences(_read_job(out / JOB_FILE), job)
+            differences = _differences(load_json(out / JOB_FILE, "prepare job record"), job)
             if differences:
                 raise _refusal(out, differences, opts)
             return "complete"
@@ -91,17 +90,7 @@ def _resumable(staging: Path, job: dict, opts: Command) -> bool:
     """Whether `staging` holds this job's unfinished work (--force discards any); another job's is refused."""
     if opts.force or not (staging / JOB_FILE).is_file():
         return False
-    differences = _differences(_read_job(staging / JOB_FILE), job)
+    differences = _differences(load_json(staging / JOB_FILE, "prepare job record"), job)
     if differences:
         raise _refusal(staging, differences, opts)
     return True
-
-
-def _read_job(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{str(path)!r} is not a prepare job's record (not a JSON object); the folder is damaged")
-    return value

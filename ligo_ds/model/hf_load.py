@@ -11,8 +11,6 @@ every weight is stored as floating point.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import re
 import warnings
@@ -25,6 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import ConfigError
+from ..folders import confined
+from ..options import load_json
 from .config import ModelConfig
 from .config_checks import check_path
 from .decoder import Decoder
@@ -106,35 +106,21 @@ class CheckpointReader:
 
 
 def weight_map(index: Path) -> dict[str, str]:
-    """An index file's tensor name -> shard file, each shard a plain file name in the index's folder.
-
-    A name with a path in it would read another folder's weights (`../other_model/model.safetensors`) or
-    any file on the machine (`/etc/passwd`); a shard that is a link is followed only within the folder, or,
-    for a Hugging Face cache snapshot, into its repository's blobs/ (where the Hub cache keeps every file).
-    """
-    try:
-        data = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{str(index)!r} is not valid JSON ({e}); expected an object with a weight_map") from None
-    weights = data.get("weight_map") if isinstance(data, dict) else None
+    """An index file's tensor name -> shard file, each shard a plain file name in the index's folder
+    (folders.confined): a name with a path in it would read another folder's weights
+    (`../other_model/model.safetensors`) or any file on the machine (`/etc/passwd`). A shard that is a link
+    is followed only within the folder or, for a Hugging Face cache snapshot, into its repository's blobs/."""
+    weights = load_json(index, "model index").get("weight_map")
     if not isinstance(weights, dict) or not all(isinstance(f, str) for f in weights.values()):
         raise ConfigError(
             f"{str(index)!r} holds no weight_map; expected a JSON object whose weight_map maps each tensor "
             "name to its shard's file name"
         )
-    folder = index.parent.resolve()
-    allowed = [folder]
-    if folder.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/f -> ../../blobs/<hash>
-        allowed.append((folder.parent.parent / "blobs").resolve())
-    for name, file in weights.items():
-        plain = file not in ("", ".", "..") and "/" not in file and "\\" not in file
-        target = Path(os.path.realpath(index.parent / file)) if plain else None  # a link loop stays a path
-        if target is None or target.parent not in allowed:
-            link = "" if target is None else f", a link to {str(target)!r}"
-            raise ConfigError(
-                f"{str(index)!r} maps tensor {name!r} to {file!r}{link}; expected the file name of a shard inside "
-                f"{str(index.parent)!r}"
-            )
+    folder = index.parent
+    # huggingface_hub's cache: snapshots/<commit>/f -> ../../blobs/<hash>
+    blobs = (folder.resolve().parent.parent / "blobs",) if folder.resolve().parent.name == "snapshots" else ()
+    for file in set(weights.values()):
+        confined(folder, file, index, blobs)
     return weights
 
 

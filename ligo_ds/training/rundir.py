@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..folders import hold, only_the_lock
+from ..options import load_json
 
 
 def _git_sha() -> str | None:
@@ -98,7 +99,7 @@ class RunDir:
         run is refused with every differing field named."""
         if not self.config.is_file():
             return False
-        previous = _read_config(self.config).get("identity")
+        previous = load_json(self.config, "run config").get("identity")
         if previous is None:
             raise ConfigError(f"{str(self.config)!r} was not written by ligo_ds pretrain; choose another {what}")
         diffs = [
@@ -129,19 +130,6 @@ class RunDir:
             tmp = self.metrics.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.metrics)
-
-
-def _read_config(path: Path) -> dict:
-    """A run's config.json; anything but a JSON object is a folder ligo_ds did not write (or damaged)."""
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{str(path)!r} is not a ligo_ds run's config.json (not a JSON object); choose another folder"
-        )
-    return value
 
 
 def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
