@@ -100,11 +100,20 @@ def _llama(layers, width, heads, kv, ffn, positions, vocab):
     )
 
 
+def _llama32(layers, width, heads, kv, head_dim, ffn, positions, vocab):
+    """A pair shaped like Llama 3.2 1B -> 3B (issue 39): head_dim doubles while the head count falls, the
+    GQA group changes with the kv heads kept, depth grows, the MLP keeps its width; rope base 5e5. No
+    heuristic is function preserving for it (the hidden ratio 1.5 breaks Net2Net's norm), which is the case
+    LiGO is for."""
+    return {**_llama(layers, width, heads, kv, ffn, positions, vocab), "head_dim": head_dim, "rope_theta": 5e5}
+
+
 PRESETS = {
     "tiny": Preset(
         families={
             "gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320)),
             "llama": (_llama(1, 32, 2, 1, 64, 64, 320), _llama(2, 64, 4, 2, 128, 64, 320)),
+            "llama32": (_llama32(2, 32, 4, 1, 8, 64, 64, 320), _llama32(3, 48, 3, 1, 16, 64, 64, 320)),
         },
         small_steps=8,
         large_steps=8,
@@ -123,6 +132,9 @@ PRESETS = {
         families={
             "gpt2": (_gpt2(2, 128, 4, 256, 8192), _gpt2(4, 256, 8, 256, 8192)),
             "llama": (_llama(2, 128, 4, 2, 352, 256, 8192), _llama(4, 256, 8, 4, 704, 256, 8192)),
+            # 32 -> 24 heads as 8 -> 6, kv 8 -> 8 as 2 -> 2 (group 4 -> 3), head_dim 64 -> 128 as 16 -> 32,
+            # 16 -> 28 layers as 4 -> 7, hidden 2048 -> 3072 as 128 -> 192, MLP 8192 kept as 512.
+            "llama32": (_llama32(4, 128, 8, 2, 16, 512, 256, 8192), _llama32(7, 192, 6, 2, 32, 512, 256, 8192)),
         },
         small_steps=400,
         large_steps=400,

@@ -95,7 +95,9 @@ def test_known_savings(tmp_path):
     assert by["slow"].saving is None and by["slow"].kind == "pretrain"
     md = (tmp_path / "out/report.md").read_text()
     assert "| ligo | grown | 2.0000 | 4.000e+02 | 60.0 % |" in md and "not reached" in md
-    assert "| 7.700e+01 | 3.4000 |" in md and "Trivial" not in md
+    # The grown start: the training's step-0 loss (4.5), not the fit's first (6.0); other runs have none.
+    assert by["ligo"].start_val == 4.5 and by["scratch"].start_val is None and by["slow"].start_val is None
+    assert "| 7.700e+01 | 3.4000 | 4.5000 |" in md and "Trivial" not in md
     with open(tmp_path / "out/report.csv") as f:
         assert [r["name"] for r in csv.DictReader(f)] == ["scratch", "ligo", "slow"]
     png = (tmp_path / "out/loss_vs_flops.png").read_bytes()

@@ -107,8 +107,9 @@ def markdown(base: Curve, rows: list[Row]) -> str:
         f"{base.final[0]:.3e} FLOPs.",
         "",
         "| run | kind | final val loss | FLOPs to target | saving (FLOPs) | time to target (s) | saving (time) | "
-        "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss | "
+        "grown start's val loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -117,7 +118,7 @@ def markdown(base: Curve, rows: list[Row]) -> str:
             f"{_fmt(r.seconds_to_target, '.1f')} | "
             f"{_fmt(None if r.wall_saving is None else 100 * r.wall_saving, '.1f')}"
             f"{' %' if r.wall_saving is not None else ''} | {_fmt(r.loss_at_scratch_flops, '.4f')} | "
-            f"{_fmt(r.small_flops, '.3e')} | {_fmt(r.small_final_val, '.4f')} |"
+            f"{_fmt(r.small_flops, '.3e')} | {_fmt(r.small_final_val, '.4f')} | {_fmt(r.start_val, '.4f')} |"
         )
     trivial = [r.name for r in rows if r.small_reaches_target]
     if trivial:

@@ -30,6 +30,9 @@ class Curve:
     tokens: int | None = None  # training tokens its schedule runs for (the fit's left out)
     schedule: dict | None = None  # lr, floor, warmup and shape of its training schedule
     method: str | None = None  # a grown run's fit, whole but for its directory: runs of one method share it
+    # A grown run's loss before its first training step (the fitted or heuristic start): where a heuristic is
+    # not function preserving, this gap to the small model's loss is what the fit is for.
+    start_val: float | None = None
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -48,6 +51,12 @@ def loss_at(points: list[tuple[float, float, float]], flops: float) -> float | N
 
 def _val_points(metrics: Path) -> list[tuple[float, float, float]]:
     return [(r["flops"], r.get("train_seconds", 0.0), r["val_loss"]) for r in read_metrics(metrics) if "val_loss" in r]
+
+
+def _start_val(metrics: Path) -> float | None:
+    """The validation loss logged at step 0 (training evaluates before its first step), if it was."""
+    first = next((r for r in read_metrics(metrics) if "val_loss" in r), None)
+    return first["val_loss"] if first is not None and first.get("step") == 0 else None
 
 
 def _config(path: Path) -> dict:
@@ -71,7 +80,8 @@ def load_curve(run: str | Path) -> Curve:
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
         fit_cfg = _config(run / "fit" / "config.json")
         fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
-        points = fit_points + _val_points(run / "train" / "metrics.jsonl")
+        train_points = _val_points(run / "train" / "metrics.jsonl")
+        points = fit_points + train_points
         fit = fit_cfg.get("fit", {})
         train_cfg = _config(run / "train" / "config.json")
         method = {k: v for k, v in fit.items() if k != "out"}
@@ -88,6 +98,7 @@ def load_curve(run: str | Path) -> Curve:
             {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"), "depth_init": fit.get("depth_init")},
             *_length(train_cfg),
             method=json.dumps(method, sort_keys=True) if fit else None,
+            start_val=_start_val(run / "train" / "metrics.jsonl"),
         )
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")

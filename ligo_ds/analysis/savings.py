@@ -26,6 +26,7 @@ class Row:
     small_flops: float | None
     small_final_val: float | None
     small_reaches_target: bool | None  # None: unknown, or measured differently from the target
+    start_val: float | None = None  # a grown run's loss before training (runs.Curve.start_val)
 
 
 def small_reaches_target(c: Curve, base: Curve) -> bool | None:
@@ -73,6 +74,7 @@ def compare(curves: list[Curve], scratch: str | None = None) -> tuple[Curve, lis
                 small_flops=c.small_flops,
                 small_final_val=c.small_val,
                 small_reaches_target=small_reaches_target(c, base),
+                start_val=c.start_val,
             )
         )
     return base, rows
