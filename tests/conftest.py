@@ -90,6 +90,16 @@ HF_CASES: dict[str, dict] = {
         tie_word_embeddings=True,
         rope_parameters={"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0, "original_max_position_embeddings": 16},
     ),
+    # Qwen3: q_size (4 x 32) differs from hidden, per-head q/k norms, tied, every layer full attention.
+    "qwen3_headdim_qknorm": dict(
+        model_type="qwen3",
+        **{**_GQA_SHAPE, "head_dim": 32},
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+    ),
+    # OLMo 2: norms after the sublayers, q/k norms over the whole projection, untied.
+    "olmo2": dict(model_type="olmo2", **_GQA_SHAPE, rope_parameters={"rope_type": "default", "rope_theta": 5e5}),
+    "olmo2_bias": dict(model_type="olmo2", **{**_GQA_SHAPE, "num_key_value_heads": 4}, attention_bias=True),
     "mistral_window_headdim": dict(
         model_type="mistral",
         hidden_size=64,
@@ -418,6 +428,8 @@ TOKENIZER_STYLES = {
     "llama2": (["<unk>", "<s>", "</s>"], "<s>", "</s>", None),  # Llama 2 and Mistral
     "llama3": (["<|begin_of_text|>", "<|end_of_text|>"], "<|begin_of_text|>", None, 1),  # eos only in generation
     "gpt2": (["<|endoftext|>"], None, "<|endoftext|>", None),
+    # Qwen3 (a hybrid chat model): no BOS, eos the end of a chat turn, documents ended by <|endoftext|>
+    "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", None),
     "no_eos": (["<pad>"], None, None, None),
 }
 

@@ -14,20 +14,22 @@ LLAMA3_SCALING = {
 
 
 def _llama(model_type, hidden, inter, layers, heads, kv, head_dim, vocab, theta, positions, **extra) -> dict:
-    return dict(
-        model_type=model_type,
-        hidden_size=hidden,
-        intermediate_size=inter,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        head_dim=head_dim,
-        vocab_size=vocab,
-        tie_word_embeddings=True,
-        max_position_embeddings=positions,
-        rope_theta=theta,
+    return {
+        **dict(
+            model_type=model_type,
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            head_dim=head_dim,
+            vocab_size=vocab,
+            tie_word_embeddings=True,
+            max_position_embeddings=positions,
+            rope_theta=theta,
+        ),
         **extra,
-    )
+    }
 
 
 PUBLISHED = {
@@ -40,6 +42,10 @@ PUBLISHED = {
     "qwen2.5-1.5b": _llama("qwen2", 1536, 8960, 28, 12, 2, 128, 151936, 1e6, 32768),
     "llama3.2-1b": _llama("llama", 2048, 8192, 16, 32, 8, 64, 128256, 5e5, 131072, rope_scaling=LLAMA3_SCALING),
     "llama3.2-3b": _llama("llama", 3072, 8192, 28, 24, 8, 128, 128256, 5e5, 131072, rope_scaling=LLAMA3_SCALING),
+    "qwen3-0.6b": _llama("qwen3", 1024, 3072, 28, 16, 8, 128, 151936, 1e6, 40960),
+    "qwen3-1.7b": _llama("qwen3", 2048, 6144, 28, 16, 8, 128, 151936, 1e6, 40960),
+    "olmo2-1b": _llama("olmo2", 2048, 8192, 16, 16, 16, 128, 100352, 5e5, 4096, tie_word_embeddings=False),
+    "olmo2-7b": _llama("olmo2", 4096, 11008, 32, 32, 32, 128, 100352, 5e5, 4096, tie_word_embeddings=False),
 }
 PAIRS = [
     ("gpt2-124m", "gpt2-355m"),
@@ -47,6 +53,8 @@ PAIRS = [
     ("smollm2-360m", "smollm2-1.7b"),
     ("qwen2.5-0.5b", "qwen2.5-1.5b"),
     ("llama3.2-1b", "llama3.2-3b"),
+    ("qwen3-0.6b", "qwen3-1.7b"),
+    ("olmo2-1b", "olmo2-7b"),
 ]
 
 # The analogues: head_dim 64 -> 8 (128 -> 16), vocabularies of 96, positions 64; each keeps its pair's
@@ -72,5 +80,16 @@ ANALOGUES = {
     "llama3.2-1b-3b": (
         _llama("llama", 64, 96, 2, 8, 2, 8, 96, 5e5, 64, rope_scaling=_SCALING),
         _llama("llama", 96, 192, 4, 6, 2, 16, 96, 5e5, 64, rope_scaling=_SCALING),
+    ),
+    # Qwen3 keeps heads, kv heads, head_dim and depth and doubles hidden and MLP: q's width (4 x 16) is twice
+    # the small model's hidden, as 16 x 128 is twice 1024.
+    "qwen3-0.6b-1.7b": (
+        _llama("qwen3", 32, 96, 2, 4, 2, 16, 96, 1e6, 64),
+        _llama("qwen3", 64, 192, 2, 4, 2, 16, 96, 1e6, 64),
+    ),
+    # OLMo 2 doubles hidden, heads (MHA) and depth at head_dim kept, and its MLP by 11008 / 8192; untied.
+    "olmo2-1b-7b": (
+        _llama("olmo2", 32, 128, 2, 4, 4, 8, 96, 5e5, 64, tie_word_embeddings=False),
+        _llama("olmo2", 64, 172, 4, 8, 8, 8, 96, 5e5, 64, tie_word_embeddings=False),
     ),
 }

@@ -113,9 +113,10 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
 @pytest.mark.parametrize("pair", sorted(ANALOGUES))
 def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     """Each published pair's analogue (published.py: head_dim ratio, head, kv-head and layer changes, rope
-    bases) through `grow`: fit, hand-off, training; the Llama 3.2 one under ZeRO-3 on 2 ranks, the others in
-    one process. The fit's log says what is exact about the start; transformers reads the grown model as
-    ligo_ds does."""
+    bases) through `grow`: fit, hand-off, training; the Llama 3.2 and OLMo 2 ones under ZeRO-3 on 2 ranks, the
+    others in one process. The fit's log says what is exact about the start; transformers reads the grown model
+    as ligo_ds does. For the families added last (Qwen3, OLMo 2) the trained run also goes through `eval` (its
+    own last val_loss) and `export` (read by the family's own class, with the run's logits)."""
     import json
 
     import torch
@@ -129,7 +130,7 @@ def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     root = make_inputs(tmp_path_factory.mktemp(pair), "x{i} = {m} + y\n", docs=40, small=small, large=large)
     out = root / "grown_run"
     args = cli("grow", source=root / "small", target=root / "large.json", data=root / "data", out=out, **COMMON)
-    launcher, ranks = ("torchrun", 2) if pair.startswith("llama3.2") else ("single", 1)
+    launcher, ranks = ("torchrun", 2) if pair.startswith(("llama3.2", "olmo2")) else ("single", 1)
     # transformers 5 loads any qwen2 model directory's tokenizer as Qwen2Tokenizer, which rebuilds the
     # pipeline (Qwen's pre-tokenizer) around the vocabulary: the grown model then tokenizes otherwise than
     # the test's own BPE made the data, and the training phase rightly says so. Not what this test is about.
@@ -145,3 +146,17 @@ def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     hf = transformers.AutoModelForCausalLM.from_pretrained(out / "grown").eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, load_model(out / "grown").eval()(ids), atol=1e-4, rtol=0)
+    if small["model_type"] not in ("qwen3", "olmo2"):
+        return
+    evaluated = ligo("single", 1, ["eval", str(out / "train")])
+    printed = next(line for line in evaluated.stdout.splitlines() if line.startswith("val_loss "))
+    assert float(printed.split()[1].rstrip(",")) == pytest.approx(rows[-1]["val_loss"], rel=1e-5)
+    ligo("single", 1, ["export", str(out / "train"), "--out", str(root / "exported")])
+    exported = transformers.AutoModelForCausalLM.from_pretrained(root / "exported").eval()
+    assert type(exported).__name__ == {"qwen3": "Qwen3ForCausalLM", "olmo2": "Olmo2ForCausalLM"}[small["model_type"]]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            exported(ids).logits, load_model(out / "train" / "hf").eval()(ids), atol=1e-4, rtol=0
+        )
+    assert (root / "exported" / "generation_config.json").is_file()
+    assert transformers.AutoTokenizer.from_pretrained(root / "exported").eos_token is not None

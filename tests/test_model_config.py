@@ -40,7 +40,7 @@ def test_explicit_head_dim_is_honoured():
 @pytest.mark.parametrize(
     "update, message",
     [
-        ({"model_type": "bert"}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, qwen2"),
+        ({"model_type": "bert"}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, olmo2, qwen2, qwen3"),
         ({"hidden_size": 66}, "hidden size 66 is not divisible by the number of attention heads 4"),
         ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) is not divisible by num_key_value_heads \(3\)"),
         (
@@ -86,7 +86,39 @@ def test_bad_gpt2_heads():
 
 
 def test_supported_list_is_the_table():
-    assert SUPPORTED_MODEL_TYPES == ("gpt2", "llama", "mistral", "qwen2")
+    assert SUPPORTED_MODEL_TYPES == ("gpt2", "llama", "mistral", "olmo2", "qwen2", "qwen3")
+
+
+def test_family_defaults_are_the_classes():
+    """A key the file leaves out takes the transformers class's default: Qwen3's head_dim is 128 whatever
+    hidden / heads is, OLMo 2's norm eps 1e-5; both have MLPs without biases whatever mlp_bias says."""
+    import transformers
+
+    shape = dict(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=96,
+    )
+    for model_type in ("qwen3", "olmo2"):
+        hf = dict(model_type=model_type, **shape, mlp_bias=True)
+        ours = ModelConfig.from_hf(hf)
+        theirs = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf))
+        assert ours.num_params() == theirs.num_parameters(), model_type
+        assert ours.norm_eps == theirs.config.rms_norm_eps and not ours.mlp_bias
+    assert ModelConfig.from_hf(dict(model_type="qwen3", **shape)).head_dim == 128
+
+
+@pytest.mark.parametrize(
+    "update",
+    [{"use_sliding_window": True}, {"layer_types": ["full_attention", "sliding_attention"]}],
+)
+def test_sliding_layers_are_refused_by_name(update):
+    hf = dict(model_type="qwen3", hidden_size=64, num_attention_heads=4, num_hidden_layers=2, **update)
+    with pytest.raises(ConfigError, match="sliding-window layers .* not supported; expected use_sliding_window false"):
+        ModelConfig.from_hf(hf)
 
 
 def test_config_file_errors(tmp_path):

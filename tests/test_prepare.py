@@ -338,10 +338,11 @@ def test_trained_tokenizer_is_a_whole_autotokenizer(text_folder, tmp_path):
     assert np.dtype(TokenData(tmp_path / "d").meta["dtype"]) == np.uint16
 
 
-@pytest.mark.parametrize("style, eos", [("llama2", "</s>"), ("llama3", "<|end_of_text|>")])
-def test_models_own_tokenizer_separates_documents_with_its_eos(style, eos, text_folder, tmp_path):
+@pytest.mark.parametrize("style, eos", [("llama2", "</s>"), ("llama3", "<|end_of_text|>"), ("qwen3", "<|endoftext|>")])
+def test_models_own_tokenizer_separates_documents_with_its_eos(style, eos, text_folder, tmp_path, capsys):
     """Llama 2 / Mistral name </s> in tokenizer_config.json; a Llama 3 base names <|end_of_text|> only
-    through generation_config.json's eos ids. Their post-processors put a BOS before each document."""
+    through generation_config.json's eos ids. Their post-processors put a BOS before each document. Qwen3
+    names <|im_end|>, a chat turn's end: its documents end with <|endoftext|>, and prepare says so."""
     model_dir = make_tokenizer(tmp_path / "model", style)
     meta = prepare(
         PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), tokenizer=str(model_dir), val_fraction=0.1)
@@ -350,8 +351,13 @@ def test_models_own_tokenizer_separates_documents_with_its_eos(style, eos, text_
     assert meta["eos_token"] == eos and meta["eos_id"] == tok.convert_tokens_to_ids(eos)
     assert meta["tokenizer_fingerprint"] == tokenizer.fingerprint(tok)
     ids = TokenData(tmp_path / "d").tokens("train").tolist()
-    bos = tok.convert_tokens_to_ids(tok.bos_token or "<|begin_of_text|>")
-    assert ids[0] == bos and ids.count(bos) == ids.count(meta["eos_id"]) == meta["documents"]["train"]
+    assert ids.count(meta["eos_id"]) == meta["documents"]["train"]
+    if style == "qwen3":
+        assert tok.bos_token is None and tok.convert_tokens_to_ids("<|im_end|>") not in ids
+        assert "documents end with '<|endoftext|>', not the tokenizer's eos '<|im_end|>'" in capsys.readouterr().err
+    else:
+        bos = tok.convert_tokens_to_ids(tok.bos_token or "<|begin_of_text|>")
+        assert ids[0] == bos and ids.count(bos) == meta["documents"]["train"]
     assert sorted(_decode_docs(tmp_path / "d")) == sorted(DOCS)
     assert tokenizer.load(tmp_path / "d").eos_token == eos  # the DATA_DIR's tokenizer names it, for exports
 

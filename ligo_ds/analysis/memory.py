@@ -109,11 +109,15 @@ def block_activation_elements(cfg: ModelConfig, checkpointing: str) -> tuple[int
     # and its statistics in fp32; attention keeps the fused qkv, RoPE's rotated q and k, its output (the
     # heads' reshape is a view of it) and its log-sum-exp; the MLP its up projection and what the activation
     # (and, gated, the product) gives.
+    # q/k norms keep what they give RoPE (their input is a view of qkv) and an fp32 statistic per row: per
+    # head ("head") or per token ("full").
     rms = cfg.norm == "rmsnorm"
     norms = 2 * (2 * d + (d if rms else 0))
     attn = (q + 2 * k) + (q + k if cfg.positions == "rope" else 0) + q
+    qk_norm = (q + k) if cfg.qk_norm else 0
+    qk_rows = {None: 0, "head": cfg.num_heads + cfg.num_kv_heads, "full": 2}[cfg.qk_norm]
     mlp = 2 * mlp_in
-    return norms + attn + mlp, 2 * (1 if rms else 2) + cfg.num_heads
+    return norms + attn + qk_norm + mlp, 2 * (1 if rms else 2) + cfg.num_heads + qk_rows
 
 
 def window_mask_bytes(cfg: ModelConfig, seq_len: int) -> int:
@@ -152,6 +156,7 @@ def persistent_params(cfg: ModelConfig, threshold: int) -> int:
     d = cfg.hidden_size
     small = [d] * (2 * cfg.num_layers + 1) * (2 if cfg.norm_bias else 1)
     small += [cfg.q_size + 2 * cfg.kv_size] * cfg.num_layers * cfg.qkv_bias + [d] * cfg.num_layers * cfg.out_bias
+    small += [cfg.q_norm_size, cfg.k_norm_size] * cfg.num_layers * (cfg.qk_norm is not None)
     if cfg.mlp_bias:
         small += [cfg.intermediate_size * (2 if cfg.gated_mlp else 1), d] * cfg.num_layers
     return sum(n for n in small if n <= threshold)

@@ -6,7 +6,7 @@ Nothing here (or in the operator) asks which model family a weight belongs to.
 
 Width groups: emb / emb_in (the residual stream, producer / consumer side), emb_final (the final norm),
 q, k, v (attention heads, per layer), o_in (attention output heads, which carry v's), mlp / mlp_in (MLP
-hidden units, per layer).
+hidden units, per layer), q_norm / k_norm (the q and k norms' weights, per layer).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ BLOCK_LAYOUT: dict[str, list[Piece]] = {
         Piece("k", "kv_size", "k", None),
         Piece("v", "kv_size", "v", None),
     ],
+    # q/k norms (qk_norm): mixed over depth with their projections; widened by q_norm / k_norm (parts.py).
+    "attn.q_norm.weight": [Piece("q", "q_norm_size", "q_norm", None)],
+    "attn.k_norm.weight": [Piece("k", "k_norm_size", "k_norm", None)],
     "attn.out.weight": [Piece("o", "hidden_size", "emb", "o_in")],
     "attn.out.bias": [Piece("o", "hidden_size", "emb", None)],
     "norm2.weight": [Piece("norm2", "hidden_size", "emb", None)],
@@ -58,8 +61,11 @@ GLOBAL_LAYOUT: dict[str, tuple[str | None, str | None]] = {
     "lm_head.weight": (None, "emb_in"),
 }
 DEPTH_KINDS = ("norm1", "q", "k", "v", "o", "norm2", "up", "down")
-PER_LAYER_GROUPS = {"q", "k", "v", "o_in", "mlp", "mlp_in"}
+PER_LAYER_GROUPS = {"q", "k", "v", "o_in", "mlp", "mlp_in", "q_norm", "k_norm"}
+# Groups over whole heads (E kron P). q_norm / k_norm are too when the norm is over the whole projection
+# (qk_norm "full"); a per-head norm's weight is one head's dims, placed by P alone (parts.LayerWidth).
 HEAD_GROUPS = {"q", "k", "v", "o_in"}
+NORM_GROUPS = {"q_norm": "q", "k_norm": "k"}  # a q/k norm's group -> the projection it normalises
 
 
 @dataclass(frozen=True)

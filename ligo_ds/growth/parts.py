@@ -21,7 +21,8 @@ from torch import nn
 
 from ..model.config import ModelConfig
 from . import functional as G
-from .layout import HEAD_GROUPS, PER_LAYER_GROUPS
+from . import rotary as R
+from .layout import HEAD_GROUPS, NORM_GROUPS, PER_LAYER_GROUPS
 from .spec import TYINGS
 
 Sides = tuple  # (group on dim 0, group on dim 1), each a width group name or None
@@ -81,6 +82,8 @@ class LayerWidth(nn.Module):
         self.e_q, self.e_k, self.e_v = nn.Parameter(e_q.clone()), nn.Parameter(e_k.clone()), nn.Parameter(e_v.clone())
         self.b_mlp = nn.Parameter(b_mlp.clone())
         self.src_heads, self.tgt_heads, self.head_dim, self.tying = src.num_heads, tgt.num_heads, src.head_dim, tying
+        self.qk_norm = src.qk_norm
+        self.norm_scales = R.norm_scales(src, tgt)
         if within is not None:
             self.p_q, self.p_k, self.p_v = (nn.Parameter(p.clone()) for p in within)
 
@@ -97,6 +100,16 @@ class LayerWidth(nn.Module):
         }
         if hasattr(self, "p_q"):
             mats |= {"q/dims": self.p_q, "k/dims": self.p_k, "v/dims": self.p_v, "o_in/dims": consumer(self.p_v)}
+        for norm, proj in NORM_GROUPS.items():
+            # A q/k norm's weight follows its projection's units, times the scale that keeps q.k / sqrt(E)
+            # with the norm in the way (rotary.norm_scales). Over the whole projection it takes the head
+            # map too; per head it is one head's dims, placed by P, or kept when head_dim is.
+            dims = mats.get(f"{proj}/dims")
+            scaled = None if dims is None else dims * self.norm_scales[proj]
+            if self.qk_norm == "full":
+                mats |= {norm: mats[proj], f"{norm}/dims": scaled}
+            else:
+                mats[norm] = scaled
         return mats
 
     def forward(self, pieces: list[tuple[Sides, torch.Tensor]]) -> list[torch.Tensor]:
@@ -104,8 +117,8 @@ class LayerWidth(nn.Module):
         out = []
         for sides, w in pieces:
             for dim, group in enumerate(sides):
-                if group in PER_LAYER_GROUPS:
-                    heads = group in HEAD_GROUPS
+                if group in PER_LAYER_GROUPS and mats.get(group) is not None:
+                    heads = group in HEAD_GROUPS or (group in NORM_GROUPS and self.qk_norm == "full")
                     w = apply_side(w, mats[group], dim, heads, self.head_dim, mats.get(f"{group}/dims"))
             out.append(w)
         return out

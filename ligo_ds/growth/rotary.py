@@ -18,7 +18,8 @@ the unused target pair of the nearest frequency (in log frequency, keeping their
 the rest. v has no rotation; it takes the same placement (any would do; this one keeps v and q alike).
 
 The softmax scale is 1/sqrt(head_dim) (decoder.py): a target head would divide the same q.k by
-sqrt(E2/E1) more, so the q side carries that factor, and the function is kept.
+sqrt(E2/E1) more, so the q side carries that factor, and the function is kept: q's projection, or, where
+q and k are normed (Qwen3, OLMo 2), q's norm weight (projection_scales says why).
 """
 
 from __future__ import annotations
@@ -70,9 +71,24 @@ def within_head(src: ModelConfig, tgt: ModelConfig, scale: float = 1.0) -> torch
     return p
 
 
-def query_scale(src: ModelConfig, tgt: ModelConfig) -> float:
-    """What the q side carries so that q.k / sqrt(E2) is the source's q.k / sqrt(E1)."""
-    return math.sqrt(tgt.head_dim / src.head_dim)
+def projection_scales(src: ModelConfig, tgt: ModelConfig) -> tuple[float, float]:
+    """What q's and k's placements carry so that q.k / sqrt(E2) is the source's q.k / sqrt(E1).
+
+    Without q/k norms, q carries s = sqrt(E2/E1). With them (Qwen3, OLMo 2) a scale on the projection is
+    normed away, so it serves another end: q and k both carry s, which keeps each norm's mean square over
+    E2 dims (the E2 - E1 new ones zero) equal to the source's over E1, eps included. Each normed vector
+    then comes out s larger, q.k s^2 larger, of which the softmax's 1/sqrt(E2) takes back s; the q norm's
+    weight carries the remaining 1/s (norm_scales). The same holds per head ("head") and over the whole
+    projection ("full"), whose mean is over H E dims with every head placed alike."""
+    s = math.sqrt(tgt.head_dim / src.head_dim)
+    return (s, s) if src.qk_norm else (s, 1.0)
+
+
+def norm_scales(src: ModelConfig, tgt: ModelConfig) -> dict[str, float]:
+    """What the q and k norms' weights carry on top of their projection's placement P (which includes
+    projection_scales): the placement alone, 1 / s, for k; for q, 1 / s more."""
+    s = math.sqrt(tgt.head_dim / src.head_dim)
+    return {"q": 1.0 / s**2, "k": 1.0 / s}
 
 
 @dataclass(frozen=True)
@@ -118,7 +134,7 @@ def initial_maps(
     used = {t for t, _ in placed_dims(src, tgt)}
     new = [r for r in range(tgt.head_dim) if r not in used]
     maps = []
-    for scale in (query_scale(src, tgt), 1.0, 1.0):
+    for scale in (*projection_scales(src, tgt), 1.0):
         p = within_head(src, tgt, scale)
         if noise > 0 and new:
             p[new] = noise * torch.randn(len(new), src.head_dim, generator=gen).to(p.device)

@@ -7,7 +7,7 @@ is checked as the file has it first, and the model's size last (config_checks.py
 
 Per-family parsing is a table of small functions (`_PARSERS`); nothing downstream asks which family
 a model is, except through `family`, a key into the tables in `families.py`. (About 300 lines: every
-key of an HF config that ligo_ds reads is read here, RoPE's two config layouts included.)
+key of an HF config that ligo_ds reads is read here but RoPE's, which rope.py parses.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config_checks import check_path, check_sizes, check_values
-from .rope import scaled_frequencies
+from .rope import parse_rope, scaled_frequencies
 
 # HF activation names -> ours (see model.ACTIVATIONS). "gelu_new" is GPT-2's tanh approximation.
 _ACTIVATIONS = {
@@ -65,6 +65,12 @@ class ModelConfig:
     # that two configs compare equal exactly when their positions are encoded alike.
     rope_type: str = "default"
     rope_scaling: tuple[tuple[str, Any], ...] = ()
+    # RMSNorm on queries and keys before RoPE: None, "head" (over each head's dims, one weight of head_dim
+    # shared by the heads: Qwen3) or "full" (over the whole projection, a weight per unit: OLMo 2).
+    qk_norm: str | None = None
+    # Where a block's two norms sit: "pre" (on the sublayer's input, GPT-2 and Llama) or "post" (on its
+    # output, before the residual add: OLMo 2, which has no norm on the input).
+    norm_position: str = "pre"
     hf_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -86,12 +92,21 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def q_norm_size(self) -> int:
+        return {None: 0, "head": self.head_dim, "full": self.q_size}[self.qk_norm]
+
+    @property
+    def k_norm_size(self) -> int:
+        return {None: 0, "head": self.head_dim, "full": self.kv_size}[self.qk_norm]
+
     def num_params(self, embeddings: bool = True) -> int:
         """Parameter count of the decoder (tied head counted once)."""
         d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
         norm = d * (2 if self.norm_bias else 1)
         attn = d * (self.q_size + 2 * self.kv_size) + self.q_size * d
         attn += (self.q_size + 2 * self.kv_size) * self.qkv_bias + d * self.out_bias
+        attn += self.q_norm_size + self.k_norm_size
         mlp = d * f * (3 if self.gated_mlp else 2) + (f * (2 if self.gated_mlp else 1) + d) * self.mlp_bias
         blocks = self.num_layers * (2 * norm + attn + mlp) + norm
         if not embeddings:
@@ -198,71 +213,42 @@ def _gpt2(hf: dict) -> ModelConfig:
     )
 
 
-# RoPE kinds these families use. "default" is plain RoPE with rope_theta; the scaled kinds are computed by
-# transformers' own RoPE init functions (rope.py), so they match its models by construction.
-# "longrope" and per-layer kinds are left out: they switch frequencies on the sequence length at run time.
-ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
-_ROPE_NAMING = ("rope_type", "type", "rope_theta")
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
-
-
-def _rope(hf: dict) -> tuple[float, str, tuple[tuple[str, Any], ...]]:
-    """(theta, kind, scaling parameters) of a Llama-family config.
-
-    transformers >= 5 writes `rope_parameters` (theta inside); older files, every Llama 3.x on the Hub
-    among them, have `rope_theta` beside `rope_scaling` (whose kind is `rope_type`, or `type` in older
-    still). Both are read; `rope_parameters` wins where both are given.
-    """
-    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
-    rope_type = params.get("rope_type") or params.get("type") or "default"
-    if rope_type not in ROPE_TYPES:
-        raise ConfigError(
-            f"{hf['model_type']} config: rope type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
-        )
-    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
-        raise ConfigError(
-            f"{hf['model_type']} config: partial_rotary_factor={partial!r} is not supported (expected 1.0: "
-            "RoPE over the whole head)"
-        )
-    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
-    scaling = tuple(sorted((k, _hashable(v)) for k, v in params.items() if k not in _ROPE_NAMING))
-    if rope_type == "default":
-        scaling = tuple((k, v) for k, v in scaling if k != "partial_rotary_factor")
-        if scaling:
-            raise ConfigError(
-                f"{hf['model_type']} config: RoPE parameters {dict(scaling)} given without a scaling type; "
-                f"expected rope_type one of {', '.join(ROPE_TYPES[1:])}"
-            )
-    return theta, rope_type, scaling
-
-
-def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int | None) -> ModelConfig:
+def _llama_like(
+    hf: dict,
+    *,
+    qkv_bias: bool,
+    out_bias: bool,
+    sliding_window: int | None,
+    head_dim: int | None = None,
+    norm_eps: float = 1e-6,
+    mlp_bias: bool | None = None,
+    **switches: Any,
+) -> ModelConfig:
+    """A Llama-shaped config; `head_dim` is the class's default when the file has none (Qwen3's 128),
+    `mlp_bias` given where the class has no such key (its MLP has no biases whatever the file says),
+    `switches` the ModelConfig fields a family sets otherwise (family, qk_norm, norm_position)."""
     d, h = _require(hf, "hidden_size", 4096), _require(hf, "num_attention_heads", 32)
-    theta, rope_type, scaling = _rope(hf)
+    theta, rope_type, scaling = parse_rope(hf)
     cfg = ModelConfig(
-        family="llama",
+        family=switches.pop("family", "llama"),
         model_type=hf["model_type"],
         vocab_size=_require(hf, "vocab_size", 32000),
         hidden_size=d,
         num_layers=_require(hf, "num_hidden_layers", 32),
         num_heads=h,
         num_kv_heads=_require(hf, "num_key_value_heads", h),
-        head_dim=_head_dim(hf["model_type"], d, h, hf.get("head_dim")),
+        head_dim=_head_dim(hf["model_type"], d, h, hf.get("head_dim", head_dim)),
         intermediate_size=_require(hf, "intermediate_size", 11008),
         max_positions=_require(hf, "max_position_embeddings", 2048),
         norm="rmsnorm",
-        norm_eps=float(_require(hf, "rms_norm_eps", 1e-6)),
+        norm_eps=float(_require(hf, "rms_norm_eps", norm_eps)),
         activation=_activation(hf, "hidden_act", "silu"),
         gated_mlp=True,
         positions="rope",
         rope_theta=theta,
         qkv_bias=qkv_bias,
         out_bias=out_bias,
-        mlp_bias=bool(hf.get("mlp_bias", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)) if mlp_bias is None else mlp_bias,
         norm_bias=False,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         sliding_window=sliding_window,
@@ -270,6 +256,7 @@ def _llama_like(hf: dict, *, qkv_bias: bool, out_bias: bool, sliding_window: int
         rope_type=rope_type,
         rope_scaling=scaling,
         hf_config=dict(hf),
+        **switches,
     )
     if rope_type != "default":  # transformers checks the kind's parameters: a missing one fails here, by name
         scaled_frequencies(rope_type, cfg.hf_config, 1)
@@ -291,11 +278,48 @@ def _qwen2(hf: dict) -> ModelConfig:
     return _llama_like(hf, qkv_bias=True, out_bias=False, sliding_window=None)
 
 
+def _refuse_sliding_layers(hf: dict) -> None:
+    """Qwen3 and Gemma-style configs may make some layers sliding-window ones: ligo_ds runs every layer
+    with full attention, so such a config is refused rather than run differently."""
+    sliding = [i for i, t in enumerate(hf.get("layer_types") or []) if t != "full_attention"]
+    if hf.get("use_sliding_window", False) or sliding:
+        raise ConfigError(
+            f"{hf['model_type']} config: sliding-window layers (use_sliding_window="
+            f"{hf.get('use_sliding_window', False)}, layer_types not full_attention at {sliding[:8]}) are not "
+            "supported; expected use_sliding_window false and every layer full_attention"
+        )
+
+
+def _qwen3(hf: dict) -> ModelConfig:
+    _refuse_sliding_layers(hf)
+    bias = bool(hf.get("attention_bias", False))
+    return _llama_like(
+        hf, qkv_bias=bias, out_bias=bias, sliding_window=None, head_dim=128, mlp_bias=False, qk_norm="head"
+    )
+
+
+def _olmo2(hf: dict) -> ModelConfig:
+    bias = bool(hf.get("attention_bias", False))
+    return _llama_like(
+        hf,
+        qkv_bias=bias,
+        out_bias=bias,
+        sliding_window=None,
+        norm_eps=1e-5,
+        mlp_bias=False,
+        family="olmo2",
+        qk_norm="full",
+        norm_position="post",
+    )
+
+
 _PARSERS: dict[str, Callable[[dict], ModelConfig]] = {
     "gpt2": _gpt2,
     "llama": _llama,
     "mistral": _mistral,
     "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "olmo2": _olmo2,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(_PARSERS))

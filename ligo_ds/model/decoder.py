@@ -1,4 +1,5 @@
-"""The decoder: one implementation for the GPT-2 and Llama families, switched by ModelConfig.
+"""The decoder: one implementation for every family (GPT-2, Llama and its kin, OLMo 2), switched by
+ModelConfig: norm kind and position, q/k norms, gated MLP, learned or rotary positions, biases, windows.
 
 Architecture only: no parallelism, no checkpoint I/O (hf_load.py, hf_save.py), no growth (growth/).
 Weights are created and initialised inside each module's own __init__, so a model built under
@@ -84,13 +85,21 @@ class Attention(nn.Module):
         std = cfg.initializer_range
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, cfg.qkv_bias, std)
         self.out = Linear(cfg.q_size, cfg.hidden_size, cfg.out_bias, out_std)
+        if cfg.qk_norm is not None:
+            self.q_norm = RMSNorm(cfg.q_norm_size, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.k_norm_size, cfg.norm_eps)
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         cfg = self.cfg
         B, T, _ = x_BTD.shape
         q, k, v = self.qkv(x_BTD).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q_BHTE = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k_BKTE = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        if cfg.qk_norm == "full":  # over the whole projection (OLMo 2)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q_BTHE = q.view(B, T, cfg.num_heads, cfg.head_dim)
+        k_BTKE = k.view(B, T, cfg.num_kv_heads, cfg.head_dim)
+        if cfg.qk_norm == "head":  # over each head's dims, one weight for every head (Qwen3)
+            q_BTHE, k_BTKE = self.q_norm(q_BTHE), self.k_norm(k_BTKE)
+        q_BHTE, k_BKTE = q_BTHE.transpose(1, 2), k_BTKE.transpose(1, 2)
         v_BKTE = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q_BHTE, k_BKTE = apply_rope(q_BHTE, *rope), apply_rope(k_BKTE, *rope)
@@ -134,6 +143,7 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg, out_std)
         self.checkpointing = checkpointing
+        self.post_norm = cfg.norm_position == "post"
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         # Checkpointed inside the module's call, so that ZeRO-3's gather and release hooks, which run around
@@ -142,9 +152,11 @@ class Block(nn.Module):
         return checkpointed(self.checkpointing, self.residual, x_BTD, rope)
 
     def residual(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if self.post_norm:  # OLMo 2: each sublayer's output is normed before it joins the residual stream
+            x_BTD = x_BTD + self.norm1(self.attn(x_BTD, rope))
+            return x_BTD + self.norm2(self.mlp(x_BTD))
         x_BTD = x_BTD + self.attn(self.norm1(x_BTD), rope)
-        x_BTD = x_BTD + self.mlp(self.norm2(x_BTD))
-        return x_BTD
+        return x_BTD + self.mlp(self.norm2(x_BTD))
 
 
 class LMHead(Linear):

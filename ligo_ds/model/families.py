@@ -71,6 +71,8 @@ LLAMA = Family(
         "blocks.{}.attn.qkv.bias": tuple(_L + f"self_attn.{p}_proj.bias" for p in "qkv"),
         "blocks.{}.attn.out.weight": (_L + "self_attn.o_proj.weight",),
         "blocks.{}.attn.out.bias": (_L + "self_attn.o_proj.bias",),
+        "blocks.{}.attn.q_norm.weight": (_L + "self_attn.q_norm.weight",),
+        "blocks.{}.attn.k_norm.weight": (_L + "self_attn.k_norm.weight",),
         "blocks.{}.norm2.weight": (_L + "post_attention_layernorm.weight",),
         "blocks.{}.mlp.up.weight": (_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"),
         "blocks.{}.mlp.up.bias": (_L + "mlp.gate_proj.bias", _L + "mlp.up_proj.bias"),
@@ -88,7 +90,19 @@ LLAMA = Family(
     buffer_suffixes=(".rotary_emb.inv_freq",),
 )
 
-FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA}
+# OLMo 2 is Llama's names with the norms after the sublayers: post_attention_layernorm is the first of a
+# block's norms there (on attention's output), not the second (on the MLP's input) as in Llama.
+OLMO2 = Family(
+    names={
+        **LLAMA.names,
+        "blocks.{}.norm1.weight": (_L + "post_attention_layernorm.weight",),
+        "blocks.{}.norm2.weight": (_L + "post_feedforward_layernorm.weight",),
+    },
+    split=LLAMA.split,
+    buffer_suffixes=LLAMA.buffer_suffixes,
+)
+
+FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "olmo2": OLMO2}
 
 # The transformers class written into config.json "architectures", per HF model_type.
 ARCHITECTURES: dict[str, str] = {
@@ -96,6 +110,8 @@ ARCHITECTURES: dict[str, str] = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
 
 

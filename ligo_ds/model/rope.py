@@ -1,4 +1,5 @@
-"""Rotary position embedding: the inverse frequencies of each RoPE kind, and the cos/sin tables.
+"""Rotary position embedding: the config's RoPE keys (both layouts the Hub serves), the inverse
+frequencies of each RoPE kind, and the cos/sin tables.
 
 Plain RoPE ("default") is computed here. The scaled kinds (linear, dynamic NTK, YaRN, Llama 3) take
 their inverse frequencies and attention factor from transformers' own RoPE init functions, called on the
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -92,3 +93,47 @@ def apply_rope(x_BHTE: torch.Tensor, cos_TE: torch.Tensor, sin_TE: torch.Tensor)
     x1, x2 = x_BHTE.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return x_BHTE * cos_TE.to(x_BHTE.dtype) + rotated * sin_TE.to(x_BHTE.dtype)
+
+
+# ---- the config's RoPE keys ---------------------------------------------------------------------
+
+# RoPE kinds these families use. "default" is plain RoPE with rope_theta; the scaled kinds are computed by
+# transformers' own RoPE init functions (rope.py), so they match its models by construction.
+# "longrope" and per-layer kinds are left out: they switch frequencies on the sequence length at run time.
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+_ROPE_NAMING = ("rope_type", "type", "rope_theta")
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def parse_rope(hf: dict) -> tuple[float, str, tuple[tuple[str, Any], ...]]:
+    """(theta, kind, scaling parameters) of a Llama-family config.
+
+    transformers >= 5 writes `rope_parameters` (theta inside); older files, every Llama 3.x on the Hub
+    among them, have `rope_theta` beside `rope_scaling` (whose kind is `rope_type`, or `type` in older
+    still). Both are read; `rope_parameters` wins where both are given.
+    """
+    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    rope_type = params.get("rope_type") or params.get("type") or "default"
+    if rope_type not in ROPE_TYPES:
+        raise ConfigError(
+            f"{hf['model_type']} config: rope type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
+        )
+    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise ConfigError(
+            f"{hf['model_type']} config: partial_rotary_factor={partial!r} is not supported (expected 1.0: "
+            "RoPE over the whole head)"
+        )
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    scaling = tuple(sorted((k, _hashable(v)) for k, v in params.items() if k not in _ROPE_NAMING))
+    if rope_type == "default":
+        scaling = tuple((k, v) for k, v in scaling if k != "partial_rotary_factor")
+        if scaling:
+            raise ConfigError(
+                f"{hf['model_type']} config: RoPE parameters {dict(scaling)} given without a scaling type; "
+                f"expected rope_type one of {', '.join(ROPE_TYPES[1:])}"
+            )
+    return theta, rope_type, scaling

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,25 @@ def _generation_eos(directory: Path) -> int | None:
     return ids[0] if isinstance(ids, list) and ids else ids if isinstance(ids, int) else None
 
 
+# A chat model's tokenizer names the end of a turn as its eos (Qwen3's <|im_end|>, Llama 3 Instruct's
+# <|eot_id|>, Gemma's <end_of_turn>); the same vocabulary ends pretraining documents with another token,
+# which is what continued pretraining must separate documents with. First found wins.
+CHAT_TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>")
+DOCUMENT_ENDS = ("<|endoftext|>", "<|end_of_text|>", "<eos>", "</s>")
+
+
+def document_end(tok: Any, eos: str) -> str:
+    """The tokenizer's eos, or where that ends a chat turn, the vocabulary's document end if it has one."""
+    if eos not in CHAT_TURN_ENDS:
+        return eos
+    vocab = tok.backend_tokenizer
+    return next((t for t in DOCUMENT_ENDS if vocab.token_to_id(t) is not None), eos)
+
+
 def separator(tok: Any, directory: str | Path | None, eos_token: str | None, what: str) -> tuple[str, int]:
     """(token, id) that ends each document: `eos_token` if given, else the tokenizer's own eos
-    (tokenizer_config.json / special_tokens_map.json), else generation_config.json's first eos id. `what`:
-    the option that gives `eos_token`, for the messages."""
+    (tokenizer_config.json / special_tokens_map.json; document_end where it ends a chat turn), else
+    generation_config.json's first eos id. `what`: the option that gives `eos_token`, for the messages."""
     backend = tok.backend_tokenizer
     where = f"the tokenizer at {str(directory)!r}" if directory else "the tokenizer"
     if eos_token is not None:
@@ -107,7 +123,14 @@ def separator(tok: Any, directory: str | Path | None, eos_token: str | None, wha
             raise ConfigError(f"{what} {eos_token!r} is not a token of {where}")
         return eos_token, token_id
     if tok.eos_token is not None:
-        return tok.eos_token, backend.token_to_id(tok.eos_token)
+        token = document_end(tok, tok.eos_token)
+        if token != tok.eos_token:
+            print(
+                f"prepare: documents end with {token!r}, not the tokenizer's eos {tok.eos_token!r} (it ends a chat "
+                f"turn); {what} chooses another",
+                file=sys.stderr,
+            )
+        return token, backend.token_to_id(token)
     token_id = _generation_eos(Path(directory)) if directory else None
     if token_id is not None:
         token = backend.id_to_token(token_id)
