@@ -100,6 +100,30 @@ HF_CASES: dict[str, dict] = {
     # OLMo 2: norms after the sublayers, q/k norms over the whole projection, untied.
     "olmo2": dict(model_type="olmo2", **_GQA_SHAPE, rope_parameters={"rope_type": "default", "rope_theta": 5e5}),
     "olmo2_bias": dict(model_type="olmo2", **{**_GQA_SHAPE, "num_key_value_heads": 4}, attention_bias=True),
+    # GPT-NeoX (Pythia): parallel residual, RoPE on a quarter of each head, per-head fused qkv, LayerNorm biases.
+    "gpt_neox": dict(
+        model_type="gpt_neox",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=96,
+        max_position_embeddings=64,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+    ),
+    "gpt_neox_sequential_half": dict(
+        model_type="gpt_neox",
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        vocab_size=96,
+        max_position_embeddings=64,
+        use_parallel_residual=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5},
+        tie_word_embeddings=True,
+    ),
     "mistral_window_headdim": dict(
         model_type="mistral",
         hidden_size=64,
@@ -134,21 +158,38 @@ def _class_weights(model) -> dict:
     return {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
 
 
-def hub_base_model_state(model) -> dict[str, torch.Tensor]:
-    """As the original Hub checkpoints are: the base model's names without its prefix, no head, and the
-    buffers transformers of that time saved (GPT-2's causal mask and masked_bias, Llama's inv_freq)."""
-    prefix = model.base_model_prefix + "."
-    state = {k[len(prefix) :]: v for k, v in _class_weights(model).items() if k.startswith(prefix)}
-    cfg = model.config
+def old_buffers(model) -> dict[str, torch.Tensor]:
+    """The buffers transformers of an earlier time saved beside the weights, under the class's names: GPT-2's
+    causal mask and masked_bias, Llama's inv_freq, GPT-NeoX's (Pythia's files) all three."""
+    cfg, prefix = model.config, model.base_model_prefix + "."
+    state = {}
     for i in range(cfg.num_hidden_layers):
         if cfg.model_type == "gpt2":
             n = cfg.n_positions
             state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
             state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        elif cfg.model_type == "gpt_neox":
+            n, e = cfg.max_position_embeddings, cfg.hidden_size // cfg.num_attention_heads
+            state[f"layers.{i}.attention.bias"] = torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n)
+            state[f"layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+            state[f"layers.{i}.attention.rotary_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, e // 4, 2) / (e // 4))
         else:
             e = cfg.hidden_size // cfg.num_attention_heads
             state[f"layers.{i}.self_attn.rotary_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, e, 2) / e)
-    return state
+    return {prefix + k: v for k, v in state.items()}
+
+
+def hub_base_model_state(model) -> dict[str, torch.Tensor]:
+    """As the original Hub checkpoints are: the base model's names without its prefix, no head, and the
+    buffers transformers of that time saved (old_buffers)."""
+    prefix = model.base_model_prefix + "."
+    state = {**_class_weights(model), **old_buffers(model)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def class_state_with_old_buffers(model) -> dict[str, torch.Tensor]:
+    """The class's own names, head included, with the old buffers beside them (Pythia's files)."""
+    return {**_class_weights(model), **old_buffers(model)}
 
 
 def make_inputs(

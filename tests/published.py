@@ -32,6 +32,23 @@ def _llama(model_type, hidden, inter, layers, heads, kv, head_dim, vocab, theta,
     }
 
 
+def _pythia(hidden, layers, heads, vocab=50304, positions=2048) -> dict:
+    return dict(
+        model_type="gpt_neox",
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        vocab_size=vocab,
+        max_position_embeddings=positions,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+        use_parallel_residual=True,
+        hidden_act="gelu",
+        tie_word_embeddings=False,
+    )
+
+
 PUBLISHED = {
     "gpt2-124m": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024),
     "gpt2-355m": dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024),
@@ -45,6 +62,9 @@ PUBLISHED = {
     "qwen3-0.6b": _llama("qwen3", 1024, 3072, 28, 16, 8, 128, 151936, 1e6, 40960),
     "qwen3-1.7b": _llama("qwen3", 2048, 6144, 28, 16, 8, 128, 151936, 1e6, 40960),
     "olmo2-1b": _llama("olmo2", 2048, 8192, 16, 16, 16, 128, 100352, 5e5, 4096, tie_word_embeddings=False),
+    "pythia-160m": _pythia(768, 12, 12),
+    "pythia-410m": _pythia(1024, 24, 16),
+    "pythia-1b": _pythia(2048, 16, 8),
     "olmo2-7b": _llama("olmo2", 4096, 11008, 32, 32, 32, 128, 100352, 5e5, 4096, tie_word_embeddings=False),
 }
 PAIRS = [
@@ -55,6 +75,8 @@ PAIRS = [
     ("llama3.2-1b", "llama3.2-3b"),
     ("qwen3-0.6b", "qwen3-1.7b"),
     ("olmo2-1b", "olmo2-7b"),
+    ("pythia-160m", "pythia-410m"),
+    ("pythia-410m", "pythia-1b"),
 ]
 
 # The analogues: head_dim 64 -> 8 (128 -> 16), vocabularies of 96, positions 64; each keeps its pair's
@@ -87,6 +109,10 @@ ANALOGUES = {
         _llama("qwen3", 32, 96, 2, 4, 2, 16, 96, 1e6, 64),
         _llama("qwen3", 64, 192, 2, 4, 2, 16, 96, 1e6, 64),
     ),
+    # Pythia 160M -> 410M: hidden x4/3, heads 12 -> 16 at head_dim kept, layers x2; 410M -> 1B: head_dim x4
+    # (RoPE on its first quarter: 2 -> 8 dims here, 16 -> 64 there) over half the heads, 24 -> 16 layers.
+    "pythia-160m-410m": (_pythia(96, 2, 12, vocab=96, positions=64), _pythia(128, 4, 16, vocab=96, positions=64)),
+    "pythia-410m-1b": (_pythia(128, 3, 16, vocab=96, positions=64), _pythia(256, 2, 8, vocab=96, positions=64)),
     # OLMo 2 doubles hidden, heads (MHA) and depth at head_dim kept, and its MLP by 11008 / 8192; untied.
     "olmo2-1b-7b": (
         _llama("olmo2", 32, 128, 2, 4, 4, 8, 96, 5e5, 64, tie_word_embeddings=False),

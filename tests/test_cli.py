@@ -53,7 +53,8 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     out = ligo("inspect", "--model", str(config))
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, olmo2, qwen2, qwen3"
+        "ligo-ds inspect: error: unsupported model_type 't5'; supported: "
+        "gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3"
     )
 
 
@@ -94,7 +95,8 @@ def test_each_line_the_cli_prints_is_one_write_even_unbuffered(monkeypatch, tmp_
     assert main(["inspect", "--model", str(config)]) == 2
     stream.flush()
     assert raw.writes == [
-        b"ligo-ds inspect: error: unsupported model_type 't5'; supported: gpt2, llama, mistral, olmo2, qwen2, qwen3\n"
+        b"ligo-ds inspect: error: unsupported model_type 't5'; supported: "
+        b"gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3\n"
     ]
 
 

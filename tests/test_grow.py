@@ -110,12 +110,16 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
         assert tok.decode(ids[0]).startswith("def f1(x):")
 
 
+# The families added last, whose runs also go through eval and export, and the class each exports as.
+NEW_CLASSES = {"qwen3": "Qwen3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "gpt_neox": "GPTNeoXForCausalLM"}
+
+
 @pytest.mark.parametrize("pair", sorted(ANALOGUES))
 def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     """Each published pair's analogue (published.py: head_dim ratio, head, kv-head and layer changes, rope
     bases) through `grow`: fit, hand-off, training; the Llama 3.2 and OLMo 2 ones under ZeRO-3 on 2 ranks, the
     others in one process. The fit's log says what is exact about the start; transformers reads the grown model
-    as ligo_ds does. For the families added last (Qwen3, OLMo 2) the trained run also goes through `eval` (its
+    as ligo_ds does. For the families added last (Qwen3, OLMo 2, GPT-NeoX) the trained run also goes through `eval` (its
     own last val_loss) and `export` (read by the family's own class, with the run's logits)."""
     import json
 
@@ -146,14 +150,14 @@ def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     hf = transformers.AutoModelForCausalLM.from_pretrained(out / "grown").eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, load_model(out / "grown").eval()(ids), atol=1e-4, rtol=0)
-    if small["model_type"] not in ("qwen3", "olmo2"):
+    if small["model_type"] not in NEW_CLASSES:
         return
     evaluated = ligo("single", 1, ["eval", str(out / "train")])
     printed = next(line for line in evaluated.stdout.splitlines() if line.startswith("val_loss "))
     assert float(printed.split()[1].rstrip(",")) == pytest.approx(rows[-1]["val_loss"], rel=1e-5)
     ligo("single", 1, ["export", str(out / "train"), "--out", str(root / "exported")])
     exported = transformers.AutoModelForCausalLM.from_pretrained(root / "exported").eval()
-    assert type(exported).__name__ == {"qwen3": "Qwen3ForCausalLM", "olmo2": "Olmo2ForCausalLM"}[small["model_type"]]
+    assert type(exported).__name__ == NEW_CLASSES[small["model_type"]]
     with torch.no_grad():
         torch.testing.assert_close(
             exported(ids).logits, load_model(out / "train" / "hf").eval()(ids), atol=1e-4, rtol=0

@@ -43,7 +43,7 @@ def wider_heads(case: str, ratio: int) -> dict:
 @pytest.mark.parametrize(
     "case",
     ["gpt2", "llama_gqa_tied", "llama_bias", "qwen2_gqa", "llama3_rope", "llama_linear_rope", "qwen2_yarn_rope"]
-    + ["mistral_window_headdim", "qwen3_headdim_qknorm", "olmo2", "olmo2_bias"],
+    + ["mistral_window_headdim", "qwen3_headdim_qknorm", "olmo2", "olmo2_bias", "gpt_neox", "gpt_neox_sequential_half"],
 )
 def test_a_wider_head_keeps_the_function(case, ratio):
     """head_dim x2 and x4 with the head counts kept, net2net + zero, no fit: the source's logits."""

@@ -21,7 +21,7 @@ from ligo_ds import ConfigError, ModelConfig, load_model, save_model
 from ligo_ds.model.hf_load import SAFETENSORS_INDEX, SourceWeights
 from ligo_ds.model.hf_save import EXPORT_MARKER
 
-from conftest import HF_CASES, hub_base_model_state, make_hf_model
+from conftest import HF_CASES, class_state_with_old_buffers, hub_base_model_state, make_hf_model
 
 ATOL = 1e-5  # float32 end to end; observed differences are 0 to 3e-7
 
@@ -163,13 +163,14 @@ LAYOUTS = {
     "bin_sharded": lambda m, d: _write_bin_shards(_weights(m), d),
     "hub_base_model_safetensors": lambda m, d: save_file(hub_base_model_state(m), str(d / "model.safetensors")),
     "hub_base_model_bin": lambda m, d: torch.save(hub_base_model_state(m), d / "pytorch_model.bin"),
+    "safetensors_old_buffers": lambda m, d: save_file(class_state_with_old_buffers(m), str(d / "model.safetensors")),
 }
 
 
 # The base-model layouts (no class prefix, no head) are GPT-2-era Hub files: only tied models can be served so.
 _LAYOUT_CASES = [
     (case, layout)
-    for case in ("gpt2", "llama_gqa_tied", "qwen2_gqa", "qwen3_headdim_qknorm", "olmo2")
+    for case in ("gpt2", "llama_gqa_tied", "qwen2_gqa", "qwen3_headdim_qknorm", "olmo2", "gpt_neox")
     for layout in sorted(LAYOUTS)
     if HF_CASES[case].get("tie_word_embeddings", case == "gpt2") or not layout.startswith("hub_base_model")
 ]

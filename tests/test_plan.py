@@ -42,7 +42,7 @@ def saved_by_autograd(block: Block, x: torch.Tensor, rope) -> int:
 
 
 LAYOUTS = ["gpt2", "gpt2_untied_gelu", "llama", "llama_bias", "qwen2_gqa", "mistral_window_headdim"]
-LAYOUTS += ["qwen3_headdim_qknorm", "olmo2", "olmo2_bias"]
+LAYOUTS += ["qwen3_headdim_qknorm", "olmo2", "olmo2_bias", "gpt_neox", "gpt_neox_sequential_half"]
 
 
 # In bf16 the CPU's RMSNorm keeps its input and normalised input upcast to fp32 (CUDA's fused kernel does

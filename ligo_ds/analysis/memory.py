@@ -112,7 +112,7 @@ def block_activation_elements(cfg: ModelConfig, checkpointing: str) -> tuple[int
     # q/k norms keep what they give RoPE (their input is a view of qkv) and an fp32 statistic per row: per
     # head ("head") or per token ("full").
     rms = cfg.norm == "rmsnorm"
-    norms = 2 * (2 * d + (d if rms else 0))
+    norms = 2 * (2 * d + (d if rms else 0)) - (d if cfg.residual == "parallel" else 0)  # parallel: one input
     attn = (q + 2 * k) + (q + k if cfg.positions == "rope" else 0) + q
     qk_norm = (q + k) if cfg.qk_norm else 0
     qk_rows = {None: 0, "head": cfg.num_heads + cfg.num_kv_heads, "full": 2}[cfg.qk_norm]

@@ -17,6 +17,10 @@ the unused target pair of the nearest frequency (in log frequency, keeping their
 `mapping_error` says how far apart the two rotations drift over the source's positions: the fit learns
 the rest. v has no rotation; it takes the same placement (any would do; this one keeps v and q alike).
 
+Under partial rotary (GPT-NeoX turns the first quarter of each head) the pairs are those of the rotary dims,
+placed as above among the target's rotary dims; the dims RoPE leaves alone follow them, free of any
+frequency.
+
 The softmax scale is 1/sqrt(head_dim) (decoder.py): a target head would divide the same q.k by
 sqrt(E2/E1) more, so the q side carries that factor, and the function is kept: q's projection, or, where
 q and k are normed (Qwen3, OLMo 2), q's norm weight (projection_scales says why).
@@ -43,7 +47,7 @@ def _inv_freq(cfg: ModelConfig) -> torch.Tensor:
 def pair_targets(src: ModelConfig, tgt: ModelConfig) -> list[int]:
     """For each source pair, the target pair it goes to: the same frequency where there is one, else the
     nearest unused one in log frequency, in order (frequencies fall with the pair index in both heads)."""
-    n1, n2 = src.head_dim // 2, tgt.head_dim // 2
+    n1, n2 = src.rotary_dim // 2, tgt.rotary_dim // 2
     if src.positions != "rope":  # no rotation: spread the dims evenly
         return [(i * n2) // n1 for i in range(n1)]
     f1, f2 = _inv_freq(src).log(), _inv_freq(tgt).log()
@@ -57,9 +61,12 @@ def pair_targets(src: ModelConfig, tgt: ModelConfig) -> list[int]:
 
 
 def placed_dims(src: ModelConfig, tgt: ModelConfig) -> list[tuple[int, int]]:
-    """(target dim, source dim) for each source dim of a head: both halves of each rotary pair."""
-    e1, e2 = src.head_dim, tgt.head_dim
-    return [(t + h * e2 // 2, i + h * e1 // 2) for i, t in enumerate(pair_targets(src, tgt)) for h in (0, 1)]
+    """(target dim, source dim) for each source dim of a head: both halves of each rotary pair (the first
+    R dims of a head, rotate-half over those R), then the dims RoPE leaves alone under partial rotary
+    (GPT-NeoX), in order after the target's rotary ones: they carry no frequency, so any place keeps them."""
+    r1, r2 = src.rotary_dim, tgt.rotary_dim
+    rotary = [(t + h * r2 // 2, i + h * r1 // 2) for i, t in enumerate(pair_targets(src, tgt)) for h in (0, 1)]
+    return rotary + [(r2 + j, r1 + j) for j in range(src.head_dim - r1)]
 
 
 def within_head(src: ModelConfig, tgt: ModelConfig, scale: float = 1.0) -> torch.Tensor:

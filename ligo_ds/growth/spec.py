@@ -162,7 +162,8 @@ _SAME = (
     "norm_bias",
     "tie_embeddings",
     "qk_norm",
-    "norm_position",
+    "residual",
+    "partial_rotary",
 )
 # Widths that may only grow. Layer, head and kv-head counts may fall (a wider model with fewer layers or
 # fewer, wider heads, as published families grow): the depth operator is any L2 x L1 map, and heads are

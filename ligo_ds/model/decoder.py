@@ -99,10 +99,14 @@ class Attention(nn.Module):
         k_BTKE = k.view(B, T, cfg.num_kv_heads, cfg.head_dim)
         if cfg.qk_norm == "head":  # over each head's dims, one weight for every head (Qwen3)
             q_BTHE, k_BTKE = self.q_norm(q_BTHE), self.k_norm(k_BTKE)
+        if rope is not None:
+            # Turned before the heads are transposed, so that a partial rotary's concatenation keeps the
+            # projection's (B, T, H, E) layout: attention's output then reshapes for the output projection
+            # without a copy, which autograd would keep besides.
+            cos_T1E, sin_T1E = (t[:, None, :] for t in rope)
+            q_BTHE, k_BTKE = apply_rope(q_BTHE, cos_T1E, sin_T1E), apply_rope(k_BTKE, cos_T1E, sin_T1E)
         q_BHTE, k_BKTE = q_BTHE.transpose(1, 2), k_BTKE.transpose(1, 2)
         v_BKTE = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        if rope is not None:
-            q_BHTE, k_BKTE = apply_rope(q_BHTE, *rope), apply_rope(k_BKTE, *rope)
         mask = None
         if cfg.sliding_window is not None and T > cfg.sliding_window:
             mask = sliding_window_mask(T, cfg.sliding_window, x_BTD.device)
@@ -143,7 +147,7 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg, out_std)
         self.checkpointing = checkpointing
-        self.post_norm = cfg.norm_position == "post"
+        self.form = cfg.residual
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         # Checkpointed inside the module's call, so that ZeRO-3's gather and release hooks, which run around
@@ -152,11 +156,26 @@ class Block(nn.Module):
         return checkpointed(self.checkpointing, self.residual, x_BTD, rope)
 
     def residual(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        if self.post_norm:  # OLMo 2: each sublayer's output is normed before it joins the residual stream
-            x_BTD = x_BTD + self.norm1(self.attn(x_BTD, rope))
-            return x_BTD + self.norm2(self.mlp(x_BTD))
-        x_BTD = x_BTD + self.attn(self.norm1(x_BTD), rope)
-        return x_BTD + self.mlp(self.norm2(x_BTD))
+        return RESIDUALS[self.form](self, x_BTD, rope)
+
+
+def _pre_norm(b: Block, x_BTD: torch.Tensor, rope) -> torch.Tensor:
+    x_BTD = x_BTD + b.attn(b.norm1(x_BTD), rope)
+    return x_BTD + b.mlp(b.norm2(x_BTD))
+
+
+def _post_norm(b: Block, x_BTD: torch.Tensor, rope) -> torch.Tensor:
+    x_BTD = x_BTD + b.norm1(b.attn(x_BTD, rope))
+    return x_BTD + b.norm2(b.mlp(x_BTD))
+
+
+def _parallel(b: Block, x_BTD: torch.Tensor, rope) -> torch.Tensor:
+    return x_BTD + b.attn(b.norm1(x_BTD), rope) + b.mlp(b.norm2(x_BTD))
+
+
+# ModelConfig.residual -> a block's forward: norms before the sublayers, after them (OLMo 2), or both
+# sublayers on the block's input (GPT-NeoX's use_parallel_residual).
+RESIDUALS = {"pre_norm": _pre_norm, "post_norm": _post_norm, "parallel": _parallel}
 
 
 class LMHead(Linear):

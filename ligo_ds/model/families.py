@@ -29,6 +29,11 @@ class Family:
     # Buffers that older transformers versions saved beside the weights, and today's classes no longer
     # list among the keys they ignore (hf_load also honours each class's own list); skipped on load.
     buffer_suffixes: tuple[str, ...] = ()
+    # GPT-NeoX fuses q, k and v head by head: its rows are [q_0; k_0; v_0; q_1; ...], ours [q; k; v].
+    per_head_qkv: frozenset[str] = frozenset()
+    # Another name a file may hold a tensor under: the Hub's files and save_pretrained say embed_out, the
+    # class of transformers 5 (and a state_dict saved from it by hand) lm_head.
+    also_named: Mapping[str, str] = field(default_factory=dict)
 
 
 GPT2 = Family(
@@ -102,7 +107,33 @@ OLMO2 = Family(
     buffer_suffixes=LLAMA.buffer_suffixes,
 )
 
-FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "olmo2": OLMO2}
+_N = "gpt_neox.layers.{}."
+GPT_NEOX = Family(
+    names={
+        "tok_emb.weight": ("gpt_neox.embed_in.weight",),
+        "blocks.{}.norm1.weight": (_N + "input_layernorm.weight",),
+        "blocks.{}.norm1.bias": (_N + "input_layernorm.bias",),
+        "blocks.{}.attn.qkv.weight": (_N + "attention.query_key_value.weight",),
+        "blocks.{}.attn.qkv.bias": (_N + "attention.query_key_value.bias",),
+        "blocks.{}.attn.out.weight": (_N + "attention.dense.weight",),
+        "blocks.{}.attn.out.bias": (_N + "attention.dense.bias",),
+        "blocks.{}.norm2.weight": (_N + "post_attention_layernorm.weight",),
+        "blocks.{}.norm2.bias": (_N + "post_attention_layernorm.bias",),
+        "blocks.{}.mlp.up.weight": (_N + "mlp.dense_h_to_4h.weight",),
+        "blocks.{}.mlp.up.bias": (_N + "mlp.dense_h_to_4h.bias",),
+        "blocks.{}.mlp.down.weight": (_N + "mlp.dense_4h_to_h.weight",),
+        "blocks.{}.mlp.down.bias": (_N + "mlp.dense_4h_to_h.bias",),
+        "norm.weight": ("gpt_neox.final_layer_norm.weight",),
+        "norm.bias": ("gpt_neox.final_layer_norm.bias",),
+        "lm_head.weight": ("embed_out.weight",),
+    },
+    per_head_qkv=frozenset({"blocks.{}.attn.qkv.weight", "blocks.{}.attn.qkv.bias"}),
+    also_named={"embed_out.weight": "lm_head.weight"},
+    # Pythia's files (transformers 4.2x) hold each layer's causal mask, masked_bias and inv_freq.
+    buffer_suffixes=(".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"),
+)
+
+FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "olmo2": OLMO2, "gpt_neox": GPT_NEOX}
 
 # The transformers class written into config.json "architectures", per HF model_type.
 ARCHITECTURES: dict[str, str] = {
@@ -112,6 +143,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
+    "gpt_neox": "GPTNeoXForCausalLM",
 }
 
 
@@ -153,8 +185,17 @@ def hf_to_ours(cfg: ModelConfig, ours: str, shape: torch.Size, get: Callable[[st
             )
         pieces.append(t)
     t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
+    tmpl = template(ours)[0]
+    if tmpl in FAMILIES[cfg.family].per_head_qkv:
+        t = _regroup(t, (cfg.num_heads, 3), cfg.head_dim)
     # Contiguous: a transposed view would stay strided in the model (slower, and ZeRO-3 refuses it).
-    return t.t().contiguous() if template(ours)[0] in FAMILIES[cfg.family].transposed else t
+    return t.t().contiguous() if tmpl in FAMILIES[cfg.family].transposed else t
+
+
+def _regroup(t: torch.Tensor, groups: tuple[int, int], head_dim: int) -> torch.Tensor:
+    """Rows in `groups` (a, b) blocks of head_dim, a outer, reordered b outer: (H, 3) -> [q; k; v] and back."""
+    a, b = groups
+    return t.reshape(a, b, head_dim, *t.shape[1:]).transpose(0, 1).reshape(t.shape).contiguous()
 
 
 def ours_to_hf(cfg: ModelConfig, ours: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -163,6 +204,8 @@ def ours_to_hf(cfg: ModelConfig, ours: str, tensor: torch.Tensor) -> list[tuple[
     tmpl, _ = template(ours)
     if tmpl in family.transposed:
         tensor = tensor.t()
+    if tmpl in family.per_head_qkv:
+        tensor = _regroup(tensor, (3, cfg.num_heads), cfg.head_dim)
     if tmpl in family.split:
         pieces = tensor.split([getattr(cfg, attr) for attr in family.split[tmpl]], dim=0)
     else:

@@ -160,8 +160,10 @@ class _Layout:
 
     prefix: str  # "transformer." to strip from our HF names, or "" for the class's own layout
     ignore: tuple[str, ...]  # regexes of tensors that are not weights
+    renamed: Mapping[str, str]  # our table's HF name -> the name this file holds it under (Family.also_named)
 
     def name(self, hf_name: str) -> str:
+        hf_name = self.renamed.get(hf_name, hf_name)
         return hf_name[len(self.prefix) :] if self.prefix and hf_name.startswith(self.prefix) else hf_name
 
     def ignored(self, name: str) -> bool:
@@ -178,7 +180,11 @@ def _layout(cfg: ModelConfig, keys: list[str]) -> _Layout:
     ignore = tuple(rf"(^|\.){p}$" for p in cls._keys_to_ignore_on_load_unexpected or ())
     ignore += tuple(re.escape(suffix) + "$" for suffix in FAMILIES[cfg.family].buffer_suffixes)
     base_only = not any(k.startswith(prefix) for k in keys)
-    return _Layout(prefix=prefix if base_only else "", ignore=ignore)
+    present = set(keys)
+    renamed = {
+        n: other for n, other in FAMILIES[cfg.family].also_named.items() if n not in present and other in present
+    }
+    return _Layout(prefix=prefix if base_only else "", ignore=ignore, renamed=renamed)
 
 
 class SourceWeights(Mapping):

@@ -25,6 +25,7 @@ class RopeConfig(Protocol):
     """What the tables need of a model_config.ModelConfig (named so, not imported: it imports this)."""
 
     head_dim: int
+    rotary_dim: int
     rope_theta: float
     rope_type: str
     hf_config: dict
@@ -69,17 +70,18 @@ def _scaled_on_cpu(cfg: RopeConfig, seq_len: int) -> tuple[torch.Tensor, float]:
 
 
 def frequencies(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, float]:
-    """(inverse frequencies of shape (head_dim / 2,), attention factor) for sequences of `seq_len`.
+    """(inverse frequencies of shape (rotary_dim / 2,), attention factor) for sequences of `seq_len`.
     `cfg` is hashable (a frozen ModelConfig), which the scaled kinds' cache relies on."""
     if cfg.rope_type == "default":
-        exponents = torch.arange(0, cfg.head_dim, 2, device=device, dtype=torch.int64).float() / cfg.head_dim
+        dim = cfg.rotary_dim
+        exponents = torch.arange(0, dim, 2, device=device, dtype=torch.int64).float() / dim
         return 1.0 / cfg.rope_theta**exponents, 1.0
     inv_freq, factor = _scaled_on_cpu(cfg, seq_len)
     return inv_freq.to(device), factor
 
 
 def rope_tables(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, E) in float32, in the "rotate half" layout HF Llama uses."""
+    """cos, sin of shape (T, R) in float32 (R the rotary dims of a head), in the "rotate half" layout HF Llama uses."""
     inv_freq, factor = frequencies(cfg, seq_len, device)
     angles_TE = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
     angles_TE = torch.cat([angles_TE, angles_TE], dim=-1)
@@ -90,6 +92,12 @@ def rope_tables(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tenso
 
 
 def apply_rope(x_BHTE: torch.Tensor, cos_TE: torch.Tensor, sin_TE: torch.Tensor) -> torch.Tensor:
+    """Rotate the first R dims of each head (R the tables' width: all of them but under partial rotary),
+    in the rotate-half layout over those R; the rest pass through."""
+    rotary = cos_TE.shape[-1]
+    if rotary < x_BHTE.shape[-1]:
+        turned = apply_rope(x_BHTE[..., :rotary], cos_TE, sin_TE)
+        return torch.cat([turned, x_BHTE[..., rotary:]], dim=-1)
     x1, x2 = x_BHTE.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return x_BHTE * cos_TE.to(x_BHTE.dtype) + rotated * sin_TE.to(x_BHTE.dtype)
@@ -108,32 +116,37 @@ def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
-def parse_rope(hf: dict) -> tuple[float, str, tuple[tuple[str, Any], ...]]:
-    """(theta, kind, scaling parameters) of a Llama-family config.
+def parse_rope(
+    hf: dict, defaults: dict | None = None, partial_ok: bool = False
+) -> tuple[float, str, tuple[tuple[str, Any], ...], float]:
+    """(theta, kind, scaling parameters, partial rotary factor) of a rotary config.
 
     transformers >= 5 writes `rope_parameters` (theta inside); older files, every Llama 3.x on the Hub
     among them, have `rope_theta` beside `rope_scaling` (whose kind is `rope_type`, or `type` in older
-    still). Both are read; `rope_parameters` wins where both are given.
+    still). Both are read; `rope_parameters` wins where both are given. `defaults` holds a family's own
+    older keys (GPT-NeoX's rotary_emb_base and rotary_pct), below both. A partial factor other than 1 is
+    refused unless the family's attention applies it (`partial_ok`).
     """
-    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    params = {**(defaults or {}), **(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
     rope_type = params.get("rope_type") or params.get("type") or "default"
     if rope_type not in ROPE_TYPES:
         raise ConfigError(
             f"{hf['model_type']} config: rope type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
         )
     partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
+    if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+        raise ConfigError(f"{hf['model_type']} config: partial_rotary_factor={partial!r}; expected a number in (0, 1]")
+    if partial != 1.0 and not partial_ok:
         raise ConfigError(
             f"{hf['model_type']} config: partial_rotary_factor={partial!r} is not supported (expected 1.0: "
             "RoPE over the whole head)"
         )
     theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
-    scaling = tuple(sorted((k, _hashable(v)) for k, v in params.items() if k not in _ROPE_NAMING))
-    if rope_type == "default":
-        scaling = tuple((k, v) for k, v in scaling if k != "partial_rotary_factor")
-        if scaling:
-            raise ConfigError(
-                f"{hf['model_type']} config: RoPE parameters {dict(scaling)} given without a scaling type; "
-                f"expected rope_type one of {', '.join(ROPE_TYPES[1:])}"
-            )
-    return theta, rope_type, scaling
+    named = (*_ROPE_NAMING, "partial_rotary_factor")  # the factor is a field of its own (ModelConfig.partial_rotary)
+    scaling = tuple(sorted((k, _hashable(v)) for k, v in params.items() if k not in named))
+    if rope_type == "default" and scaling:
+        raise ConfigError(
+            f"{hf['model_type']} config: RoPE parameters {dict(scaling)} given without a scaling type; "
+            f"expected rope_type one of {', '.join(ROPE_TYPES[1:])}"
+        )
+    return theta, rope_type, scaling, float(partial)
