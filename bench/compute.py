@@ -157,7 +157,7 @@ def block_rows(size: dict, compile: bool) -> list[dict]:
     seconds = interleaved(steps, size["reps"])
     rows = []
     for (mode, compiled), model in models.items():
-        block, rope = model.blocks[0], model.rope(T, None)
+        block, rope = model.blocks[0], model.rope(T, None)[model.cfg.layer_type(0)]
         if compiled:
             y, held = autograd_saved(lambda block=block, rope=rope: block(x, rope), model.parameters())
             via_hooks = held

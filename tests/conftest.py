@@ -124,6 +124,28 @@ HF_CASES: dict[str, dict] = {
         rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5},
         tie_word_embeddings=True,
     ),
+    # Gemma 3: (1 + w) RMSNorms before and after each sublayer, per-head q/k norms, GeGLU, the embedding
+    # scaled by sqrt(hidden), q.k / sqrt(query_pre_attn_scalar); sliding layers (window 8 < the tests' 24
+    # positions) on a local base beside a full one on the global base, as the Hub files write them.
+    "gemma3": dict(
+        model_type="gemma3_text",
+        **{**_GQA_SHAPE, "head_dim": 32, "num_hidden_layers": 3},
+        query_pre_attn_scalar=24,
+        sliding_window=8,
+        sliding_window_pattern=2,
+        rope_theta=1e6,
+        rope_local_base_freq=1e4,
+    ),
+    "gemma3_linear_rope": dict(
+        model_type="gemma3_text",
+        **{**_GQA_SHAPE, "num_hidden_layers": 2, "head_dim": 16},
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
+        },
+    ),
     "mistral_window_headdim": dict(
         model_type="mistral",
         hidden_size=64,
@@ -471,6 +493,8 @@ TOKENIZER_STYLES = {
     "gpt2": (["<|endoftext|>"], None, "<|endoftext|>", None),
     # Qwen3 (a hybrid chat model): no BOS, eos the end of a chat turn, documents ended by <|endoftext|>
     "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", None),
+    # Gemma 3: <bos> before each document (its post-processor), <eos> in tokenizer_config.json
+    "gemma3": (["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>", None),
     "no_eos": (["<pad>"], None, None, None),
 }
 

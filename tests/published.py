@@ -49,6 +49,28 @@ def _pythia(hidden, layers, heads, vocab=50304, positions=2048) -> dict:
     )
 
 
+def _gemma3(hidden, inter, layers, heads, kv, head_dim, window, positions, vocab=262144, pattern=6, **extra) -> dict:
+    return dict(
+        model_type="gemma3_text",
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
+        query_pre_attn_scalar=head_dim,
+        vocab_size=vocab,
+        max_position_embeddings=positions,
+        sliding_window=window,
+        sliding_window_pattern=pattern,
+        rope_theta=1e6,
+        rope_local_base_freq=1e4,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
 PUBLISHED = {
     "gpt2-124m": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024),
     "gpt2-355m": dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024),
@@ -65,6 +87,8 @@ PUBLISHED = {
     "pythia-160m": _pythia(768, 12, 12),
     "pythia-410m": _pythia(1024, 24, 16),
     "pythia-1b": _pythia(2048, 16, 8),
+    "gemma3-1b": _gemma3(1152, 6912, 26, 4, 1, 256, 512, 32768),
+    "gemma3-4b": _gemma3(2560, 10240, 34, 8, 4, 256, 1024, 131072, rope_scaling={"rope_type": "linear", "factor": 8.0}),
     "olmo2-7b": _llama("olmo2", 4096, 11008, 32, 32, 32, 128, 100352, 5e5, 4096, tie_word_embeddings=False),
 }
 PAIRS = [
@@ -77,6 +101,7 @@ PAIRS = [
     ("olmo2-1b", "olmo2-7b"),
     ("pythia-160m", "pythia-410m"),
     ("pythia-410m", "pythia-1b"),
+    ("gemma3-1b", "gemma3-4b"),
 ]
 
 # The analogues: head_dim 64 -> 8 (128 -> 16), vocabularies of 96, positions 64; each keeps its pair's
@@ -113,6 +138,13 @@ ANALOGUES = {
     # (RoPE on its first quarter: 2 -> 8 dims here, 16 -> 64 there) over half the heads, 24 -> 16 layers.
     "pythia-160m-410m": (_pythia(96, 2, 12, vocab=96, positions=64), _pythia(128, 4, 16, vocab=96, positions=64)),
     "pythia-410m-1b": (_pythia(128, 3, 16, vocab=96, positions=64), _pythia(256, 2, 8, vocab=96, positions=64)),
+    # Gemma 3 1B -> 4B: hidden x2.2 (q narrower than hidden), heads 4/1 -> 8/4, MLP 6x -> 4x hidden, layers
+    # 26 -> 34 in a local:global pattern (here 2:1, 5 -> 8 layers), window 512 -> 1024 (8 -> 16), the global
+    # RoPE scaled by 8 in the larger one.
+    "gemma3-1b-4b": (
+        _gemma3(36, 216, 5, 4, 1, 16, 8, 64, vocab=96, pattern=3),
+        _gemma3(80, 320, 8, 8, 4, 16, 16, 64, vocab=96, pattern=3, rope_scaling={"rope_type": "linear", "factor": 8.0}),
+    ),
     # OLMo 2 doubles hidden, heads (MHA) and depth at head_dim kept, and its MLP by 11008 / 8192; untied.
     "olmo2-1b-7b": (
         _llama("olmo2", 32, 128, 2, 4, 4, 8, 96, 5e5, 64, tie_word_embeddings=False),

@@ -54,7 +54,7 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "ligo-ds inspect: error: unsupported model_type 't5'; supported: "
-        "gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3"
+        "gemma3_text, gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3"
     )
 
 
@@ -96,7 +96,7 @@ def test_each_line_the_cli_prints_is_one_write_even_unbuffered(monkeypatch, tmp_
     stream.flush()
     assert raw.writes == [
         b"ligo-ds inspect: error: unsupported model_type 't5'; supported: "
-        b"gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3\n"
+        b"gemma3_text, gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3\n"
     ]
 
 

@@ -125,7 +125,9 @@ def test_selective_keeps_each_matmul_and_the_attention(case):
         return policy
 
     x = torch.randn(2, 20, model.cfg.hidden_size, requires_grad=True)
-    checkpointed("selective", model.blocks[0].residual, x, model.rope(20, None), policy=recording).sum().backward()
+    checkpointed(
+        "selective", model.blocks[0].residual, x, model.rope(20, None)["full_attention"], policy=recording
+    ).sum().backward()
     attention = [k for k in kept if "scaled_dot_product" in k]
     assert len(kept) == 5 and len(attention) == 1, kept
 

@@ -111,7 +111,12 @@ def test_grow_a_hub_gpt2_with_its_own_tokenizer(tmp_path, text_folder):
 
 
 # The families added last, whose runs also go through eval and export, and the class each exports as.
-NEW_CLASSES = {"qwen3": "Qwen3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "gpt_neox": "GPTNeoXForCausalLM"}
+NEW_CLASSES = {
+    "qwen3": "Qwen3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
+    "gpt_neox": "GPTNeoXForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+}
 
 
 @pytest.mark.parametrize("pair", sorted(ANALOGUES))
@@ -119,8 +124,9 @@ def test_published_pairs_in_small_grow_end_to_end(tmp_path_factory, pair):
     """Each published pair's analogue (published.py: head_dim ratio, head, kv-head and layer changes, rope
     bases) through `grow`: fit, hand-off, training; the Llama 3.2 and OLMo 2 ones under ZeRO-3 on 2 ranks, the
     others in one process. The fit's log says what is exact about the start; transformers reads the grown model
-    as ligo_ds does. For the families added last (Qwen3, OLMo 2, GPT-NeoX) the trained run also goes through `eval` (its
-    own last val_loss) and `export` (read by the family's own class, with the run's logits)."""
+    as ligo_ds does. For the families added last (Qwen3, OLMo 2, GPT-NeoX, Gemma 3) the trained run also goes
+    through `eval` (its own last val_loss) and `export` (read by the family's own class, with the run's
+    logits)."""
     import json
 
     import torch

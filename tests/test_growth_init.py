@@ -65,3 +65,38 @@ def test_a_new_initialisation_is_one_registered_function():
         del I.WIDTH_INITS["halves"], I.DEPTH_INITS["first"]
     with pytest.raises(ConfigError, match="--width-init 'halves': expected one of select, random, net2net$"):
         from_values(GrowOptions, {**GROW, "width_init": "halves"})
+
+
+def _gemma_kinds(layers: int, pattern: int = 6) -> tuple[str, ...]:
+    return tuple("sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers))
+
+
+def test_zero_places_each_source_layer_on_a_layer_of_its_kind():
+    """Gemma 3 1B -> 4B: 26 -> 34 layers, a full-attention layer every sixth. Each source layer lands, in
+    order, on a target layer of its kind; new layers add nothing and copy a layer of their own kind."""
+    src, tgt = _gemma_kinds(26), _gemma_kinds(34)
+    kept = I.place_by_kind(src, tgt)
+    assert kept == sorted(set(kept)) and all(tgt[i] == src[j] for j, i in enumerate(kept))
+    assert max(abs(i - j * 34 // 26) for j, i in enumerate(kept)) <= 6  # spread, not piled at the start
+    out = I.zero_by_kind(src, tgt, output_projection=True)
+    assert out.sum() == 26 and (out.sum(dim=1) > 0).sum() == 26
+    rest = I.zero_by_kind(src, tgt, output_projection=False)
+    assert (rest.sum(dim=1) == 1).all()
+    assert all(src[int(rest[i].argmax())] == tgt[i] for i in range(34))
+
+
+def test_a_target_without_room_for_the_sources_kinds_is_refused_by_name():
+    with pytest.raises(
+        ConfigError, match="layer kinds: the source's 12 layers .2 full_attention, 10 sliding_attention"
+    ):
+        I.place_by_kind(_gemma_kinds(12), _gemma_kinds(14, pattern=12))
+
+
+def test_other_depth_inits_mix_only_layers_of_one_kind():
+    src, tgt = _gemma_kinds(6, pattern=3), _gemma_kinds(9, pattern=3)
+    gen = torch.Generator().manual_seed(0)
+    for name in ("stack", "interpolate", "random"):
+        w = I.depth_matrix(name, 9, 6, gen, False, (src, tgt))
+        assert torch.allclose(w.sum(dim=1), torch.ones(9)), name
+        for i in range(9):
+            assert all(src[j] == tgt[i] for j in range(6) if w[i, j] != 0), (name, i)

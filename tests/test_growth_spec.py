@@ -20,22 +20,42 @@ from conftest import HF_CASES, random_source
         ("llama", dict(head_dim=8), "head_dim 8 < 16"),
         ("llama", dict(tie_word_embeddings=True), "tie_embeddings: source False, target True"),
         ("gpt2", dict(n_positions=128), "learned position tables differ in length"),
-        (
-            "llama3_rope",
-            dict(rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0}),
-            "rope_scaling: source {'factor': 8.0, .*'original_max_position_embeddings': 16}, target {'factor': 32.0",
-        ),
-        (
-            "llama",
-            dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
-            "rope_type: source 'default', target 'linear'",
-        ),
+        ("gpt_neox", dict(rotary_pct=0.5), "partial_rotary: source 0.25, target 0.5"),
+        ("gemma3", dict(query_pre_attn_scalar=32), "query_pre_attn_scalar: source 24.0, target 32.0"),
     ],
 )
 def test_refused_pairs(case, change, message):
     src = random_source(case)
     with pytest.raises(ConfigError, match=message):
         operator_from(src, ModelConfig.from_hf({**HF_CASES[case], **change}), GrowthSpec())
+
+
+@pytest.mark.parametrize(
+    "case, change, said",
+    [
+        (
+            "llama",
+            dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+            "(rope base 10000 -> base 10000 linear x2)",
+        ),
+        ("llama3_rope", dict(rope_theta=1e6), "(rope base 500000 llama3 x8 -> base 1e+06 llama3 x8)"),
+        # Gemma 3 1B -> 4B scales its global RoPE by 8 and doubles the window
+        (
+            "gemma3",
+            dict(rope_scaling={"rope_type": "linear", "factor": 8.0}, sliding_window=16),
+            "sliding window 8 -> 16",
+        ),
+    ],
+)
+def test_another_rope_kind_or_window_grows_and_the_notes_say_how_far(case, change, said):
+    """A published pair is not refused for its RoPE: each pair goes to the nearest frequency, and the fit's
+    log says how far the rotations drift apart (or that a window changed)."""
+    from ligo_ds.growth.rotary import notes
+
+    src = random_source(case)
+    tgt = ModelConfig.from_hf({**HF_CASES[case], **change})
+    operator_from(src, tgt, GrowthSpec())
+    assert said in " ".join(notes(src.cfg, tgt))
 
 
 def test_family_mismatch_and_bad_target():

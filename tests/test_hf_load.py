@@ -170,7 +170,7 @@ LAYOUTS = {
 # The base-model layouts (no class prefix, no head) are GPT-2-era Hub files: only tied models can be served so.
 _LAYOUT_CASES = [
     (case, layout)
-    for case in ("gpt2", "llama_gqa_tied", "qwen2_gqa", "qwen3_headdim_qknorm", "olmo2", "gpt_neox")
+    for case in ("gpt2", "llama_gqa_tied", "qwen2_gqa", "qwen3_headdim_qknorm", "olmo2", "gpt_neox", "gemma3")
     for layout in sorted(LAYOUTS)
     if HF_CASES[case].get("tie_word_embeddings", case == "gpt2") or not layout.startswith("hub_base_model")
 ]

@@ -42,7 +42,8 @@ def test_explicit_head_dim_is_honoured():
     [
         (
             {"model_type": "bert"},
-            "unsupported model_type 'bert'; supported: gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3",
+            "unsupported model_type 'bert'; supported: "
+            "gemma3_text, gpt2, gpt_neox, llama, mistral, olmo2, qwen2, qwen3",
         ),
         ({"hidden_size": 66}, "hidden size 66 is not divisible by the number of attention heads 4"),
         ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) is not divisible by num_key_value_heads \(3\)"),
@@ -89,7 +90,7 @@ def test_bad_gpt2_heads():
 
 
 def test_supported_list_is_the_table():
-    assert SUPPORTED_MODEL_TYPES == ("gpt2", "gpt_neox", "llama", "mistral", "olmo2", "qwen2", "qwen3")
+    assert SUPPORTED_MODEL_TYPES == ("gemma3_text", "gpt2", "gpt_neox", "llama", "mistral", "olmo2", "qwen2", "qwen3")
 
 
 def test_family_defaults_are_the_classes():

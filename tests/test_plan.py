@@ -17,11 +17,11 @@ from ligo_ds.analysis.plan import (
     Setup,
     Zero,
     block_activation_elements,
+    block_constant_bytes,
     fit_phase,
     load_zero,
     operator_sizes,
     pretrain_phase,
-    window_mask_bytes,
     zero_states,
 )
 from ligo_ds.model.config import ModelConfig
@@ -42,7 +42,7 @@ def saved_by_autograd(block: Block, x: torch.Tensor, rope) -> int:
 
 
 LAYOUTS = ["gpt2", "gpt2_untied_gelu", "llama", "llama_bias", "qwen2_gqa", "mistral_window_headdim"]
-LAYOUTS += ["qwen3_headdim_qknorm", "olmo2", "olmo2_bias", "gpt_neox", "gpt_neox_sequential_half"]
+LAYOUTS += ["qwen3_headdim_qknorm", "olmo2", "olmo2_bias", "gpt_neox", "gpt_neox_sequential_half", "gemma3"]
 
 
 # In bf16 the CPU's RMSNorm keeps its input and normalised input upcast to fp32 (CUDA's fused kernel does
@@ -61,7 +61,7 @@ def test_a_blocks_activations_are_what_autograd_keeps(case, dtype):
         x = torch.randn(B, T, cfg.hidden_size, dtype=dtype, requires_grad=True)
         rope = rope_tables(cfg, T, x.device) if cfg.positions == "rope" else None
         kept, kept32 = block_activation_elements(cfg, mode)
-        expected = B * T * (kept * w + kept32 * 4) + (window_mask_bytes(cfg, T) if mode == "none" else 0)
+        expected = B * T * (kept * w + kept32 * 4) + (block_constant_bytes(cfg, T) if mode == "none" else 0)
         if mode == "selective":
             # what a selective checkpoint keeps is out of autograd's saved-tensor hooks' sight: count the
             # storages the block's ops create that are still alive, less its output (its input is not created

@@ -338,11 +338,15 @@ def test_trained_tokenizer_is_a_whole_autotokenizer(text_folder, tmp_path):
     assert np.dtype(TokenData(tmp_path / "d").meta["dtype"]) == np.uint16
 
 
-@pytest.mark.parametrize("style, eos", [("llama2", "</s>"), ("llama3", "<|end_of_text|>"), ("qwen3", "<|endoftext|>")])
+@pytest.mark.parametrize(
+    "style, eos",
+    [("llama2", "</s>"), ("llama3", "<|end_of_text|>"), ("qwen3", "<|endoftext|>"), ("gemma3", "<eos>")],
+)
 def test_models_own_tokenizer_separates_documents_with_its_eos(style, eos, text_folder, tmp_path, capsys):
     """Llama 2 / Mistral name </s> in tokenizer_config.json; a Llama 3 base names <|end_of_text|> only
-    through generation_config.json's eos ids. Their post-processors put a BOS before each document. Qwen3
-    names <|im_end|>, a chat turn's end: its documents end with <|endoftext|>, and prepare says so."""
+    through generation_config.json's eos ids. Their post-processors put a BOS before each document, as Gemma
+    3's does (<bos>, documents ending <eos>). Qwen3 names <|im_end|>, a chat turn's end: its documents end
+    with <|endoftext|>, and prepare says so."""
     model_dir = make_tokenizer(tmp_path / "model", style)
     meta = prepare(
         PrepareOptions(source=str(text_folder), out=str(tmp_path / "d"), tokenizer=str(model_dir), val_fraction=0.1)

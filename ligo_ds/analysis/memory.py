@@ -105,25 +105,32 @@ def block_activation_elements(cfg: ModelConfig, checkpointing: str) -> tuple[int
         # the input, and the outputs compute.SAVED_OPS names: qkv, attention (and its log-sum-exp), the
         # output projection, the up and down projections
         return d + (q + 2 * k) + q + d + mlp_in + d, cfg.num_heads
-    # Each norm keeps its input and output (an RMSNorm also its normalised input, for the weight's gradient)
-    # and its statistics in fp32; attention keeps the fused qkv, RoPE's rotated q and k, its output (the
-    # heads' reshape is a view of it) and its log-sum-exp; the MLP its up projection and what the activation
-    # (and, gated, the product) gives.
+    # Each norm before a sublayer keeps its input and output (an RMSNorm also its normalised input, for the
+    # weight's gradient) and its statistics in fp32 (a parallel block's two share their input); a norm after
+    # a sublayer (Gemma's) its input and normalised input, its output going into the residual add; attention
+    # keeps the fused qkv, RoPE's rotated q and k, its output (the heads' reshape is a view of it) and its
+    # log-sum-exp; the MLP its up projection and what the activation (and, gated, the product) gives.
+    rms = cfg.norm in ("rmsnorm", "rmsnorm_1p")
+    norms = 2 * (2 * d + (d if rms else 0)) - (d if cfg.residual == "parallel" else 0)
+    post_norms = 2 * 2 * d if cfg.residual == "sandwich" else 0
+    stats = 2 * (1 if rms else 2) + (2 if cfg.residual == "sandwich" else 0)
+    attn = (q + 2 * k) + (q + k if cfg.positions == "rope" else 0) + q
     # q/k norms keep what they give RoPE (their input is a view of qkv) and an fp32 statistic per row: per
     # head ("head") or per token ("full").
-    rms = cfg.norm == "rmsnorm"
-    norms = 2 * (2 * d + (d if rms else 0)) - (d if cfg.residual == "parallel" else 0)  # parallel: one input
-    attn = (q + 2 * k) + (q + k if cfg.positions == "rope" else 0) + q
     qk_norm = (q + k) if cfg.qk_norm else 0
     qk_rows = {None: 0, "head": cfg.num_heads + cfg.num_kv_heads, "full": 2}[cfg.qk_norm]
     mlp = 2 * mlp_in
-    return norms + attn + qk_norm + mlp, 2 * (1 if rms else 2) + cfg.num_heads + qk_rows
+    return norms + post_norms + attn + qk_norm + mlp, stats + cfg.num_heads + qk_rows
 
 
-def window_mask_bytes(cfg: ModelConfig, seq_len: int) -> int:
-    """A sliding-window model's attention mask, made per block (T x T, kept by attention as an fp32 additive
-    mask) when the sequence is longer than the window: at 4096 tokens, 64 MiB a block."""
-    return 4 * seq_len * seq_len if cfg.sliding_window is not None and seq_len > cfg.sliding_window else 0
+def block_constant_bytes(cfg: ModelConfig, seq_len: int, layer: int = 0) -> int:
+    """What block `layer` keeps whatever the batch: a sliding window's attention mask, made per block (T x T,
+    kept by attention as an fp32 additive mask) when the sequence is longer than the window (at 4096 tokens,
+    64 MiB a block), and each (1 + w) norm's fp32 scale (Gemma's)."""
+    window = cfg.window(layer)
+    mask = 4 * seq_len * seq_len if window is not None and seq_len > window else 0
+    scales = cfg.norms_per_block * cfg.hidden_size + cfg.q_norm_size + cfg.k_norm_size
+    return mask + (4 * scales if cfg.norm_offset else 0)
 
 
 def activation_bytes(
@@ -133,12 +140,15 @@ def activation_bytes(
     again while the backward recomputes it (checkpointing), the final norm's input and output, and the
     chunked head's peak: one chunk's fp32 logits and log-probabilities plus the head's fp32 gradient
     (compute.chunked_lm_loss computes it during the forward)."""
-    tokens, mask = batch * seq_len, window_mask_bytes(cfg, seq_len)
+    tokens = batch * seq_len
+    constants = [block_constant_bytes(cfg, seq_len, layer) for layer in range(cfg.num_layers)]
     kept, kept32 = block_activation_elements(cfg, checkpointing)
-    blocks = cfg.num_layers * (tokens * (kept * act_bytes + kept32 * 4) + (mask if checkpointing == "none" else 0))
+    blocks = cfg.num_layers * tokens * (kept * act_bytes + kept32 * 4) + (
+        sum(constants) if checkpointing == "none" else 0
+    )
     if checkpointing != "none":
         again, again32 = block_activation_elements(cfg, "none")
-        blocks += tokens * (again * act_bytes + again32 * 4) + mask
+        blocks += tokens * (again * act_bytes + again32 * 4) + max(constants)
     d, v = cfg.hidden_size, cfg.vocab_size
     head = 2 * min(tokens, loss_chunk) * v * 4 + v * d * 4
     return blocks + 2 * tokens * d * act_bytes + head
@@ -154,7 +164,7 @@ def largest_module(cfg: ModelConfig) -> int:
 def persistent_params(cfg: ModelConfig, threshold: int) -> int:
     """Parameters ZeRO-3 keeps whole on every rank: tensors of at most `threshold` elements (norms, biases)."""
     d = cfg.hidden_size
-    small = [d] * (2 * cfg.num_layers + 1) * (2 if cfg.norm_bias else 1)
+    small = [d] * (cfg.norms_per_block * cfg.num_layers + 1) * (2 if cfg.norm_bias else 1)
     small += [cfg.q_size + 2 * cfg.kv_size] * cfg.num_layers * cfg.qkv_bias + [d] * cfg.num_layers * cfg.out_bias
     small += [cfg.q_norm_size, cfg.k_norm_size] * cfg.num_layers * (cfg.qk_norm is not None)
     if cfg.mlp_bias:

@@ -26,9 +26,9 @@ from .memory import (
     Zero,
     activation_bytes,
     block_activation_elements,
+    block_constant_bytes,
     largest_module,
     persistent_params,
-    window_mask_bytes,
     zero3_gathered,
     zero_states,
 )
@@ -161,7 +161,9 @@ def fit_phase(src: ModelConfig, tgt: ModelConfig, setup: Setup, order: str) -> P
     d1, d2, v = src.hidden_size, tgt.hidden_size, tgt.vocab_size
     twice = 2 if setup.device == "cpu" and world > 1 and zero.stage == 3 else 1
     none_el, none32 = block_activation_elements(tgt, "none")
-    one_block = n * (none_el * w + none32 * 4) + window_mask_bytes(tgt, setup.seq_len)
+    one_block = n * (none_el * w + none32 * 4) + max(
+        block_constant_bytes(tgt, setup.seq_len, layer) for layer in range(tgt.num_layers)
+    )
     produced = w * (block + src.num_layers * src_block)
     if setup.fit_checkpointing == "none":
         kept = tgt.num_layers * (one_block + produced)

@@ -15,9 +15,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..model.compute import LOSS_CHUNK, Selective, checkpointed, compile_forward
-from ..model.decoder import Block, Decoder, make_norm
+from ..model.decoder import Block, Decoder, layer_ropes, make_norm
 from ..model.hf_save import write_checkpoint
-from ..model.rope import rope_tables
 from .operator import LiGOOperator
 
 
@@ -36,15 +35,23 @@ class GrownModel(nn.Module):
         self.operator = operator
         self.checkpointing, self.loss_chunk, self._compile = checkpointing, loss_chunk, False
         self._selective = Selective(on=False)  # on only around a block's own forward: see Selective
-        self._skeleton: list = []  # meta-device modules for functional_call; built lazily, outside zero.Init
+        # meta-device modules for functional_call, built lazily, outside zero.Init: a block per attention
+        # window the target's layers have (Gemma's sliding and full layers differ), and the final norm
+        self._skeleton: dict[int | None, nn.Module] = {}
+        self._norm: list[nn.Module] = []
 
-    def _skel(self) -> tuple[nn.Module, nn.Module]:
-        if not self._skeleton:
+    def _skel(self, layer: int = 0) -> tuple[nn.Module, nn.Module]:
+        tgt = self.operator.tgt
+        window = tgt.window(layer)
+        if window not in self._skeleton:
             with torch.device("meta"):
-                self._skeleton.extend([Block(self.operator.tgt), make_norm(self.operator.tgt)])
+                self._skeleton[window] = Block(tgt, layer=layer)
             if self._compile:
-                compile_forward(self._skeleton[0])
-        return self._skeleton[0], self._skeleton[1]
+                compile_forward(self._skeleton[window])
+        if not self._norm:
+            with torch.device("meta"):
+                self._norm.append(make_norm(tgt))
+        return self._skeleton[window], self._norm[0]
 
     def compile_blocks(self) -> None:
         """torch.compile the blocks' forward: one skeleton runs every layer, so it is compiled once. The
@@ -54,7 +61,7 @@ class GrownModel(nn.Module):
         self._skeleton.clear()
 
     def _block_forward(self, i: int, x: torch.Tensor, depth: dict, rope) -> torch.Tensor:
-        block, _ = self._skel()
+        block, _ = self._skel(i)
         weights = self.operator.block(i, depth)
         with self._selective.saving():
             return functional_call(block, weights, (x, rope))
@@ -67,11 +74,14 @@ class GrownModel(nn.Module):
         residual = self.operator.residual(groups=self.operator.vocab_groups())
         T = ids.shape[1]
         x = self.operator.embed(ids, residual)
+        if cfg.embed_scale != 1.0:  # as Decoder.embed
+            x = x * torch.tensor(cfg.embed_scale, dtype=x.dtype)
         if "pos_emb.weight" in g:
             x = x + g["pos_emb.weight"][:T]
-        rope = rope_tables(cfg, T, ids.device) if cfg.positions == "rope" else None
+        ropes = layer_ropes(cfg, T, ids.device)
         depth = self.operator.depth()
         for i in range(cfg.num_layers):
+            rope = ropes[cfg.layer_type(i)]
             x = checkpointed(self.checkpointing, self._block_forward, i, x, depth, rope, policy=self._selective)
         _, norm = self._skel()
         x = functional_call(norm, {k[len("norm.") :]: v for k, v in g.items() if k.startswith("norm.")}, (x,))

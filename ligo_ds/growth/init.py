@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from .functional import query_to_kv_heads
 
 WidthFn = Callable[[int, int, torch.Generator], torch.Tensor]
@@ -145,6 +146,96 @@ def zero(n_tgt: int, n_src: int, gen: torch.Generator, *, output_projection: boo
         new = torch.ones(n_tgt, dtype=torch.bool)
         new[kept] = False
         w[new] = 0.0
+    return w
+
+
+# ---- layers of several kinds (Gemma 3's sliding and full attention) ----------------------------------
+
+
+def depth_matrix(
+    name: str,
+    n_tgt: int,
+    n_src: int,
+    gen: torch.Generator,
+    output_projection: bool,
+    types: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+) -> torch.Tensor:
+    """The depth init `name`'s matrix, kept within each layer kind when the layers have kinds (`types`:
+    the source's and the target's). A sliding layer's weights mixed into a full one would attend with the
+    wrong window and RoPE base: `zero` places each source layer on a target layer of its kind (the
+    function stays the source's), the others take only source layers of the target layer's kind."""
+    if types is None:
+        return DEPTH_INITS[name](n_tgt, n_src, gen, output_projection=output_projection)
+    here = torch.empty(0).device  # the default device: meta under `plan`, where there are no values to read
+    with torch.device("cpu"):  # a few L2 x L1 numbers, decided from the kinds
+        if name == "zero":
+            w = zero_by_kind(*types, output_projection=output_projection)
+        else:
+            w = within_kinds(DEPTH_INITS[name](n_tgt, n_src, gen, output_projection=output_projection), *types)
+    return w.to(here)
+
+
+def within_kinds(w: torch.Tensor, src: tuple[str, ...], tgt: tuple[str, ...]) -> torch.Tensor:
+    """w with each target row restricted to source layers of its kind, keeping the row's sum; a row with no
+    such entry takes the same-kind source layer nearest its largest one. Kinds the source lacks are free."""
+    out = w.clone()
+    for i, kind in enumerate(tgt):
+        same = torch.tensor([k == kind for k in src])
+        total = w[i].sum()
+        if not bool(same.any()) or total == 0:
+            continue
+        row = torch.where(same, w[i], torch.zeros_like(w[i]))
+        if row.sum() == 0:
+            j = int(w[i].abs().argmax())
+            nearest = min((abs(j2 - j), j2) for j2 in range(len(src)) if same[j2])[1]
+            row[nearest] = 1.0
+        out[i] = row * (total / row.sum())
+    return out
+
+
+def place_by_kind(src: tuple[str, ...], tgt: tuple[str, ...]) -> list[int]:
+    """Where each source layer lands: in order, each on a target layer of its kind, as near j * L2 // L1 as
+    the layers after it allow. Refused, by name, where the target's kinds do not hold the source's in order."""
+    n1, n2 = len(src), len(tgt)
+    latest, t = [0] * n1, n2
+    for j in reversed(range(n1)):  # the last place each can take with every later one still placed after it
+        t = next((i for i in reversed(range(t)) if tgt[i] == src[j]), -1)
+        if t < 0:
+            raise ConfigError(
+                f"layer kinds: the source's {n1} layers ({_count(src)}) do not fit in order into the target's "
+                f"{n2} ({_count(tgt)}); --depth-init zero keeps each source layer on a layer of its kind, so "
+                "expected a target whose layer_types hold the source's in order, or another depth init"
+            )
+        latest[j] = t
+    kept, prev = [], -1
+    for j in range(n1):
+        options = [i for i in range(prev + 1, latest[j] + 1) if tgt[i] == src[j]]
+        ideal = j * n2 // n1
+        prev = next((i for i in options if i >= ideal), options[-1])
+        kept.append(prev)
+    return kept
+
+
+def _count(kinds: tuple[str, ...]) -> str:
+    return ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds)))
+
+
+def zero_by_kind(src: tuple[str, ...], tgt: tuple[str, ...], *, output_projection: bool) -> torch.Tensor:
+    """`zero` with kinds: source layer j on target layer place_by_kind()[j]; every other target layer copies
+    the last source layer of its kind placed before it (else the first of its kind), its output projections
+    at zero, so it adds nothing at first."""
+    kept = place_by_kind(src, tgt)
+    w = torch.zeros(len(tgt), len(src))
+    for j, i in enumerate(kept):
+        w[i, j] = 1.0
+    if output_projection:
+        return w
+    for i, kind in enumerate(tgt):
+        if i in kept:
+            continue
+        same = [j for j in range(len(src)) if src[j] == kind] or list(range(len(src)))
+        before = [j for j in same if kept[j] < i]
+        w[i, before[-1] if before else same[0]] = 1.0
     return w
 
 

@@ -4,7 +4,8 @@ Our fused block tensors (model.py) are cut into the pieces the operator treats s
 names the depth matrix that mixes it, its size along dim 0, and the width group that expands each side.
 Nothing here (or in the operator) asks which model family a weight belongs to.
 
-Width groups: emb / emb_in (the residual stream, producer / consumer side), emb_final (the final norm),
+Width groups: emb / emb_in (the residual stream, producer / consumer side), emb_tok (the token embedding:
+emb, times the ratio of the two models' embedding scales), emb_final (the final norm),
 q, k, v (attention heads, per layer), o_in (attention output heads, which carry v's), mlp / mlp_in (MLP
 hidden units, per layer), q_norm / k_norm (the q and k norms' weights, per layer).
 """
@@ -47,6 +48,9 @@ BLOCK_LAYOUT: dict[str, list[Piece]] = {
     "attn.out.bias": [Piece("o", "hidden_size", "emb", None)],
     "norm2.weight": [Piece("norm2", "hidden_size", "emb", None)],
     "norm2.bias": [Piece("norm2", "hidden_size", "emb", None)],
+    # Gemma's norms after each sublayer: mixed over depth with the norm before it.
+    "post_norm1.weight": [Piece("norm1", "hidden_size", "emb", None)],
+    "post_norm2.weight": [Piece("norm2", "hidden_size", "emb", None)],
     "mlp.up.weight": [Piece("up", "intermediate_size", "mlp", "emb_in")],
     "mlp.up.bias": [Piece("up", "intermediate_size", "mlp", None)],
     "mlp.down.weight": [Piece("down", "hidden_size", "emb", "mlp_in")],
@@ -54,13 +58,19 @@ BLOCK_LAYOUT: dict[str, list[Piece]] = {
 }
 # Weights outside the blocks: (group on dim 0, group on dim 1).
 GLOBAL_LAYOUT: dict[str, tuple[str | None, str | None]] = {
-    "tok_emb.weight": (None, "emb"),
+    "tok_emb.weight": (None, "emb_tok"),
     "pos_emb.weight": (None, "emb"),
     "norm.weight": ("emb_final", None),
     "norm.bias": ("emb_final", None),
     "lm_head.weight": (None, "emb_in"),
 }
 DEPTH_KINDS = ("norm1", "q", "k", "v", "o", "norm2", "up", "down")
+# Norm weights, in blocks and out: a norm that scales by offset + w (Gemma's 1 + w) is grown on its
+# effective weight, offset + w, which is what every linear argument about norms is about (operator.py).
+NORM_WEIGHTS = frozenset(
+    {"norm1.weight", "norm2.weight", "post_norm1.weight", "post_norm2.weight", "attn.q_norm.weight"}
+    | {"attn.k_norm.weight", "norm.weight"}
+)
 PER_LAYER_GROUPS = {"q", "k", "v", "o_in", "mlp", "mlp_in", "q_norm", "k_norm"}
 # Groups over whole heads (E kron P). q_norm / k_norm are too when the norm is over the whole projection
 # (qk_norm "full"); a per-head norm's weight is one head's dims, placed by P alone (parts.LayerWidth).

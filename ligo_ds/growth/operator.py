@@ -17,7 +17,7 @@ from ..model.config import ModelConfig
 from . import functional as G
 from . import init as I
 from . import rotary as R
-from .layout import BLOCK_LAYOUT, DEPTH_KINDS, GLOBAL_LAYOUT, SourcePiece, fuse, split_block_tensor
+from .layout import BLOCK_LAYOUT, DEPTH_KINDS, GLOBAL_LAYOUT, NORM_WEIGHTS, SourcePiece, fuse, split_block_tensor
 from .parts import DepthMixing, LayerWidth, ResidualWidth, Sides, SourceLayer
 from .spec import ORDERS, GrowthSpec, check_growable
 
@@ -33,6 +33,7 @@ class LiGOOperator(nn.Module):
         super().__init__()
         check_growable(src, tgt)
         self.src, self.tgt, self.spec = src, tgt, spec
+        self.offset = src.norm_offset  # norms are grown on offset + w (layout.NORM_WEIGHTS), given back as w
         tying = spec.resolved_tying
         gen = torch.Generator().manual_seed(spec.seed)
         # What each source layer's frozen tensors are: the same list for every layer.
@@ -42,7 +43,8 @@ class LiGOOperator(nn.Module):
             tensors, pieces = [], []
             for name in BLOCK_LAYOUT:
                 if f"blocks.{j}.{name}" in source_state:
-                    for key, t in split_block_tensor(src, name, source_state[f"blocks.{j}.{name}"]):
+                    weight = self._effective(name, source_state[f"blocks.{j}.{name}"])
+                    for key, t in split_block_tensor(src, name, weight):
                         pieces.append(key)
                         tensors.append(t)
             self.block_pieces = pieces
@@ -52,7 +54,7 @@ class LiGOOperator(nn.Module):
         self.vocab_names = [k for k in names if k in VOCAB]
         self.global_names = [k for k in names if k not in VOCAB]
         self.source_vocab = SourceLayer([source_state[k] for k in self.vocab_names])
-        self.source_global = SourceLayer([source_state[k] for k in self.global_names])
+        self.source_global = SourceLayer([self._effective(k, source_state[k]) for k in self.global_names])
         # The order of draws from `gen` below fixes the initial operator for a seed: keep it.
         width = I.WIDTH_INITS[spec.width_init]
         widths = []
@@ -71,12 +73,14 @@ class LiGOOperator(nn.Module):
             widths.append(LayerWidth(*noisy, src, tgt, tying, R.initial_maps(src, tgt, spec.noise, gen)))
         self.layer_widths = nn.ModuleList(widths)
         b_emb = I.add_width_noise(width.matrix(tgt.hidden_size, src.hidden_size, gen), src.hidden_size, spec.noise, gen)
-        self.residual = ResidualWidth(b_emb, tying, tgt.tie_embeddings)
-        depth = I.DEPTH_INITS[spec.depth_init]
+        self.residual = ResidualWidth(b_emb, tying, tgt.tie_embeddings, src.embed_scale / tgt.embed_scale)
+        types = (src.layer_types, tgt.layer_types) if src.layer_types or tgt.layer_types else None
         self.depth = DepthMixing(
             {
                 k: I.add_depth_noise(
-                    depth(tgt.num_layers, src.num_layers, gen, output_projection=k in ("o", "down")), spec.noise, gen
+                    I.depth_matrix(spec.depth_init, tgt.num_layers, src.num_layers, gen, k in ("o", "down"), types),
+                    spec.noise,
+                    gen,
                 )
                 for k in DEPTH_KINDS
             }
@@ -114,12 +118,20 @@ class LiGOOperator(nn.Module):
         if not widen_source:
             acc = self.layer_widths[i](list(zip(self._sides(), acc)))
         grown = self.residual(list(zip(self._sides(), acc)))
-        return fuse(list(zip(self.block_pieces, grown)))
+        return {name: self._stored(name, t) for name, t in fuse(list(zip(self.block_pieces, grown))).items()}
+
+    def _effective(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """A norm weight as it scales (offset + w): what the operator grows."""
+        return t + self.offset if self.offset and name in NORM_WEIGHTS else t
+
+    def _stored(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """A grown norm weight back as the model stores it (w)."""
+        return t - self.offset if self.offset and name in NORM_WEIGHTS else t
 
     def global_weights(self, vocab: bool = True) -> dict[str, torch.Tensor]:
         """The weights outside the blocks; `vocab=False` leaves out the vocabulary matrices (see VOCAB)."""
         grown = self.residual([(GLOBAL_LAYOUT[n], t) for n, t in zip(self.global_names, self.source_global())])
-        out = dict(zip(self.global_names, grown))
+        out = {n: self._stored(n, t) for n, t in zip(self.global_names, grown)}
         if not vocab:
             return out
         if torch.is_grad_enabled():

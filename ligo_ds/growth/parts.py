@@ -125,12 +125,16 @@ class LayerWidth(nn.Module):
 
 
 class ResidualWidth(nn.Module):
-    """The global residual expansion B_emb; forward applies the shared groups."""
+    """The global residual expansion B_emb; forward applies the shared groups.
 
-    def __init__(self, b_emb: torch.Tensor, tying: str, tied_head: bool):
+    `embed_ratio` is the source's embedding scale over the target's (Gemma multiplies the embedding by
+    sqrt(hidden)): the token embedding carries it, so the residual stream starts as the source's does, and
+    a tied head reading that matrix has it taken back by the final norm."""
+
+    def __init__(self, b_emb: torch.Tensor, tying: str, tied_head: bool, embed_ratio: float = 1.0):
         super().__init__()
         self.b_emb = nn.Parameter(b_emb.clone())
-        self.tying, self.tied_head = tying, tied_head
+        self.tying, self.tied_head, self.embed_ratio = tying, tied_head, embed_ratio
 
     def forward(self, pieces: list[tuple[Sides, torch.Tensor]] | None = None, groups: frozenset = frozenset()):
         """The shared groups applied to each piece; without pieces, the matrices of `groups` (fresh tensors)."""
@@ -142,7 +146,11 @@ class ResidualWidth(nn.Module):
         # B itself, and the norm's output side the left inverse. A is computed only when read.
         needs_a = "emb_in" in groups or ("emb_final" in groups and self.tied_head)
         a = TYINGS[self.tying](b) if needs_a else None
-        mats = {"emb": b, "emb_in": a, "emb_final": a if self.tied_head else b}
+        mats = {"emb": b, "emb_in": a, "emb_tok": b, "emb_final": a if self.tied_head else b}
+        if self.embed_ratio != 1.0:
+            mats["emb_tok"] = b * self.embed_ratio
+            if self.tied_head and a is not None:
+                mats["emb_final"] = a / self.embed_ratio
         if pieces is None:
             return {k: mats[k].clone() for k in groups}
         out = []

@@ -79,23 +79,26 @@ def within_head(src: ModelConfig, tgt: ModelConfig, scale: float = 1.0) -> torch
 
 
 def projection_scales(src: ModelConfig, tgt: ModelConfig) -> tuple[float, float]:
-    """What q's and k's placements carry so that q.k / sqrt(E2) is the source's q.k / sqrt(E1).
+    """What q's and k's placements carry so that the target's scaled q.k is the source's.
 
-    Without q/k norms, q carries s = sqrt(E2/E1). With them (Qwen3, OLMo 2) a scale on the projection is
-    normed away, so it serves another end: q and k both carry s, which keeps each norm's mean square over
-    E2 dims (the E2 - E1 new ones zero) equal to the source's over E1, eps included. Each normed vector
-    then comes out s larger, q.k s^2 larger, of which the softmax's 1/sqrt(E2) takes back s; the q norm's
-    weight carries the remaining 1/s (norm_scales). The same holds per head ("head") and over the whole
-    projection ("full"), whose mean is over H E dims with every head placed alike."""
+    The target multiplies q.k by its attention scale a2 (1/sqrt(E2), or Gemma's 1/sqrt(query_pre_attn_scalar)),
+    the source by a1: without q/k norms, q carries r = a1 / a2 (sqrt(E2/E1) where the scale follows head_dim).
+    With them (Qwen3, OLMo 2, Gemma 3) a scale on the projection is normed away, so it serves another end: q
+    and k both carry s = sqrt(E2/E1), which keeps each norm's mean square over E2 dims (the E2 - E1 new ones
+    zero) equal to the source's over E1, eps included. Each normed vector then comes out s larger, q.k s^2
+    larger; the norms' weights carry the rest (norm_scales). The same holds per head ("head") and over the
+    whole projection ("full"), whose mean is over H E dims with every head placed alike."""
     s = math.sqrt(tgt.head_dim / src.head_dim)
-    return (s, s) if src.qk_norm else (s, 1.0)
+    return (s, s) if src.qk_norm else (src.attn_scale / tgt.attn_scale, 1.0)
 
 
 def norm_scales(src: ModelConfig, tgt: ModelConfig) -> dict[str, float]:
-    """What the q and k norms' weights carry on top of their projection's placement P (which includes
-    projection_scales): the placement alone, 1 / s, for k; for q, 1 / s more."""
+    """What the q and k norms' (effective) weights carry on top of their projection's placement P (which
+    includes projection_scales' s): k's undoes s, so k comes out s larger than placed; q's makes the product
+    r = a1 / a2, so q comes out r / s: r / s^3 on top of P's s."""
     s = math.sqrt(tgt.head_dim / src.head_dim)
-    return {"q": 1.0 / s**2, "k": 1.0 / s}
+    r = src.attn_scale / tgt.attn_scale
+    return {"q": r / s**3, "k": 1.0 / s}
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,17 @@ class Mapping:
         if self.exact:
             return f"{head}: each rotary pair placed on the target pair of its frequency; exact"
         return (
-            f"{head}: rotary pairs placed on the nearest frequencies (rope base {src.rope_theta:g} -> "
-            f"{tgt.rope_theta:g}); they drift apart by up to {self.max_angle:.3g} rad over {self.positions} "
-            "positions, which the fit learns to absorb"
+            f"{head}: rotary pairs placed on the nearest frequencies (rope {_rope(src)} -> {_rope(tgt)}); they "
+            f"drift apart by up to {self.max_angle:.3g} rad over {self.positions} positions, which the fit "
+            "learns to absorb"
         )
+
+
+def _rope(cfg: ModelConfig) -> str:
+    """'base 500000', or with a scaling 'base 1e+06 linear x8'."""
+    factor = dict(cfg.rope_scaling).get("factor")
+    kind = "" if cfg.rope_type == "default" else f" {cfg.rope_type}" + (f" x{factor:g}" if factor else "")
+    return f"base {cfg.rope_theta:g}{kind}"
 
 
 def mapping_error(src: ModelConfig, tgt: ModelConfig) -> Mapping:
@@ -153,7 +163,7 @@ def notes(src: ModelConfig, tgt: ModelConfig) -> list[str]:
     """What the fit's log says of the start where heads change shape: how the rotary pairs were placed, and
     when a source query head has no place (a smaller GQA group with too few kv heads to hold its chunks)."""
     out = []
-    if src.head_dim != tgt.head_dim or (src.positions == "rope" and src.rope_theta != tgt.rope_theta):
+    if src.head_dim != tgt.head_dim or (src.positions == "rope" and _rope(src) != _rope(tgt)):
         out.append(mapping_error(src, tgt).describe(src, tgt))
     g1, g2 = src.num_heads // src.num_kv_heads, tgt.num_heads // tgt.num_kv_heads
     chunks = -(-g1 // g2)
@@ -161,6 +171,11 @@ def notes(src: ModelConfig, tgt: ModelConfig) -> list[str]:
         out.append(
             f"heads {src.num_heads}/{src.num_kv_heads} kv -> {tgt.num_heads}/{tgt.num_kv_heads} kv: not every source "
             "query head has a place of its own at the start; the head maps are learned from there"
+        )
+    if src.sliding_window != tgt.sliding_window and (src.sliding_window or tgt.sliding_window):
+        out.append(
+            f"sliding window {src.sliding_window} -> {tgt.sliding_window}: the start computes the source's "
+            f"function only on sequences within the smaller window"
         )
     if tgt.num_layers < src.num_layers:
         out.append(

@@ -146,7 +146,8 @@ class Growth(Block):
 
 
 # Switches that must agree between source and target: the operator maps weights, not architectures. The
-# rope base may differ (rotary.py places each pair on the nearest frequency and says how far it is).
+# rope base, kind and scaling may differ (rotary.py places each pair on the nearest frequency and says how
+# far it is: Gemma 3 1B -> 4B scales its global RoPE by 8), and so may a sliding window (rotary.notes).
 _SAME = (
     "family",
     "vocab_size",
@@ -154,8 +155,6 @@ _SAME = (
     "activation",
     "gated_mlp",
     "positions",
-    "rope_type",
-    "rope_scaling",
     "qkv_bias",
     "out_bias",
     "mlp_bias",
@@ -164,6 +163,7 @@ _SAME = (
     "qk_norm",
     "residual",
     "partial_rotary",
+    "query_pre_attn_scalar",
 )
 # Widths that may only grow. Layer, head and kv-head counts may fall (a wider model with fewer layers or
 # fewer, wider heads, as published families grow): the depth operator is any L2 x L1 map, and heads are

@@ -37,7 +37,7 @@ class ModelConfig:
     head_dim: int
     intermediate_size: int
     max_positions: int
-    norm: str  # "layernorm" | "rmsnorm"
+    norm: str  # "layernorm" | "rmsnorm" | "rmsnorm_1p" (Gemma's: scaled by 1 + weight, in fp32)
     norm_eps: float
     activation: str  # a key of model.ACTIVATIONS
     gated_mlp: bool  # SwiGLU-style gate * up
@@ -63,6 +63,15 @@ class ModelConfig:
     residual: str = "pre_norm"
     # The share of each head's dims RoPE turns (the first ones; the rest pass through): GPT-NeoX's rotary_pct.
     partial_rotary: float = 1.0
+    # Per-layer attention (Gemma 3): "sliding_attention" or "full_attention" for each layer; empty: every
+    # layer alike (sliding_window, if set, applies to all: Mistral). Sliding layers turn RoPE with their
+    # own plain base, local_rope_theta; full ones with rope_theta and the scaling above.
+    layer_types: tuple[str, ...] = ()
+    local_rope_theta: float | None = None
+    # Gemma multiplies the embedding by sqrt(hidden_size) (in the weights' dtype), and divides q.k by
+    # sqrt(query_pre_attn_scalar) instead of sqrt(head_dim).
+    embed_scale: float = 1.0
+    query_pre_attn_scalar: float | None = None
     hf_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +80,11 @@ class ModelConfig:
             raise ConfigError(
                 f"{self.model_type} config: num_attention_heads ({self.num_heads}) is not divisible by "
                 f"num_key_value_heads ({self.num_kv_heads})"
+            )
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ConfigError(
+                f"{self.model_type} config: layer_types lists {len(self.layer_types)} layers, "
+                f"num_hidden_layers is {self.num_layers}; expected one type per layer"
             )
         if self.positions == "rope" and (self.rotary_dim % 2 or self.rotary_dim == 0):
             raise ConfigError(
@@ -86,6 +100,29 @@ class ModelConfig:
     @property
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def attn_scale(self) -> float:
+        """What attention multiplies q.k by."""
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+    @property
+    def norm_offset(self) -> float:
+        """What a norm adds to its weight before scaling (Gemma's 1 + w; 0 elsewhere)."""
+        return 1.0 if self.norm == "rmsnorm_1p" else 0.0
+
+    @property
+    def norms_per_block(self) -> int:
+        return 4 if self.residual == "sandwich" else 2
+
+    def layer_type(self, layer: int) -> str:
+        return self.layer_types[layer] if self.layer_types else "full_attention"
+
+    def window(self, layer: int) -> int | None:
+        """Layer `layer`'s attention window (None: the whole causal past)."""
+        if self.layer_types:
+            return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
+        return self.sliding_window
 
     @property
     def rotary_dim(self) -> int:
@@ -108,7 +145,7 @@ class ModelConfig:
         attn += (self.q_size + 2 * self.kv_size) * self.qkv_bias + d * self.out_bias
         attn += self.q_norm_size + self.k_norm_size
         mlp = d * f * (3 if self.gated_mlp else 2) + (f * (2 if self.gated_mlp else 1) + d) * self.mlp_bias
-        blocks = self.num_layers * (2 * norm + attn + mlp) + norm
+        blocks = self.num_layers * (self.norms_per_block * norm + attn + mlp) + norm
         if not embeddings:
             return blocks
         emb = v * d + (self.max_positions * d if self.positions == "learned" else 0)
@@ -124,7 +161,9 @@ class ModelConfig:
             raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
         cfg = cls(**PARSERS[model_type](hf), hf_config=dict(hf))
         if cfg.rope_type != "default":  # transformers checks the kind's parameters: a missing one fails here, by name
-            scaled_frequencies(cfg.rope_type, cfg.hf_config, 1)
+            scaled_frequencies(
+                cfg.rope_type, cfg.hf_config, 1, layer_type="full_attention" if cfg.layer_types else None
+            )
         return cfg
 
     @classmethod

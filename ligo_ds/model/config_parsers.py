@@ -222,6 +222,76 @@ def _gpt_neox(hf: dict) -> dict[str, Any]:
     )
 
 
+LAYER_TYPES = ("sliding_attention", "full_attention")
+_SOFT_CAPS = ("final_logit_softcapping", "attn_logit_softcapping")
+
+
+def _gemma3(hf: dict) -> dict[str, Any]:
+    """Gemma 3 (text): RMSNorms scaling by 1 + w, four per block (before and after each sublayer), per-head
+    q/k norms, GeGLU, an embedding scaled by sqrt(hidden), q.k / sqrt(query_pre_attn_scalar), and layers
+    of two kinds: sliding-window ones with a plain local RoPE base, full ones with the global base and its
+    scaling. Read from either config layout: transformers 5's rope_parameters per layer type, or the Hub
+    files' rope_theta, rope_local_base_freq, rope_scaling and sliding_window_pattern."""
+    t = hf["model_type"]
+    for key in _SOFT_CAPS:
+        if hf.get(key) is not None:
+            raise ConfigError(f"{t} config: {key}={hf[key]!r} is not supported (soft-capping); expected null")
+    if hf.get("use_bidirectional_attention"):
+        raise ConfigError(f"{t} config: use_bidirectional_attention=true is not supported; expected a causal LM")
+    layers = _require(hf, "num_hidden_layers", 26)
+    pattern = hf.get("sliding_window_pattern", 6)
+    types = hf.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)
+    ]
+    unknown = sorted({x for x in types if x not in LAYER_TYPES}, key=str)
+    if unknown:
+        raise ConfigError(f"{t} config: layer_types {unknown} unknown; expected each one of {', '.join(LAYER_TYPES)}")
+    nested = hf.get("rope_parameters") or {}
+    full = {**(nested.get("full_attention") or {}), **(hf.get("rope_scaling") or {})}
+    full.setdefault("rope_theta", hf.get("rope_theta", 1e6))
+    local = {**(nested.get("sliding_attention") or {})}
+    local.setdefault("rope_theta", hf.get("rope_local_base_freq", 1e4))
+    theta, rope_type, scaling, _ = parse_rope({"model_type": t, "rope_parameters": full})
+    local_theta, local_type, _, _ = parse_rope({"model_type": t, "rope_parameters": local})
+    if local_type != "default":
+        raise ConfigError(f"{t} config: sliding layers' rope type {local_type!r} is not supported; expected default")
+    d, h = _require(hf, "hidden_size", 2304), _require(hf, "num_attention_heads", 8)
+    bias = bool(hf.get("attention_bias", False))
+    return dict(
+        family="gemma3",
+        model_type=t,
+        vocab_size=_require(hf, "vocab_size", 262208),
+        hidden_size=d,
+        num_layers=layers,
+        num_heads=h,
+        num_kv_heads=_require(hf, "num_key_value_heads", 4),
+        head_dim=_head_dim(t, d, h, hf.get("head_dim", 256)),
+        intermediate_size=_require(hf, "intermediate_size", 9216),
+        max_positions=_require(hf, "max_position_embeddings", 131072),
+        norm="rmsnorm_1p",
+        norm_eps=float(_require(hf, "rms_norm_eps", 1e-6)),
+        activation=_activation(hf, "hidden_activation", "gelu_pytorch_tanh"),
+        gated_mlp=True,
+        positions="rope",
+        rope_theta=theta,
+        qkv_bias=bias,
+        out_bias=bias,
+        mlp_bias=False,
+        norm_bias=False,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        sliding_window=_require(hf, "sliding_window", 4096),
+        initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        rope_type=rope_type,
+        rope_scaling=scaling,
+        qk_norm="head",
+        residual="sandwich",
+        layer_types=tuple(types),
+        local_rope_theta=local_theta,
+        embed_scale=d**0.5,
+        query_pre_attn_scalar=float(_require(hf, "query_pre_attn_scalar", 256)),
+    )
+
+
 PARSERS: dict[str, Callable[[dict], dict[str, Any]]] = {
     "gpt2": _gpt2,
     "llama": _llama,
@@ -230,6 +300,7 @@ PARSERS: dict[str, Callable[[dict], dict[str, Any]]] = {
     "qwen3": _qwen3,
     "olmo2": _olmo2,
     "gpt_neox": _gpt_neox,
+    "gemma3_text": _gemma3,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(PARSERS))

@@ -61,14 +61,28 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+class OffsetRMSNorm(RMSNorm):
+    """Gemma's RMSNorm: the weight is stored as w and scales by 1 + w (zeros: the identity), all in fp32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__(dim, eps)
+        nn.init.zeros_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps)
+        return (normed * (1.0 + self.weight.float())).type_as(x)
+
+
 NORMS = {
     "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
     "rmsnorm": lambda dim, eps, bias: RMSNorm(dim, eps),
+    "rmsnorm_1p": lambda dim, eps, bias: OffsetRMSNorm(dim, eps),
 }
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
-    return NORMS[cfg.norm](cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
+def make_norm(cfg: ModelConfig, size: int | None = None) -> nn.Module:
+    """The family's norm over `size` units (the hidden size unless given: q/k norms)."""
+    return NORMS[cfg.norm](size or cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
 
 
 def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
@@ -79,15 +93,15 @@ def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, out_std: float):
+    def __init__(self, cfg: ModelConfig, out_std: float, window: int | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.window = cfg, window
         std = cfg.initializer_range
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, cfg.qkv_bias, std)
         self.out = Linear(cfg.q_size, cfg.hidden_size, cfg.out_bias, out_std)
         if cfg.qk_norm is not None:
-            self.q_norm = RMSNorm(cfg.q_norm_size, cfg.norm_eps)
-            self.k_norm = RMSNorm(cfg.k_norm_size, cfg.norm_eps)
+            self.q_norm = make_norm(cfg, cfg.q_norm_size)
+            self.k_norm = make_norm(cfg, cfg.k_norm_size)
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         cfg = self.cfg
@@ -108,10 +122,16 @@ class Attention(nn.Module):
         q_BHTE, k_BKTE = q_BTHE.transpose(1, 2), k_BTKE.transpose(1, 2)
         v_BKTE = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         mask = None
-        if cfg.sliding_window is not None and T > cfg.sliding_window:
-            mask = sliding_window_mask(T, cfg.sliding_window, x_BTD.device)
+        if self.window is not None and T > self.window:
+            mask = sliding_window_mask(T, self.window, x_BTD.device)
         y_BHTE = F.scaled_dot_product_attention(
-            q_BHTE, k_BKTE, v_BKTE, attn_mask=mask, is_causal=mask is None, enable_gqa=cfg.num_heads != cfg.num_kv_heads
+            q_BHTE,
+            k_BKTE,
+            v_BKTE,
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=cfg.attn_scale,
+            enable_gqa=cfg.num_heads != cfg.num_kv_heads,
         )
         return self.out(y_BHTE.transpose(1, 2).reshape(B, T, cfg.q_size))
 
@@ -138,14 +158,18 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One residual block; `checkpointing` (compute.CHECKPOINTING) is what it keeps for the backward."""
 
-    def __init__(self, cfg: ModelConfig, checkpointing: str = "none"):
+    def __init__(self, cfg: ModelConfig, checkpointing: str = "none", layer: int = 0):
         super().__init__()
         # GPT-2's scaled init of the projections that write into the residual stream.
         out_std = cfg.initializer_range / math.sqrt(2 * cfg.num_layers)
         self.norm1 = make_norm(cfg)
-        self.attn = Attention(cfg, out_std)
+        self.attn = Attention(cfg, out_std, cfg.window(layer))
+        if cfg.residual == "sandwich":  # Gemma: a norm after each sublayer too
+            self.post_norm1 = make_norm(cfg)
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg, out_std)
+        if cfg.residual == "sandwich":
+            self.post_norm2 = make_norm(cfg)
         self.checkpointing = checkpointing
         self.form = cfg.residual
 
@@ -173,9 +197,14 @@ def _parallel(b: Block, x_BTD: torch.Tensor, rope) -> torch.Tensor:
     return x_BTD + b.attn(b.norm1(x_BTD), rope) + b.mlp(b.norm2(x_BTD))
 
 
-# ModelConfig.residual -> a block's forward: norms before the sublayers, after them (OLMo 2), or both
-# sublayers on the block's input (GPT-NeoX's use_parallel_residual).
-RESIDUALS = {"pre_norm": _pre_norm, "post_norm": _post_norm, "parallel": _parallel}
+def _sandwich(b: Block, x_BTD: torch.Tensor, rope) -> torch.Tensor:
+    x_BTD = x_BTD + b.post_norm1(b.attn(b.norm1(x_BTD), rope))
+    return x_BTD + b.post_norm2(b.mlp(b.norm2(x_BTD)))
+
+
+# ModelConfig.residual -> a block's forward: norms before the sublayers, after them (OLMo 2), both (Gemma),
+# or both sublayers on the block's input (GPT-NeoX's use_parallel_residual).
+RESIDUALS = {"pre_norm": _pre_norm, "post_norm": _post_norm, "parallel": _parallel, "sandwich": _sandwich}
 
 
 class LMHead(Linear):
@@ -204,7 +233,7 @@ class Decoder(nn.Module):
         std = cfg.initializer_range
         self.tok_emb = Embedding(cfg.vocab_size, cfg.hidden_size, std)
         self.pos_emb = Embedding(cfg.max_positions, cfg.hidden_size, std) if cfg.positions == "learned" else None
-        self.blocks = nn.ModuleList(Block(cfg, checkpointing) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, checkpointing, i) for i in range(cfg.num_layers))
         self.norm = make_norm(cfg)
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size, False, std)
         self.tie_weights()
@@ -226,20 +255,21 @@ class Decoder(nn.Module):
         if T > self.cfg.max_positions:
             raise ValueError(f"sequence length {T} exceeds the model's max positions {self.cfg.max_positions}")
         x_BTD = self.tok_emb(ids_BT)
+        if self.cfg.embed_scale != 1.0:  # Gemma's sqrt(hidden), rounded to the weights' dtype as transformers does
+            x_BTD = x_BTD * torch.tensor(self.cfg.embed_scale, dtype=x_BTD.dtype)
         if self.pos_emb is not None:
             x_BTD = x_BTD + self.pos_emb(torch.arange(T, device=ids_BT.device))
         return x_BTD
 
-    def rope(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.cfg.positions != "rope":
-            return None
-        return rope_tables(self.cfg, seq_len, device)
+    def rope(self, seq_len: int, device) -> dict[str, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Each layer type's RoPE tables (None for learned positions): rope[cfg.layer_type(i)] for block i."""
+        return layer_ropes(self.cfg, seq_len, device)
 
     def forward(self, ids_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
         x_BTD = self.embed(ids_BT)
         rope = self.rope(ids_BT.shape[1], ids_BT.device)
-        for block in self.blocks:
-            x_BTD = block(x_BTD, rope)
+        for i, block in enumerate(self.blocks):
+            x_BTD = block(x_BTD, rope[self.cfg.layer_type(i)])
         x_BTD = self.norm(x_BTD)
         if targets_BT is None:
             return self.lm_head(x_BTD)
@@ -249,6 +279,14 @@ class Decoder(nn.Module):
         """Unique parameters (a tied head counts once); under ZeRO-3 the full, not the local, size."""
         seen = {id(p): getattr(p, "ds_numel", p.numel()) for p in self.parameters()}
         return sum(seen.values())
+
+
+def layer_ropes(cfg: ModelConfig, seq_len: int, device) -> dict[str, tuple[torch.Tensor, torch.Tensor] | None]:
+    """RoPE tables per layer type the model has (one entry, full_attention, unless its layers differ)."""
+    kinds = set(cfg.layer_types) or {"full_attention"}
+    if cfg.positions != "rope":
+        return dict.fromkeys(kinds)
+    return {kind: rope_tables(cfg, seq_len, device, kind) for kind in kinds}
 
 
 def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:

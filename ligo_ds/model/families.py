@@ -133,7 +133,20 @@ GPT_NEOX = Family(
     buffer_suffixes=(".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"),
 )
 
-FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "olmo2": OLMO2, "gpt_neox": GPT_NEOX}
+# Gemma 3: Llama's names with a norm before and after each sublayer (our norm1, post_norm1, norm2,
+# post_norm2); post_attention_layernorm is the norm after attention, as in OLMo 2.
+GEMMA3 = Family(
+    names={
+        **LLAMA.names,
+        "blocks.{}.post_norm1.weight": (_L + "post_attention_layernorm.weight",),
+        "blocks.{}.norm2.weight": (_L + "pre_feedforward_layernorm.weight",),
+        "blocks.{}.post_norm2.weight": (_L + "post_feedforward_layernorm.weight",),
+    },
+    split=LLAMA.split,
+    buffer_suffixes=LLAMA.buffer_suffixes,
+)
+
+FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "olmo2": OLMO2, "gpt_neox": GPT_NEOX, "gemma3": GEMMA3}
 
 # The transformers class written into config.json "architectures", per HF model_type.
 ARCHITECTURES: dict[str, str] = {
@@ -144,6 +157,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3": "Qwen3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
     "gpt_neox": "GPTNeoXForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
 }
 
 

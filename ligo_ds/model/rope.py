@@ -28,6 +28,8 @@ class RopeConfig(Protocol):
     rotary_dim: int
     rope_theta: float
     rope_type: str
+    layer_types: tuple[str, ...]
+    local_rope_theta: float | None
     hf_config: dict
 
 
@@ -44,16 +46,21 @@ def _hf_key(hf_config: dict) -> str:
     return json.dumps({k: v for k, v in hf_config.items() if k not in ("dtype", "torch_dtype")}, sort_keys=True)
 
 
-def scaled_frequencies(rope_type: str, hf_config: dict, seq_len: int, device=None) -> tuple[torch.Tensor, float]:
+def scaled_frequencies(
+    rope_type: str, hf_config: dict, seq_len: int, device=None, layer_type: str | None = None
+) -> tuple[torch.Tensor, float]:
     """(inverse frequencies, attention factor) of a scaled RoPE kind, from transformers' init function.
 
     `seq_len` matters to "dynamic" only, and only beyond max_position_embeddings, as in transformers'
-    forward: a shorter sequence gets the unscaled frequencies.
+    forward: a shorter sequence gets the unscaled frequencies. `layer_type` names the parameters' entry
+    in a config with RoPE per layer type (Gemma 3's full_attention).
     """
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+    by_type = {"layer_type": layer_type} if layer_type else {}
     try:
-        inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](_transformers_config(_hf_key(hf_config)), device, seq_len)
+        config = _transformers_config(_hf_key(hf_config))
+        inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](config, device, seq_len, **by_type)
     except (KeyError, ValueError, TypeError) as e:
         given = hf_config.get("rope_parameters") or hf_config.get("rope_scaling")
         raise ConfigError(
@@ -66,23 +73,31 @@ def scaled_frequencies(rope_type: str, hf_config: dict, seq_len: int, device=Non
 @functools.lru_cache(maxsize=64)
 def _scaled_on_cpu(cfg: RopeConfig, seq_len: int) -> tuple[torch.Tensor, float]:
     # Once per config and length, not per forward: transformers' init function is Python on the hot path.
-    return scaled_frequencies(cfg.rope_type, cfg.hf_config, seq_len)
+    return scaled_frequencies(cfg.rope_type, cfg.hf_config, seq_len, layer_type=GLOBAL if cfg.layer_types else None)
 
 
-def frequencies(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, float]:
-    """(inverse frequencies of shape (rotary_dim / 2,), attention factor) for sequences of `seq_len`.
+GLOBAL, LOCAL = "full_attention", "sliding_attention"  # ModelConfig.layer_types' values
+
+
+def frequencies(cfg: RopeConfig, seq_len: int, device=None, layer_type: str = GLOBAL) -> tuple[torch.Tensor, float]:
+    """(inverse frequencies of shape (rotary_dim / 2,), attention factor) for sequences of `seq_len`, for
+    layers of `layer_type` (sliding layers of a config with a local base turn at that plain base).
     `cfg` is hashable (a frozen ModelConfig), which the scaled kinds' cache relies on."""
-    if cfg.rope_type == "default":
+    local = layer_type == LOCAL and cfg.local_rope_theta is not None
+    if cfg.rope_type == "default" or local:
         dim = cfg.rotary_dim
         exponents = torch.arange(0, dim, 2, device=device, dtype=torch.int64).float() / dim
-        return 1.0 / cfg.rope_theta**exponents, 1.0
+        return 1.0 / (cfg.local_rope_theta if local else cfg.rope_theta) ** exponents, 1.0
     inv_freq, factor = _scaled_on_cpu(cfg, seq_len)
     return inv_freq.to(device), factor
 
 
-def rope_tables(cfg: RopeConfig, seq_len: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, R) in float32 (R the rotary dims of a head), in the "rotate half" layout HF Llama uses."""
-    inv_freq, factor = frequencies(cfg, seq_len, device)
+def rope_tables(
+    cfg: RopeConfig, seq_len: int, device=None, layer_type: str = GLOBAL
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, R) in float32 (R the rotary dims of a head), in the "rotate half" layout HF Llama
+    uses, for layers of `layer_type`."""
+    inv_freq, factor = frequencies(cfg, seq_len, device, layer_type)
     angles_TE = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
     angles_TE = torch.cat([angles_TE, angles_TE], dim=-1)
     cos_TE, sin_TE = angles_TE.cos(), angles_TE.sin()
