@@ -24,28 +24,78 @@ LLAMA3 = {"rope_type": "llama3", "factor": 4.0, "high_freq_factor": 4.0, "low_fr
 
 
 def llama(kind, hidden, inter, layers, heads, kv, head_dim, theta, **extra) -> dict:
+    return {
+        **dict(
+            model_type=kind,
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            head_dim=head_dim,
+            tie_word_embeddings=True,
+            max_position_embeddings=256,
+            rope_theta=theta,
+        ),
+        **extra,
+    }
+
+
+def pythia(hidden, layers, heads) -> dict:
     return dict(
-        model_type=kind,
+        model_type="gpt_neox",
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=256,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+        tie_word_embeddings=False,
+    )
+
+
+def gemma3(hidden, inter, layers, heads, kv, window, **extra) -> dict:
+    return dict(
+        model_type="gemma3_text",
         hidden_size=hidden,
         intermediate_size=inter,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv,
-        head_dim=head_dim,
-        tie_word_embeddings=True,
+        head_dim=32,
+        query_pre_attn_scalar=32,
         max_position_embeddings=256,
-        rope_theta=theta,
+        sliding_window=window,
+        sliding_window_pattern=3,
+        rope_theta=1e6,
+        rope_local_base_freq=1e4,
         **extra,
     )
 
 
-# name -> (small, large): the real pair's ratios at head_dim 16 -> 32 (64 -> 128 in the released models).
+# name -> (small, large): the real pair's ratios at head_dim 16 -> 32 (64 -> 128 in the released models);
+# head_dim 16 where the family keeps it (Qwen3, OLMo 2, Pythia 160M -> 410M), 32 for Gemma's 256.
 PAIRS = {
     "smollm2-360m-1.7b": (llama("llama", 240, 640, 8, 15, 5, 16, 1e5), llama("llama", 512, 2048, 6, 32, 32, 16, 1.3e5)),
     "qwen2.5-0.5b-1.5b": (llama("qwen2", 224, 1216, 4, 14, 2, 16, 1e6), llama("qwen2", 384, 2240, 5, 12, 2, 32, 1e6)),
     "llama3.2-1b-3b": (
         llama("llama", 256, 1024, 4, 16, 4, 16, 5e5, rope_scaling={**LLAMA3, "original_max_position_embeddings": 128}),
         llama("llama", 384, 1024, 7, 12, 4, 32, 5e5, rope_scaling={**LLAMA3, "original_max_position_embeddings": 128}),
+    ),
+    # The ones a function-preserving start keeps exactly (integer ratios): their gap is what rounding leaves.
+    "qwen3-0.6b-1.7b": (llama("qwen3", 128, 384, 4, 16, 8, 16, 1e6), llama("qwen3", 256, 768, 4, 16, 8, 16, 1e6)),
+    "olmo2-1b-7b": (
+        llama("olmo2", 256, 1024, 4, 16, 16, 16, 5e5, tie_word_embeddings=False),
+        llama("olmo2", 512, 1376, 8, 32, 32, 16, 5e5, tie_word_embeddings=False),
+    ),
+    "pythia-160m-410m": (pythia(192, 3, 12), pythia(256, 6, 16)),
+    "pythia-410m-1b": (pythia(256, 6, 16), pythia(512, 4, 8)),
+    # 26 -> 34 layers (a full one every sixth) as 5 -> 8 (every third), window 512 -> 1024 as 64 -> 128 (the
+    # sequences are 128 long), the global RoPE scaled x8 in the larger one.
+    "gemma3-1b-4b": (
+        gemma3(144, 864, 5, 4, 1, 64),
+        gemma3(320, 1280, 8, 8, 4, 128, rope_scaling={"rope_type": "linear", "factor": 8.0}),
     ),
 }
 
