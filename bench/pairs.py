@@ -152,7 +152,8 @@ def main() -> int:
         grown = {}
         starts = (
             ("net2net_zero", ["--fit-steps", "0", "--init-noise", "0"]),
-            ("ligo", ["--fit-steps", str(a.fit_steps)]),
+            # the operator warmup it was measured with before the default followed the fit's length
+            ("ligo", ["--fit-steps", str(a.fit_steps), "--operator-warmup", "10"]),
         )
         # transformers 5 loads a qwen2 directory's tokenizer as Qwen2Tokenizer, which rebuilds the pipeline around
         # this corpus's BPE: the data's tokens are still the model's, which is all this measurement needs.

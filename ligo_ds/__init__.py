@@ -3,14 +3,15 @@
 from .errors import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Decoder", "ModelConfig", "load_model", "save_model", "__version__"]
+__all__ = ["ConfigError", "Decoder", "ModelConfig", "load_config", "load_model", "save_model", "__version__"]
 
 # The model API imports torch; importing the package does not, so that light processes (prepare's
 # tokenizing workers, `--help`) stay light. `from ligo_ds import load_model` works as before.
 _LAZY = {
     "Decoder": "model.decoder",
     "ModelConfig": "model.config",
-    "load_model": "model.hf_load",
+    "load_model": "api",  # as the CLI's MODEL: local paths, Hub ids and run directories alike
+    "load_config": "api",
     "save_model": "model.hf_save",
 }
 

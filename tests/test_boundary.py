@@ -40,6 +40,7 @@ def _deepspeed_imports(path: Path) -> list[int]:
 LAYERS = [
     ("__main__",),
     ("cli",),
+    ("api",),  # the package's public loading functions (resolve as the commands' options do)
     ("commands",),
     ("analysis",),
     ("growth",),

@@ -121,3 +121,18 @@ def test_unresolvable_hub_ids_fail_in_one_line(hub_cache, tmp_path, argv, messag
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_the_api_resolves_a_hub_id_as_the_cli_does(hub_cache):
+    """ligo_ds.load_model and load_config take ORG/NAME[@REVISION], as every MODEL option does."""
+    code = (
+        "import ligo_ds, torch\n"
+        "main, old = ligo_ds.load_model('org/tiny-gpt2'), ligo_ds.load_model('org/tiny-gpt2@v1.0')\n"
+        "print(ligo_ds.load_config('org/tiny-gpt2').num_layers, main.cfg.hidden_size,\n"
+        "      torch.equal(main.tok_emb.weight, old.tok_emb.weight))\n"
+        "ligo_ds.load_model('org/no-such-model')\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.stdout.split() == ["2", "32", "False"], done.stderr[-3000:]  # two commits, two sets of weights
+    assert "model org/no-such-model: no such local path, and Hub model 'org/no-such-model' is not in" in done.stderr

@@ -18,7 +18,7 @@ from ..options import Command, block, derive, option
 from ..training.cadence import Cadence
 from ..training.evaluation import num_windows, window_totals
 from ..training.loop import Loop
-from ..training.rundir import recorded_paths
+from ..training.rundir import final_model, recorded_paths
 from ..training.session import check_data_fits
 from . import is_rank0
 
@@ -68,24 +68,9 @@ def run(opts: EvalOptions) -> int:
     return 0
 
 
-def _model_dir(path: Path) -> tuple[Path, dict]:
-    """An HF directory for a MODEL argument (a run directory means its final model), and the run record."""
-    for run_dir in (path, path / "train"):  # a pretrain or fit RUN_DIR, or a grow RUN_DIR's training phase
-        record = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-        if "identity" not in record:
-            continue
-        if not (run_dir / "hf" / "config.json").is_file():
-            raise ConfigError(
-                f"run {str(run_dir)!r} has no final model yet (no hf/): export a checkpoint with `ligo-ds export` "
-                "and evaluate that"
-            )
-        return run_dir / "hf", record
-    return path, {}
-
-
 def evaluate(opts: EvalOptions) -> dict:
     """Evaluate `opts.model` on its data's validation windows; every rank returns the result."""
-    model_dir, record = _model_dir(Path(opts.model))
+    model_dir, record = final_model(Path(opts.model))
     options = record.get("options", {})
     if not opts.data.data and options:  # the run's own data, where the run found it
         options = recorded_paths(options, record, model_dir.parent, f"give the DATA_DIR with {opts.data.flag('data')}")

@@ -52,7 +52,9 @@ class OperatorFit(Block):
     operator_min_lr: float | None = option(
         None, "operator cosine floor", shown_default="operator-lr / 10", check=at_least(0)
     )
-    operator_warmup: int = option(10, "operator warmup steps", check=at_least(0))
+    operator_warmup: int | None = option(
+        None, "operator warmup steps", shown_default="a tenth of the fit, at most 100", check=at_least(0)
+    )
     operator_weight_decay: float = option(
         0.0, "AdamW decay on the operator (decay pulls new channels towards zero)", check=at_least(0)
     )
@@ -64,7 +66,7 @@ class OperatorFit(Block):
                 f"learning rates must satisfy 0 <= {flag('operator_min_lr')} ({self.operator_min_lr}) "
                 f"<= {flag('operator_lr')} ({self.operator_lr})"
             )
-        if self.steps > 0 and self.operator_warmup > self.steps:
+        if self.steps > 0 and self.operator_warmup is not None and self.operator_warmup > self.steps:
             raise ConfigError(
                 f"{flag('operator_warmup')} {self.operator_warmup} is longer than the fit ({flag('steps')} "
                 f"{self.steps}): the operator's learning rate would never reach its peak"
@@ -77,7 +79,8 @@ class OperatorFit(Block):
             max_steps=max(1, self.steps),
             lr=self.operator_lr,
             min_lr=self.operator_min_lr,
-            warmup_steps=min(self.operator_warmup, max(1, self.steps)),  # a fit of 0 steps warms up nothing
+            # a fit of 0 steps warms up nothing; None: the schedule's default (a tenth, at most 100)
+            warmup_steps=None if self.operator_warmup is None else min(self.operator_warmup, max(1, self.steps)),
             flags={
                 "max_steps": self.flag("steps"),
                 "lr": self.flag("operator_lr"),

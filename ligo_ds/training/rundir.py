@@ -282,3 +282,19 @@ def source_record(hf_dir: str | Path) -> dict[str, Any]:
         "source_final_val_loss": last_val_loss(rows),
         "source_val_protocol": val_protocol(config),
     }
+
+
+def final_model(path: Path) -> tuple[Path, dict]:
+    """The HF directory a MODEL argument means: a pretrain or fit RUN_DIR (or a grow RUN_DIR, its training
+    phase) means its final model, hf/; anything else is itself. With the run's record, or {}."""
+    for run_dir in (path, path / "train"):
+        record = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+        if "identity" not in record:
+            continue
+        if not (run_dir / "hf" / "config.json").is_file():
+            raise ConfigError(
+                f"run {str(run_dir)!r} has no final model yet (no hf/): export a checkpoint with `ligo-ds export` "
+                "and use that"
+            )
+        return run_dir / "hf", record
+    return path, {}

@@ -1,6 +1,8 @@
 """The learning rate at each step: a pure function of the step, the run's length and its Schedule.
 
-Every schedule warms up linearly over warmup_steps, then follows its shape to the floor at `total`:
+Every schedule warms up linearly over its warmup (--warmup-steps, or by default a tenth of the run, at most
+DEFAULT_WARMUP_CAP steps and never into wsd's decay, so that no run length refuses a default), then follows
+its shape to the floor at `total`:
   cosine    cosine decay over the whole rest of the run (the default, and what older runs trained with)
   wsd       warmup-stable-decay: the peak until the last decay_fraction of the run, then a decay to the floor
             (linear, cosine or 1-sqrt). Every step of the stable phase has the same lr whatever the run's
@@ -20,6 +22,7 @@ SCHEDULES = ("cosine", "wsd", "constant")
 MAX_STEPS = 10**9  # no run takes a billion optimizer steps; a larger --max-steps is a typo (1e30, say)
 DEFAULT_DECAY_FRACTION = 0.2
 DEFAULT_DECAY_SHAPE = "linear"
+DEFAULT_WARMUP_SHARE, DEFAULT_WARMUP_CAP = 0.1, 100
 
 # The decay of wsd: progress p in [0, 1] through the decay -> the share of (peak - floor) still left.
 DECAY_SHAPES = {
@@ -47,7 +50,12 @@ class Schedule(Block):
     )
     lr: float = option(6e-4, "peak learning rate", check=above(0))
     min_lr: float | None = option(None, "the floor the decay ends at", shown_default="lr / 10", check=at_least(0))
-    warmup_steps: int = option(100, "linear warmup steps", check=at_least(0))
+    warmup_steps: int | None = option(
+        None,
+        "linear warmup steps",
+        shown_default=f"a tenth of the run, at most {DEFAULT_WARMUP_CAP}",
+        check=at_least(0),
+    )
     schedule: str = option(
         "cosine",
         "after the warmup: cosine decay to the floor, wsd (stable at the peak, then "
@@ -89,6 +97,14 @@ class Schedule(Block):
         if self.max_steps is not None:  # with --max-tokens the length needs the world size: session.start
             check_fits(self.max_steps, self)
 
+    def warmup(self, total: int) -> int:
+        """The warmup of a run of `total` steps: the one given, else a tenth of the run, at most
+        DEFAULT_WARMUP_CAP, ending before wsd's decay starts."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        stable = total - decay_steps(total, self) if self.schedule == "wsd" else total
+        return min(DEFAULT_WARMUP_CAP, int(DEFAULT_WARMUP_SHARE * total), stable)
+
     @property
     def floor_lr(self) -> float:
         return self.lr / 10 if self.min_lr is None else self.min_lr
@@ -127,12 +143,13 @@ def decay_start(total: int, schedule: Schedule) -> int:
         return total
     if schedule.schedule == "wsd":
         return total - decay_steps(total, schedule)
-    return schedule.warmup_steps
+    return schedule.warmup(total)
 
 
 def _cosine(step: int, total: int, s: Schedule) -> float:
-    span = max(1, total - s.warmup_steps)
-    progress = min(1.0, (step - s.warmup_steps) / span)
+    warmup = s.warmup(total)
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
     return s.floor_lr + 0.5 * (s.lr - s.floor_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -148,14 +165,18 @@ SHAPES = {"cosine": _cosine, "wsd": _wsd, "constant": lambda step, total, s: s.l
 def lr_at(step: int, total: int, schedule: Schedule) -> float:
     """The lr of the update that follows `step` updates, in a run of `total`."""
     s = schedule
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
+    warmup = s.warmup(total)
+    if step < warmup:
+        return s.lr * (step + 1) / warmup
     return SHAPES[s.schedule](step, total, s)
 
 
 def check_fits(total: int, schedule: Schedule) -> None:
-    """Refuse a warmup (and a wsd decay) that does not fit in a run of `total` steps."""
+    """Refuse a warmup the user gave (and a wsd decay) that does not fit in a run of `total` steps; the
+    default one always fits."""
     s, flag = schedule, schedule.flag
+    if s.warmup_steps is None:
+        return
     if s.warmup_steps > total:
         raise ConfigError(
             f"{flag('warmup_steps')} {s.warmup_steps} is longer than the run ({total} steps): the learning rate "
