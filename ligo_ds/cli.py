@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .commands import eval as eval_
-from .commands import export, fit, grow, inspect, plan, prepare, pretrain, report
+from .commands import export, fit, generate, grow, inspect, plan, prepare, pretrain, report
 from .errors import ConfigError, TrainingDiverged
 from .model import hub
 from .options import add_arguments, add_launcher_arguments, from_args, resolve_paths
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], int], type, bool]] = {
         ("grow", grow),
         ("export", export),
         ("eval", eval_),
+        ("generate", generate),
         ("report", report),
         ("plan", plan),
     )

@@ -62,6 +62,7 @@ def test_each_command_runs_with_only_its_required_flags(tmp_path):
         ["export", str(root / "p"), "--out", str(root / "exported")],
         ["plan", "--source", model, "--target", large],
         ["inspect", "--model", large],
+        ["generate", str(root / "g")],  # a grow RUN_DIR: its trained model, with the data's tokenizer
     ):
         ligo("single", 1, argv)
     assert json.loads((root / "exported" / "config.json").read_text())["model_type"] == "llama"
