@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ligo_ds import ConfigError
+from ligo_ds.data import encoding
 from ligo_ds.data.encoding import is_validation
 from ligo_ds.data.prepare import PrepareOptions, prepare
 from ligo_ds.data.reading import TokenData, staging_dir
@@ -394,3 +395,93 @@ def test_size_flags_accept_suffixes():
     for bad in ("1.5", "abc", "2.5K5", "nan", "inf", "1e"):
         with pytest.raises(ValueError):
             integer(bad)
+
+
+# ---- corpora of few or long documents: the split is drawn on pieces ------------------------------------
+
+
+def _book(words: int = 60_000, seed: int = 0) -> str:
+    """A long text of paragraphs of lines, about 6 characters a word (a few hundred KB)."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = ["the", "of", "ship", "sea", "whale", "and", "a", "to", "in", "captain", "water", "he", "said", "was"]
+    lines, line = [], []
+    for _ in range(words):
+        line.append(rng.choice(vocab) + ("." if rng.random() < 0.08 else ""))
+        if len(line) >= rng.randint(8, 14):
+            lines.append(" ".join(line))
+            line = []
+        if lines and rng.random() < 0.01:
+            lines.append("")
+    return "\n".join(lines) + f"\nTHE END {words}\n"
+
+
+def test_pieces_cut_at_breaks_and_rejoin_into_the_document():
+    doc = _book(5_000)
+    parts = encoding.pieces(doc)
+    assert "".join(parts) == doc and len(parts) > 10
+    assert all(len(p) <= encoding.PIECE_CHARS for p in parts)
+    assert all(p.endswith("\n") for p in parts[:-1]), "cut after a line break"
+    assert encoding.pieces("short") == ["short"]
+    assert encoding.pieces("x" * 5000) == ["x" * 2048, "x" * 2048, "x" * 904]  # no break at all: cut anyway
+    # consecutive pieces in one split stay one document; a stretch is cut only where the split changes
+    runs = encoding.runs(parts, encoding.threshold(0.2))
+    assert "".join(text for text, _, _ in runs) == doc
+    assert all(a[1] != b[1] for a, b in zip(runs, runs[1:]))
+
+
+@pytest.mark.parametrize(
+    "corpus",
+    ["one_book", "seventeen_files", "thirty_json_lines"],
+)
+def test_small_corpora_prepare_at_the_defaults(tmp_path, corpus, capsys):
+    """One file of a few hundred KB, 17 files of a few KB, 30 short JSON lines: each prepares with only
+    --source and --out, the val share near the default 2 % where there are pieces enough, at least one piece
+    held out where the fraction gave none; the same bytes on 1 and 2 workers."""
+    src = tmp_path / "src"
+    src.mkdir()
+    if corpus == "one_book":
+        (src / "book.txt").write_text(_book())
+        source = src / "book.txt"
+    elif corpus == "seventeen_files":
+        for i in range(17):
+            (src / f"licence-{i}.txt").write_text(_book(400 + 150 * i, seed=i))
+        source = src
+    else:  # records none of which falls to validation at 2 %, as happens to most corpora of 30
+        texts = (f"record {i}: " + _book(20, seed=i) for i in range(1000))
+        kept = [t for t in texts if not is_validation(t, 0.02)][:30]
+        lines = [json.dumps({"text": t}) for t in kept]
+        (src / "records.jsonl").write_text("\n".join(lines) + "\n")
+        source = src / "records.jsonl"
+    one = prepare(PrepareOptions(source=str(source), out=str(tmp_path / "one"), num_proc=1))
+    capsys.readouterr()
+    prepare(PrepareOptions(source=str(source), out=str(tmp_path / "two"), num_proc=2))
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    assert one["documents"]["val"] >= 1 and one["documents"]["train"] >= 1
+    share = one["val_tokens"] / (one["val_tokens"] + one["train_tokens"])
+    assert one["split"]["unit"] == "pieces" and one["split"]["pieces"] >= 17
+    if corpus == "one_book":
+        assert one["split"]["pieces"] > 150 and one["split"]["by"] == "val_fraction"
+        assert 0.005 < share < 0.06, share  # about 2 % of the text, drawn on about 200 pieces
+    if corpus == "thirty_json_lines":  # 30 pieces at 2 %: none fell, so the one of the smallest hash is held out
+        assert one["split"]["by"] == "smallest hash" and one["documents"]["val"] == 1
+    train = TokenData(tmp_path / "one")
+    assert len(train.validation()) == one["val_tokens"]
+
+
+def test_a_kill_in_the_smallest_hash_pass_resumes_to_the_same_bytes(tmp_path):
+    texts = (f"record {i}: " + _book(20, seed=i) for i in range(1000))
+    kept = [t for t in texts if not is_validation(t, 0.02)][:30]
+    source = tmp_path / "records.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in kept))
+    reference = _prepare_cli(["prepare", "--source", str(source), "--out", str(tmp_path / "ref")])
+    assert reference.returncode == 0 and "holding out the one of the smallest hash" in reference.stderr
+    args = ["prepare", "--source", str(source), "--out", str(tmp_path / "killed")]
+    killed = _prepare_cli(args, LIGO_DS_CRASH_AT="prepare:2")  # the second pass's first chunk
+    assert killed.returncode == -9, killed.stderr
+    progress = json.loads((staging_dir(tmp_path / "killed") / "progress.json").read_text())
+    assert progress["val_threshold"] != encoding.threshold(0.02), "killed in the second pass"
+    again = _prepare_cli(args)
+    assert again.returncode == 0, again.stderr
+    assert _files(tmp_path / "killed") == _files(tmp_path / "ref")

@@ -20,22 +20,72 @@ _WORKER: dict[str, Any] = {}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def init_worker(backend_json: str, eos: int, dtype: str, val_fraction: float) -> None:
+# The split is drawn on pieces: a document is cut, at a paragraph or line break near every PIECE_CHARS
+# characters, into pieces hashed like documents, so one long file (a book) gives about --val-fraction of its
+# text to validation, and a corpus of a few documents a validation split at all. Consecutive pieces of one
+# document that fall to the same split stay one document (tokenized whole, one BOS and one end token): a
+# document is cut only where the split changes. Copies of a piece always share its split.
+PIECE_CHARS = 2048
+HASH_SPACE = 2**64
+
+
+def init_worker(backend_json: str, eos: int, dtype: str, val_threshold: int) -> None:
     from tokenizers import Tokenizer
 
-    _WORKER.update(tok=Tokenizer.from_str(backend_json), eos=eos, dtype=np.dtype(dtype), val_fraction=val_fraction)
+    _WORKER.update(tok=Tokenizer.from_str(backend_json), eos=eos, dtype=np.dtype(dtype), val_threshold=val_threshold)
+
+
+def piece_hash(text: str) -> int:
+    """A piece's hash, an integer in [0, 2^64): the same text, the same hash, on any machine."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def threshold(val_fraction: float) -> int:
+    """The hash below which a piece is held out: val_fraction of the hash space."""
+    return int(val_fraction * HASH_SPACE)
 
 
 def is_validation(text: str, val_fraction: float) -> bool:
-    """Whether a document is held out: a hash of its text, read as a number in [0, 1), below the fraction."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") < val_fraction * 2**64
+    """Whether a piece is held out: its hash, read as a number in [0, 1), below the fraction."""
+    return piece_hash(text) < threshold(val_fraction)
 
 
-def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(all token ids, tokens per document, held out per document) of one chunk. Runs in a worker."""
+def pieces(doc: str, size: int = PIECE_CHARS) -> list[str]:
+    """`doc` cut after a blank line, else a line break, in the second half of every `size` characters (a
+    cut mid-line only where a stretch has neither); documents up to `size` are one piece."""
+    out, start = [], 0
+    while len(doc) - start > size:
+        lo, hi = start + size // 2, start + size
+        cut = doc.rfind("\n\n", lo, hi)
+        cut = cut + 2 if cut >= 0 else doc.rfind("\n", lo, hi) + 1 or hi
+        out.append(doc[start:cut])
+        start = cut
+    out.append(doc[start:])
+    return out
+
+
+def runs(parts: list[str], val_threshold: int) -> list[tuple[str, bool, int]]:
+    """(text, held out, its pieces' smallest hash) for each stretch of consecutive pieces in one split."""
+    out: list[tuple[str, bool, int]] = []
+    for piece in parts:
+        h = piece_hash(piece)
+        held = h < val_threshold
+        if out and out[-1][1] == held:
+            text, _, low = out[-1]
+            out[-1] = (text + piece, held, min(low, h))
+        else:
+            out.append((piece, held, h))
+    return out
+
+
+def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(all token ids, tokens per document, held out per document, pieces, the smallest piece hash) of one
+    chunk, each document a run of pieces in one split (`runs`). Runs in a worker."""
     w = _WORKER
-    docs = texts(payload)
+    cut = [pieces(doc) for doc in texts(payload)]
+    stretches = [r for parts in cut for r in runs(parts, w["val_threshold"])]
+    docs = [text for text, _, _ in stretches]
     flat: list[int] = []
     lengths = np.empty(len(docs), dtype=np.int64)
     # encode_batch_fast: the same ids without the character offsets (tokenizers >= 0.20), which nothing reads.
@@ -45,8 +95,10 @@ def encode_chunk(payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         flat.extend(ids)
         flat.append(w["eos"])
         lengths[j] = len(ids) + 1
-    held = np.fromiter((is_validation(d, w["val_fraction"]) for d in docs), dtype=bool, count=len(docs))
-    return np.array(flat, dtype=w["dtype"]), lengths, held
+    held = np.fromiter((h for _, h, _ in stretches), dtype=bool, count=len(docs))
+    count = sum(len(parts) for parts in cut)
+    lowest = min((low for _, _, low in stretches), default=HASH_SPACE)
+    return np.array(flat, dtype=w["dtype"]), lengths, held, count, lowest
 
 
 # ---- a chunk's documents ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ..faults import crash_point
 from ..folders import LOCK_FILE
 from ..model import tokenizer
 from ..options import Command, at_least, between, option
-from . import sources
+from . import encoding, sources
 from .prepare_job import claim, job_of
 from .reading import FORMAT_VERSION, SPLITS, staging_dir
 from .shards import ShardWriter, token_dtype, write_json_synced
@@ -81,7 +81,11 @@ class PrepareOptions(Command):
     tokenizer_sample_bytes: int = option(
         500_000_000, "text to train the BPE on, spread over the corpus (e.g. 500M, 2G)", check=at_least(1)
     )
-    val_fraction: float = option(0.02, "share of documents (by a hash of their text) held out", check=between(0.0, 1.0))
+    val_fraction: float = option(
+        0.02,
+        "share of the text held out, drawn on pieces of documents by a hash of their text (at least one piece)",
+        check=between(0.0, 1.0),
+    )
     text_field: str = option("text", "column holding the text in json/parquet/hub data")
     num_proc: int | None = option(
         None, "tokenizing processes", shown_default="every core", check=at_least(1), identity=False
@@ -199,43 +203,89 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
         for stale in out.glob("*.bin"):
             stale.unlink()
     shard_tokens = max(1, opts.shard_bytes // dtype.itemsize)
+    num_proc = opts.num_proc or len(os.sched_getaffinity(0))
+    sizes = [p.size for p in parts]
+    initargs = (backend.to_str(), eos, dtype.name)
+    val_threshold = saved.get("val_threshold", encoding.threshold(opts.val_fraction)) if saved else None
+    val_threshold = val_threshold or encoding.threshold(opts.val_fraction)
+    writers, counts = _encode(
+        opts, out, parts, hub, saved, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc
+    )
+    if writers["val"].documents == 0 and counts["pieces"] >= 2 and writers["train"].documents:
+        # No piece fell to validation at the fraction (a small corpus): again, holding out the piece(s) of the
+        # smallest hash, which depends on the corpus alone, as the split always does.
+        print(
+            f"prepare: no piece of the corpus's {counts['pieces']} fell to validation at "
+            f"{opts.flag('val_fraction')} {opts.val_fraction}; holding out the one of the smallest hash",
+            file=sys.stderr,
+        )
+        val_threshold = counts["lowest"] + 1
+        for stale in out.glob("*.bin"):
+            stale.unlink()
+        progress_path.unlink(missing_ok=True)
+        writers, counts = _encode(
+            opts, out, parts, hub, None, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc
+        )
+    _check_split(writers, opts, counts["pieces"])
+    splits = {split: w.finish() for split, w in writers.items()}
+    split_rule = {
+        "unit": "pieces",
+        "piece_chars": encoding.PIECE_CHARS,
+        "val_threshold": val_threshold,
+        "by": "val_fraction" if val_threshold == encoding.threshold(opts.val_fraction) else "smallest hash",
+        "pieces": counts["pieces"],
+    }
+    meta = _meta(opts, tok, (eos_token, eos), dtype, splits, split_rule)
+    write_json_synced(out / META_FILE, meta)
+    progress_path.unlink()
+    return meta
+
+
+def _encode(opts, out: Path, parts, hub, saved, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc):
+    """One pass over the corpus into the splits' shards at `val_threshold`, resuming from `saved` (progress.json);
+    returns the writers, and the pieces seen with their smallest hash."""
+    progress_path = out / PROGRESS_FILE
     writers = {
         split: ShardWriter(out, split, dtype, shard_tokens, (saved or {}).get("splits", {}).get(split))
         for split in SPLITS
     }
     cursor = tuple(saved["cursor"]) if saved else (0, 0)
     read_bytes = saved["read_bytes"] if saved else 0
+    counts = {"pieces": saved.get("pieces", 0), "lowest": saved.get("lowest", encoding.HASH_SPACE)} if saved else None
+    counts = counts or {"pieces": 0, "lowest": encoding.HASH_SPACE}
 
     def commit(at: tuple[int, int]) -> None:
-        state = {"cursor": list(at), "read_bytes": read_bytes, "splits": {s: w.sync() for s, w in writers.items()}}
+        state = {
+            "cursor": list(at),
+            "read_bytes": read_bytes,
+            "val_threshold": val_threshold,
+            **counts,
+            "splits": {s: w.sync() for s, w in writers.items()},
+        }
         write_json_synced(progress_path, state)
 
     if saved is None:
         commit(cursor)
-    num_proc = opts.num_proc or len(os.sched_getaffinity(0))
-    sizes = [p.size for p in parts]
     shown = _Progress(sum(sizes) if all(s is not None for s in sizes) else None, read_bytes)
     last_commit = time.monotonic()
-    initargs = (backend.to_str(), eos, dtype.name, opts.val_fraction)
-    for chunk, (ids, lengths, held) in encoded(sources.chunks(parts, cursor, opts.text_field, hub), num_proc, initargs):
+    chunks = sources.chunks(parts, cursor, opts.text_field, hub)
+    for chunk, (ids, lengths, held, n, lowest) in encoded(chunks, num_proc, (*initargs, val_threshold)):
         _split(writers, ids, lengths, held)
         read_bytes += chunk.nbytes
+        counts["pieces"] += n
+        counts["lowest"] = min(counts["lowest"], lowest)
         docs = sum(w.documents for w in writers.values())
         shown.update(chunk.nbytes, docs, sum(w.tokens for w in writers.values()))
         if any(w.closed_since_commit for w in writers.values()) or time.monotonic() - last_commit > COMMIT_SECONDS:
             commit(chunk.cursor)
             last_commit = time.monotonic()
         crash_point("prepare")
-    _check_split(writers, opts)
-    splits = {split: w.finish() for split, w in writers.items()}
-    shown.update(0, sum(s["documents"] for s in splits.values()), sum(s["tokens"] for s in splits.values()), force=True)
-    meta = _meta(opts, tok, (eos_token, eos), dtype, splits)
-    write_json_synced(out / META_FILE, meta)
-    progress_path.unlink()
-    return meta
+    docs = sum(w.documents for w in writers.values())
+    shown.update(0, docs, sum(w.tokens for w in writers.values()), force=True)
+    return writers, counts
 
 
-def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, splits: dict) -> dict:
+def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, splits: dict, split_rule: dict) -> dict:
     """meta.json: what data.reading needs to read the DATA_DIR, and what made it."""
     eos_token, eos_id = eos
     return {
@@ -250,6 +300,9 @@ def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, spli
         "val_tokens": splits["val"]["tokens"],
         "documents": {split: s["documents"] for split, s in splits.items()},
         "splits": splits,
+        # How validation was drawn: pieces of about piece_chars characters, each held out when its hash is
+        # below val_threshold (val_fraction of 2^64, or just above the smallest hash where none fell below it).
+        "split": split_rule,
         "tokenizer": "tokenizer.json",
         # The options that made it, without paths of this machine (the tokenizer's is named by fingerprint).
         "options": {k: v for k, v in job_of(opts, [])["options"].items() if k not in ("source", "tokenizer")}
@@ -267,17 +320,20 @@ def _split(writers: dict[str, ShardWriter], ids: np.ndarray, lengths: np.ndarray
         writers["train"].write(ids, len(lengths))
 
 
-def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions) -> None:
+def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions, pieces: int) -> None:
     docs = {split: w.documents for split, w in writers.items()}
     total = sum(docs.values())
     if total == 0:
         raise ConfigError(f"corpus {opts.source!r} is empty (no non-empty documents)")
-    if total < 2:
-        raise ConfigError(f"the corpus has {total} document(s); at least 2 are needed to hold out a validation split")
+    if pieces < 2:
+        raise ConfigError(
+            f"the corpus is one piece of text (under {encoding.PIECE_CHARS} characters); at least 2 are needed to "
+            "hold out a validation split: give more text"
+        )
     for split, n in docs.items():
         if n == 0:
             raise ConfigError(
-                f"the {split} split is empty: of the corpus's {total} documents, none fell to it at "
-                f"{opts.flag('val_fraction')} {opts.val_fraction} (a document goes to validation by a hash of its "
-                f"text); give more documents or another {opts.flag('val_fraction')}"
+                f"the {split} split is empty: of the corpus's {pieces} pieces, none fell to it at "
+                f"{opts.flag('val_fraction')} {opts.val_fraction} (a piece goes to validation by a hash of its "
+                f"text); give more text or another {opts.flag('val_fraction')}"
             )
