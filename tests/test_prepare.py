@@ -273,7 +273,10 @@ def test_stdlib_files_exclude_tests_and_packages():
         (lambda p: p / "missing", "does not exist"),
         (lambda p: (p / "empty").mkdir() or p / "empty", r"holds no .txt/.jsonl/.json/.jsonl.gz/.json.gz/.parquet"),
         (lambda p: (p / "e.txt").write_text("") and None or p / "e.txt", "is empty"),
-        (lambda p: (p / "x.bin").write_bytes(b"1") and None or p / "x.bin", "x.bin': unsupported file type"),
+        (
+            lambda p: (p / "x.bin").write_bytes(b"\x00\x01\x02") and None or p / "x.bin",
+            "x.bin': unsupported file type; expected plain UTF-8 text",
+        ),
         (
             lambda p: (p / "l.txt").write_bytes(b"ok \xff\xfe bad") and None or p / "l.txt",
             r"l.txt' is not UTF-8 text \(invalid byte at offset 3\)",
@@ -445,8 +448,11 @@ def test_small_corpora_prepare_at_the_defaults(tmp_path, corpus, capsys):
         (src / "book.txt").write_text(_book())
         source = src / "book.txt"
     elif corpus == "seventeen_files":
-        for i in range(17):
-            (src / f"licence-{i}.txt").write_text(_book(400 + 150 * i, seed=i))
+        for i in range(17):  # named as /usr/share/common-licenses names them: no ending, read as plain text
+            (src / f"GPL-{i}.0").write_text(_book(400 + 150 * i, seed=i))
+        (src / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # not text: left out
+        (src / ".git").mkdir()
+        (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")  # hidden: left out
         source = src
     else:  # records none of which falls to validation at 2 %, as happens to most corpora of 30
         texts = (f"record {i}: " + _book(20, seed=i) for i in range(1000))
@@ -461,6 +467,8 @@ def test_small_corpora_prepare_at_the_defaults(tmp_path, corpus, capsys):
     assert one["documents"]["val"] >= 1 and one["documents"]["train"] >= 1
     share = one["val_tokens"] / (one["val_tokens"] + one["train_tokens"])
     assert one["split"]["unit"] == "pieces" and one["split"]["pieces"] >= 17
+    if corpus == "seventeen_files":
+        assert not any("refs/heads" in d or "PNG" in d for d in _decode_docs(tmp_path / "one"))
     if corpus == "one_book":
         assert one["split"]["pieces"] > 150 and one["split"]["by"] == "val_fraction"
         assert 0.005 < share < 0.06, share  # about 2 % of the text, drawn on about 200 pieces

@@ -77,9 +77,29 @@ class HubSpec:
 
 
 def kind_of(path: Path) -> str | None:
+    """The file's kind by its name's ending; a file with another ending (or none: LICENSE, GPL-3,
+    Apache-2.0) is plain text when it looks like text, else None."""
     name = path.name
     endings = sorted((e for e in KINDS if name.endswith(e)), key=len, reverse=True)
-    return KINDS[endings[0]] if endings else None
+    if endings:
+        return KINDS[endings[0]]
+    return "text" if looks_like_text(path) else None
+
+
+def looks_like_text(path: Path, probe: int = 8192) -> bool:
+    """UTF-8 without NUL bytes in its first `probe` bytes (a character cut at the end of the probe allowed)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(probe)
+    except OSError:
+        return False
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3 and e.reason == "unexpected end of data"
+    return True
 
 
 def stdlib_files() -> list[Path]:
@@ -99,13 +119,18 @@ def local_files(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and kind_of(f))
+            # hidden files and folders (.git, .DS_Store) are no part of a corpus
+            visible = (f for f in p.rglob("*") if not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found = sorted(f for f in visible if f.is_file() and kind_of(f))
             if not found:
-                raise ConfigError(f"folder {str(p)!r} holds no {'/'.join(KINDS)} files")
+                raise ConfigError(f"folder {str(p)!r} holds no {'/'.join(KINDS)} files nor plain text")
             out.extend(found)
         elif p.is_file():
             if kind_of(p) is None:
-                raise ConfigError(f"{str(p)!r}: unsupported file type; expected a name ending in {', '.join(KINDS)}")
+                raise ConfigError(
+                    f"{str(p)!r}: unsupported file type; expected plain UTF-8 text or a name ending in "
+                    f"{', '.join(KINDS)}"
+                )
             out.append(p)
         else:
             raise ConfigError(f"corpus path {str(p)!r} does not exist")
