@@ -6,8 +6,10 @@ the tokenizer's end-of-sequence token. The main process only reads bytes and wri
 order into shards of about `--shard-bytes` per split (data.py reads them as one stream). Memory holds
 a bounded number of chunks in flight, never the corpus, its ids or an object per document of it.
 
-A document goes to validation when a hash of its text falls below `--val-fraction`: O(1) per document,
-independent of the number of workers, and copies of one document land in the same split.
+Validation is drawn on pieces of documents (encoding.py: a document cut near every 2,048 characters), a
+piece held out when a hash of its text falls below `--val-fraction`: O(1) per piece, independent of the
+number of workers, and copies of one piece land in the same split. Where none falls below it, a second pass
+holds out the piece of the smallest hash (passes.py runs each pass).
 
 The work happens in a staging directory beside DATA_DIR (`.NAME.prepare`), renamed to DATA_DIR when
 complete, so an existing DATA_DIR (--force) is replaced only by a finished one. Resuming:
@@ -25,26 +27,23 @@ import json
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..faults import crash_point
 from ..folders import LOCK_FILE
 from ..model import tokenizer
 from ..options import Command, at_least, between, option
 from . import encoding, sources
+from .passes import PROGRESS_FILE, Pass
 from .prepare_job import claim, job_of
-from .reading import FORMAT_VERSION, SPLITS, staging_dir
+from .reading import FORMAT_VERSION, staging_dir
 from .shards import ShardWriter, token_dtype, write_json_synced
-from .tokenize import encoded, sample_texts, train_tokenizer
+from .tokenize import sample_texts, train_tokenizer
 
-PROGRESS_FILE, META_FILE = "progress.json", "meta.json"
-COMMIT_SECONDS = 60.0  # a killed run redoes at most this much work beyond the last closed shard
-PROGRESS_SECONDS = 10.0
+META_FILE = "meta.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,30 +131,6 @@ def _tokenizer(opts: PrepareOptions, out: Path, parts, hub, resuming: bool):
     )
 
 
-class _Progress:
-    """A line on stderr every PROGRESS_SECONDS: documents, tokens, MB/s and, for files, an ETA."""
-
-    def __init__(self, total_bytes: int | None, done_bytes: int):
-        self.total, self.done, self.start_done = total_bytes, done_bytes, done_bytes
-        self.start = self.last = time.monotonic()
-        self.shown: tuple[int, int] | None = None
-
-    def update(self, nbytes: int, documents: int, tokens: int, force: bool = False) -> None:
-        self.done += nbytes
-        now = time.monotonic()
-        if (not force and now - self.last < PROGRESS_SECONDS) or self.shown == (documents, tokens):
-            return
-        self.shown = (documents, tokens)
-        self.last = now
-        rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
-        line = f"prepare: {documents:,} documents, {tokens:,} tokens, {self.done / 1e6:,.1f} MB read"
-        line += f", {rate / 1e6:.1f} MB/s"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            line += f", {100 * self.done / self.total:.1f} % of {self.total / 1e6:,.1f} MB, ETA {eta:,.0f} s"
-        print(line, file=sys.stderr, flush=True)
-
-
 def prepare(opts: PrepareOptions) -> dict:
     """Build (or finish) DATA_DIR; returns its meta.json contents."""
     out = Path(opts.out)
@@ -204,13 +179,10 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
             stale.unlink()
     shard_tokens = max(1, opts.shard_bytes // dtype.itemsize)
     num_proc = opts.num_proc or len(os.sched_getaffinity(0))
-    sizes = [p.size for p in parts]
     initargs = (backend.to_str(), eos, dtype.name)
-    val_threshold = saved.get("val_threshold", encoding.threshold(opts.val_fraction)) if saved else None
-    val_threshold = val_threshold or encoding.threshold(opts.val_fraction)
-    writers, counts = _encode(
-        opts, out, parts, hub, saved, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc
-    )
+    val_threshold = (saved or {}).get("val_threshold", encoding.threshold(opts.val_fraction))
+    one_pass = Pass(out, parts, hub, opts.text_field, initargs, shard_tokens, dtype, num_proc)
+    writers, counts = one_pass.run(saved, val_threshold)
     if writers["val"].documents == 0 and counts["pieces"] >= 2 and writers["train"].documents:
         # No piece fell to validation at the fraction (a small corpus): again, holding out the piece(s) of the
         # smallest hash, which depends on the corpus alone, as the split always does.
@@ -223,9 +195,7 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
         for stale in out.glob("*.bin"):
             stale.unlink()
         progress_path.unlink(missing_ok=True)
-        writers, counts = _encode(
-            opts, out, parts, hub, None, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc
-        )
+        writers, counts = one_pass.run(None, val_threshold)
     _check_split(writers, opts, counts["pieces"])
     splits = {split: w.finish() for split, w in writers.items()}
     split_rule = {
@@ -239,50 +209,6 @@ def _run(opts: PrepareOptions, out: Path, parts, hub, resuming: bool) -> dict:
     write_json_synced(out / META_FILE, meta)
     progress_path.unlink()
     return meta
-
-
-def _encode(opts, out: Path, parts, hub, saved, initargs, val_threshold, shard_tokens, dtype, sizes, num_proc):
-    """One pass over the corpus into the splits' shards at `val_threshold`, resuming from `saved` (progress.json);
-    returns the writers, and the pieces seen with their smallest hash."""
-    progress_path = out / PROGRESS_FILE
-    writers = {
-        split: ShardWriter(out, split, dtype, shard_tokens, (saved or {}).get("splits", {}).get(split))
-        for split in SPLITS
-    }
-    cursor = tuple(saved["cursor"]) if saved else (0, 0)
-    read_bytes = saved["read_bytes"] if saved else 0
-    counts = {"pieces": saved.get("pieces", 0), "lowest": saved.get("lowest", encoding.HASH_SPACE)} if saved else None
-    counts = counts or {"pieces": 0, "lowest": encoding.HASH_SPACE}
-
-    def commit(at: tuple[int, int]) -> None:
-        state = {
-            "cursor": list(at),
-            "read_bytes": read_bytes,
-            "val_threshold": val_threshold,
-            **counts,
-            "splits": {s: w.sync() for s, w in writers.items()},
-        }
-        write_json_synced(progress_path, state)
-
-    if saved is None:
-        commit(cursor)
-    shown = _Progress(sum(sizes) if all(s is not None for s in sizes) else None, read_bytes)
-    last_commit = time.monotonic()
-    chunks = sources.chunks(parts, cursor, opts.text_field, hub)
-    for chunk, (ids, lengths, held, n, lowest) in encoded(chunks, num_proc, (*initargs, val_threshold)):
-        _split(writers, ids, lengths, held)
-        read_bytes += chunk.nbytes
-        counts["pieces"] += n
-        counts["lowest"] = min(counts["lowest"], lowest)
-        docs = sum(w.documents for w in writers.values())
-        shown.update(chunk.nbytes, docs, sum(w.tokens for w in writers.values()))
-        if any(w.closed_since_commit for w in writers.values()) or time.monotonic() - last_commit > COMMIT_SECONDS:
-            commit(chunk.cursor)
-            last_commit = time.monotonic()
-        crash_point("prepare")
-    docs = sum(w.documents for w in writers.values())
-    shown.update(0, docs, sum(w.tokens for w in writers.values()), force=True)
-    return writers, counts
 
 
 def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, splits: dict, split_rule: dict) -> dict:
@@ -308,16 +234,6 @@ def _meta(opts: PrepareOptions, tok, eos: tuple[str, int], dtype: np.dtype, spli
         "options": {k: v for k, v in job_of(opts, [])["options"].items() if k not in ("source", "tokenizer")}
         | {"tokenizer": "given" if opts.tokenizer else "trained"},
     }
-
-
-def _split(writers: dict[str, ShardWriter], ids: np.ndarray, lengths: np.ndarray, held: np.ndarray) -> None:
-    """A chunk's documents into their splits (`held`: each document's, held out for validation)."""
-    if held.any():
-        in_val = np.repeat(held, lengths)
-        writers["val"].write(ids[in_val], int(held.sum()))
-        writers["train"].write(ids[~in_val], int((~held).sum()))
-    else:
-        writers["train"].write(ids, len(lengths))
 
 
 def _check_split(writers: dict[str, ShardWriter], opts: PrepareOptions, pieces: int) -> None:
