@@ -48,6 +48,7 @@ SAMPLE_BYTES = 50 * MB  # what the tokenizer is trained on
 SPECIAL = "<|endoftext|>"
 CORPUS_VERSION = 1  # bump when the generator changes, so cached corpora are rebuilt
 BASELINE = "bare tokenizers"
+PREPARE_VAL_FRACTION = 0.02  # prepare's default, which the study runs at
 GOALS = (
     "tokens/s >= 80 % of bare tokenizers; peak RSS of the largest size < 1.2x that of the smallest; "
     "peak disk (scratch and output) <= 1.2x the output"
@@ -238,13 +239,18 @@ def baseline_worker(folder: Path, tokenizer_dir: Path, batch: int) -> None:
         seconds += time.perf_counter() - start
         # One end-of-text per document, as prepare appends, so both count the same tokens.
         tokens += sum(len(e.ids) for e in encodings) + len(encodings)
-        docs += len(encodings)
         texts.clear()
 
+    from ligo_ds.data import encoding
+
+    # The documents prepare encodes: each cut where its pieces change split, at prepare's default fraction.
+    threshold = encoding.threshold(PREPARE_VAL_FRACTION)
     for text in texts_in(folder):
-        texts.append(text)
-        if len(texts) == batch:
-            encode()
+        docs += 1  # the corpus's documents, as the manifest counts them
+        for stretch, _, _ in encoding.runs(encoding.pieces(text), threshold):
+            texts.append(stretch)
+            if len(texts) == batch:
+                encode()
     if texts:
         encode()
     print(json.dumps({"docs": docs, "tokens": tokens, "seconds": seconds}))

@@ -40,8 +40,8 @@ def _deepspeed_imports(path: Path) -> list[int]:
 LAYERS = [
     ("__main__",),
     ("cli",),
-    ("api",),  # the package's public loading functions (resolve as the commands' options do)
     ("commands",),
+    ("api",),  # the package's public loading functions: resolve as the commands' options do (generate uses them)
     ("analysis",),
     ("growth",),
     ("training",),

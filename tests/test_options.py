@@ -29,6 +29,7 @@ REQUIRED = {
     "grow": dict(source="s", target="t.json", data="d", out="o", max_steps=1000),
     "export": dict(run="r", out="o"),
     "eval": dict(model="m"),
+    "generate": dict(model="m"),
     "report": dict(runs=["a"], out="o"),
     "plan": dict(target="t.json"),
 }
@@ -212,8 +213,9 @@ def test_each_option_is_declared_once():
                 if "option" in g.metadata:
                     declared.setdefault(g.name, set()).add(owner.__qualname__)
     twice = {name: owners for name, owners in declared.items() if len(owners) > 1}
-    # Each command's own output, model, source (a corpus, a checkpoint, a config) and the export's dtype.
-    assert set(twice) == {"out", "model", "source", "target", "dtype"}, twice
+    # Each command's own output, model, source (a corpus, a checkpoint, a config), the export's dtype, and
+    # generate's sampling seed beside training's.
+    assert set(twice) == {"out", "model", "source", "target", "dtype", "seed"}, twice
     assert declared["micro_batch"] == {"Loop"} and declared["fit_micro_batch"] == {"FitPhase"}
 
 
