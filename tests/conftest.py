@@ -163,9 +163,13 @@ HF_CASES: dict[str, dict] = {
 
 def make_hf_model(case: str | dict, seed: int = 0, std: float = 0.2):
     """A transformers causal LM of the given tiny shape, every weight (biases and norms too) random."""
+    import copy
+
     import transformers
 
-    spec = dict(HF_CASES[case]) if isinstance(case, str) else dict(case)
+    # A deep copy: transformers' config classes write into the nested RoPE dicts they are given (rope_theta
+    # into rope_scaling), which would change HF_CASES for every later test.
+    spec = copy.deepcopy(HF_CASES[case] if isinstance(case, str) else case)
     config = transformers.AutoConfig.for_model(**spec)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")

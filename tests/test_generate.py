@@ -12,25 +12,14 @@ from ligo_ds import ConfigError
 from ligo_ds.commands.generate import GenerateOptions, next_token, run
 from ligo_ds.options import from_values
 
-from conftest import make_hf_model, make_tokenizer
-
-SHAPE = dict(
-    model_type="llama",
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=320,
-    max_position_embeddings=64,
-)
+from conftest import TINY, make_hf_model, make_tokenizer
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A random Llama with a Llama 2 style tokenizer (a BOS before each prompt, </s> its eos)."""
     d = make_tokenizer(tmp_path_factory.mktemp("gen") / "model", "llama2")
-    make_hf_model(SHAPE, std=0.3).save_pretrained(d)
+    make_hf_model(TINY, std=0.3).save_pretrained(d)
     return d
 
 

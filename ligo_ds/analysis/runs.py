@@ -49,14 +49,17 @@ def loss_at(points: list[tuple[float, float, float]], flops: float) -> float | N
     return None
 
 
-def _val_points(metrics: Path) -> list[tuple[float, float, float]]:
-    return [(r["flops"], r.get("train_seconds", 0.0), r["val_loss"]) for r in read_metrics(metrics) if "val_loss" in r]
+def _val_rows(metrics: Path) -> list[dict]:
+    return [r for r in read_metrics(metrics) if "val_loss" in r]
 
 
-def _start_val(metrics: Path) -> float | None:
+def _val_points(rows: list[dict]) -> list[tuple[float, float, float]]:
+    return [(r["flops"], r.get("train_seconds", 0.0), r["val_loss"]) for r in rows]
+
+
+def _start_val(rows: list[dict]) -> float | None:
     """The validation loss logged at step 0 (training evaluates before its first step), if it was."""
-    first = next((r for r in read_metrics(metrics) if "val_loss" in r), None)
-    return first["val_loss"] if first is not None and first.get("step") == 0 else None
+    return rows[0]["val_loss"] if rows and rows[0].get("step") == 0 else None
 
 
 def _config(path: Path) -> dict:
@@ -79,9 +82,11 @@ def load_curve(run: str | Path) -> Curve:
     run = Path(run)
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
         fit_cfg = _config(run / "fit" / "config.json")
-        fit_points = _val_points(run / "fit" / "metrics.jsonl") if (run / "fit" / "metrics.jsonl").is_file() else []
-        train_points = _val_points(run / "train" / "metrics.jsonl")
-        points = fit_points + train_points
+        fit_points = (
+            _val_points(_val_rows(run / "fit" / "metrics.jsonl")) if (run / "fit" / "metrics.jsonl").is_file() else []
+        )
+        train_rows = _val_rows(run / "train" / "metrics.jsonl")
+        points = fit_points + _val_points(train_rows)
         fit = fit_cfg.get("fit", {})
         train_cfg = _config(run / "train" / "config.json")
         method = {k: v for k, v in fit.items() if k != "out"}
@@ -98,7 +103,7 @@ def load_curve(run: str | Path) -> Curve:
             {"fit_steps": fit.get("steps"), "width_init": fit.get("width_init"), "depth_init": fit.get("depth_init")},
             *_length(train_cfg),
             method=json.dumps(method, sort_keys=True) if fit else None,
-            start_val=_start_val(run / "train" / "metrics.jsonl"),
+            start_val=_start_val(train_rows),
         )
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")
@@ -109,7 +114,7 @@ def load_curve(run: str | Path) -> Curve:
     return Curve(
         run.name,
         kind,
-        _val_points(run / "metrics.jsonl"),
+        _val_points(_val_rows(run / "metrics.jsonl")),
         protocol=val_protocol(config),
         tokens=tokens,
         schedule=schedule,

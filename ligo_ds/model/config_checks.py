@@ -160,3 +160,45 @@ def check_path(path: Path, what: str, expected: str) -> None:
         raise ConfigError(f"{what} {str(path)!r} does not exist (expected {expected})")
     if not (path.is_file() or path.is_dir()):
         raise ConfigError(f"{what} {str(path)!r} is not a regular file or folder (expected {expected})")
+
+
+# ---- reading an HF config's keys (config_parsers.py) ---------------------------------------------
+
+# HF activation names -> ours (see decoder.ACTIVATIONS). "gelu_new" is GPT-2's tanh approximation.
+HF_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+
+
+def require(hf: dict, key: str, default: Any = ...) -> Any:
+    if key in hf and hf[key] is not None:
+        return hf[key]
+    if default is ...:
+        raise ConfigError(f"{hf.get('model_type')} config lacks required key {key!r}")
+    return default
+
+
+def activation(hf: dict, key: str, default: str) -> str:
+    name = require(hf, key, default)
+    if name not in HF_ACTIVATIONS:
+        raise ConfigError(
+            f"{hf['model_type']} config: {key}={name!r} is not supported; supported: "
+            f"{', '.join(sorted(HF_ACTIVATIONS))}"
+        )
+    return HF_ACTIVATIONS[name]
+
+
+def head_dim_of(model_type: str, hidden: int, heads: int, explicit: int | None = None) -> int:
+    if explicit is not None:  # Llama-family configs may decouple head_dim from hidden / heads
+        return explicit
+    if not isinstance(heads, int) or heads <= 0 or hidden % heads:
+        raise ConfigError(
+            f"{model_type} config: hidden size {hidden} is not divisible by the number of attention heads {heads}"
+        )
+    return hidden // heads

@@ -10,45 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from .config_checks import activation, head_dim_of, require
 from .rope import parse_rope
-
-# HF activation names -> ours (see model.ACTIVATIONS). "gelu_new" is GPT-2's tanh approximation.
-_ACTIVATIONS = {
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu": "gelu",
-    "relu": "relu",
-    "silu": "silu",
-    "swish": "silu",
-}
-
-
-def _require(hf: dict, key: str, default: Any = ...) -> Any:
-    if key in hf and hf[key] is not None:
-        return hf[key]
-    if default is ...:
-        raise ConfigError(f"{hf.get('model_type')} config lacks required key {key!r}")
-    return default
-
-
-def _activation(hf: dict, key: str, default: str) -> str:
-    name = _require(hf, key, default)
-    if name not in _ACTIVATIONS:
-        raise ConfigError(
-            f"{hf['model_type']} config: {key}={name!r} is not supported; supported: {', '.join(sorted(_ACTIVATIONS))}"
-        )
-    return _ACTIVATIONS[name]
-
-
-def _head_dim(model_type: str, hidden: int, heads: int, explicit: int | None = None) -> int:
-    if explicit is not None:  # Llama-family configs may decouple head_dim from hidden / heads
-        return explicit
-    if not isinstance(heads, int) or heads <= 0 or hidden % heads:
-        raise ConfigError(
-            f"{model_type} config: hidden size {hidden} is not divisible by the number of attention heads {heads}"
-        )
-    return hidden // heads
 
 
 def _gpt2(hf: dict) -> dict[str, Any]:
@@ -59,21 +22,21 @@ def _gpt2(hf: dict) -> dict[str, Any]:
     ):
         if hf.get(key, not bad) == bad:
             raise ConfigError(f"gpt2 config: {key}={bad} is not supported (expected {not bad})")
-    d, h = _require(hf, "n_embd", 768), _require(hf, "n_head", 12)
+    d, h = require(hf, "n_embd", 768), require(hf, "n_head", 12)
     return dict(
         family="gpt2",
         model_type="gpt2",
-        vocab_size=_require(hf, "vocab_size", 50257),
+        vocab_size=require(hf, "vocab_size", 50257),
         hidden_size=d,
-        num_layers=_require(hf, "n_layer", 12),
+        num_layers=require(hf, "n_layer", 12),
         num_heads=h,
         num_kv_heads=h,
-        head_dim=_head_dim("gpt2", d, h),
-        intermediate_size=_require(hf, "n_inner", 4 * d),
-        max_positions=_require(hf, "n_positions", 1024),
+        head_dim=head_dim_of("gpt2", d, h),
+        intermediate_size=require(hf, "n_inner", 4 * d),
+        max_positions=require(hf, "n_positions", 1024),
         norm="layernorm",
-        norm_eps=float(_require(hf, "layer_norm_epsilon", 1e-5)),
-        activation=_activation(hf, "activation_function", "gelu_new"),
+        norm_eps=float(require(hf, "layer_norm_epsilon", 1e-5)),
+        activation=activation(hf, "activation_function", "gelu_new"),
         gated_mlp=False,
         positions="learned",
         rope_theta=0.0,
@@ -83,7 +46,7 @@ def _gpt2(hf: dict) -> dict[str, Any]:
         norm_bias=True,
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         sliding_window=None,
-        initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        initializer_range=float(require(hf, "initializer_range", 0.02)),
     )
 
 
@@ -101,22 +64,22 @@ def _llama_like(
     """A Llama-shaped config; `head_dim` is the class's default when the file has none (Qwen3's 128),
     `mlp_bias` given where the class has no such key (its MLP has no biases whatever the file says),
     `switches` the ModelConfig fields a family sets otherwise (family, qk_norm, residual)."""
-    d, h = _require(hf, "hidden_size", 4096), _require(hf, "num_attention_heads", 32)
+    d, h = require(hf, "hidden_size", 4096), require(hf, "num_attention_heads", 32)
     theta, rope_type, scaling, partial_rotary = parse_rope(hf)
     return dict(
         family=switches.pop("family", "llama"),
         model_type=hf["model_type"],
-        vocab_size=_require(hf, "vocab_size", 32000),
+        vocab_size=require(hf, "vocab_size", 32000),
         hidden_size=d,
-        num_layers=_require(hf, "num_hidden_layers", 32),
+        num_layers=require(hf, "num_hidden_layers", 32),
         num_heads=h,
-        num_kv_heads=_require(hf, "num_key_value_heads", h),
-        head_dim=_head_dim(hf["model_type"], d, h, hf.get("head_dim", head_dim)),
-        intermediate_size=_require(hf, "intermediate_size", 11008),
-        max_positions=_require(hf, "max_position_embeddings", 2048),
+        num_kv_heads=require(hf, "num_key_value_heads", h),
+        head_dim=head_dim_of(hf["model_type"], d, h, hf.get("head_dim", head_dim)),
+        intermediate_size=require(hf, "intermediate_size", 11008),
+        max_positions=require(hf, "max_position_embeddings", 2048),
         norm="rmsnorm",
-        norm_eps=float(_require(hf, "rms_norm_eps", norm_eps)),
-        activation=_activation(hf, "hidden_act", "silu"),
+        norm_eps=float(require(hf, "rms_norm_eps", norm_eps)),
+        activation=activation(hf, "hidden_act", "silu"),
         gated_mlp=True,
         positions="rope",
         rope_theta=theta,
@@ -126,7 +89,7 @@ def _llama_like(
         norm_bias=False,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         sliding_window=sliding_window,
-        initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        initializer_range=float(require(hf, "initializer_range", 0.02)),
         rope_type=rope_type,
         rope_scaling=scaling,
         partial_rotary=partial_rotary,
@@ -187,24 +150,24 @@ def _olmo2(hf: dict) -> dict[str, Any]:
 def _gpt_neox(hf: dict) -> dict[str, Any]:
     """GPT-NeoX (Pythia): LayerNorms with biases, biased projections, exact GELU, RoPE on the first
     rotary_pct of each head, attention and MLP in parallel (use_parallel_residual, the default) or in turn."""
-    d, h = _require(hf, "hidden_size", 6144), _require(hf, "num_attention_heads", 64)
+    d, h = require(hf, "hidden_size", 6144), require(hf, "num_attention_heads", 64)
     legacy = {"rope_theta": hf.get("rotary_emb_base", 10000.0), "partial_rotary_factor": hf.get("rotary_pct", 0.25)}
     theta, rope_type, scaling, partial_rotary = parse_rope(hf, legacy, partial_ok=True)
     bias = bool(hf.get("attention_bias", True))
     return dict(
         family="gpt_neox",
         model_type="gpt_neox",
-        vocab_size=_require(hf, "vocab_size", 50432),
+        vocab_size=require(hf, "vocab_size", 50432),
         hidden_size=d,
-        num_layers=_require(hf, "num_hidden_layers", 44),
+        num_layers=require(hf, "num_hidden_layers", 44),
         num_heads=h,
         num_kv_heads=h,
-        head_dim=_head_dim("gpt_neox", d, h),
-        intermediate_size=_require(hf, "intermediate_size", 24576),
-        max_positions=_require(hf, "max_position_embeddings", 2048),
+        head_dim=head_dim_of("gpt_neox", d, h),
+        intermediate_size=require(hf, "intermediate_size", 24576),
+        max_positions=require(hf, "max_position_embeddings", 2048),
         norm="layernorm",
-        norm_eps=float(_require(hf, "layer_norm_eps", 1e-5)),
-        activation=_activation(hf, "hidden_act", "gelu"),
+        norm_eps=float(require(hf, "layer_norm_eps", 1e-5)),
+        activation=activation(hf, "hidden_act", "gelu"),
         gated_mlp=False,
         positions="rope",
         rope_theta=theta,
@@ -214,7 +177,7 @@ def _gpt_neox(hf: dict) -> dict[str, Any]:
         norm_bias=True,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         sliding_window=None,
-        initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        initializer_range=float(require(hf, "initializer_range", 0.02)),
         rope_type=rope_type,
         rope_scaling=scaling,
         residual="parallel" if hf.get("use_parallel_residual", True) else "pre_norm",
@@ -238,7 +201,7 @@ def _gemma3(hf: dict) -> dict[str, Any]:
             raise ConfigError(f"{t} config: {key}={hf[key]!r} is not supported (soft-capping); expected null")
     if hf.get("use_bidirectional_attention"):
         raise ConfigError(f"{t} config: use_bidirectional_attention=true is not supported; expected a causal LM")
-    layers = _require(hf, "num_hidden_layers", 26)
+    layers = require(hf, "num_hidden_layers", 26)
     pattern = hf.get("sliding_window_pattern", 6)
     types = hf.get("layer_types") or [
         "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)
@@ -255,22 +218,22 @@ def _gemma3(hf: dict) -> dict[str, Any]:
     local_theta, local_type, _, _ = parse_rope({"model_type": t, "rope_parameters": local})
     if local_type != "default":
         raise ConfigError(f"{t} config: sliding layers' rope type {local_type!r} is not supported; expected default")
-    d, h = _require(hf, "hidden_size", 2304), _require(hf, "num_attention_heads", 8)
+    d, h = require(hf, "hidden_size", 2304), require(hf, "num_attention_heads", 8)
     bias = bool(hf.get("attention_bias", False))
     return dict(
         family="gemma3",
         model_type=t,
-        vocab_size=_require(hf, "vocab_size", 262208),
+        vocab_size=require(hf, "vocab_size", 262208),
         hidden_size=d,
         num_layers=layers,
         num_heads=h,
-        num_kv_heads=_require(hf, "num_key_value_heads", 4),
-        head_dim=_head_dim(t, d, h, hf.get("head_dim", 256)),
-        intermediate_size=_require(hf, "intermediate_size", 9216),
-        max_positions=_require(hf, "max_position_embeddings", 131072),
+        num_kv_heads=require(hf, "num_key_value_heads", 4),
+        head_dim=head_dim_of(t, d, h, hf.get("head_dim", 256)),
+        intermediate_size=require(hf, "intermediate_size", 9216),
+        max_positions=require(hf, "max_position_embeddings", 131072),
         norm="rmsnorm_1p",
-        norm_eps=float(_require(hf, "rms_norm_eps", 1e-6)),
-        activation=_activation(hf, "hidden_activation", "gelu_pytorch_tanh"),
+        norm_eps=float(require(hf, "rms_norm_eps", 1e-6)),
+        activation=activation(hf, "hidden_activation", "gelu_pytorch_tanh"),
         gated_mlp=True,
         positions="rope",
         rope_theta=theta,
@@ -279,8 +242,8 @@ def _gemma3(hf: dict) -> dict[str, Any]:
         mlp_bias=False,
         norm_bias=False,
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-        sliding_window=_require(hf, "sliding_window", 4096),
-        initializer_range=float(_require(hf, "initializer_range", 0.02)),
+        sliding_window=require(hf, "sliding_window", 4096),
+        initializer_range=float(require(hf, "initializer_range", 0.02)),
         rope_type=rope_type,
         rope_scaling=scaling,
         qk_norm="head",
@@ -288,7 +251,7 @@ def _gemma3(hf: dict) -> dict[str, Any]:
         layer_types=tuple(types),
         local_rope_theta=local_theta,
         embed_scale=d**0.5,
-        query_pre_attn_scalar=float(_require(hf, "query_pre_attn_scalar", 256)),
+        query_pre_attn_scalar=float(require(hf, "query_pre_attn_scalar", 256)),
     )
 
 
