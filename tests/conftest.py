@@ -396,6 +396,9 @@ def pretrain_reference(pretrain_setup):
     return out
 
 
+SAMPLE_PROMPTS = "def function_1(a, b):\n\n    return a\n"
+
+
 @pytest.fixture(scope="session")
 def two_rank_run(pretrain_setup):
     """Factory: `two_rank_run(stage)` is the 2-rank run under that ZeRO stage, micro-batch 2 x 2 ranks and 6
@@ -408,10 +411,17 @@ def two_rank_run(pretrain_setup):
     def run(stage: str):
         if stage not in runs:
             out = pretrain_setup / f"two_{stage}"
+            # The ZeRO-3 run also writes samples at each evaluation (test_pretrain.py checks them; the losses
+            # test_trainer.py compares show that sampling changes nothing of the training)
+            prompts = pretrain_setup / "prompts.txt"
+            prompts.write_text(SAMPLE_PROMPTS)
+            samples = ["--sample-prompts", str(prompts), "--sample-tokens", "8"] if stage == "zero3" else []
             ligo(
                 "torchrun",
                 2,
-                train_args(pretrain_setup, out, "--max-steps", "6", "--micro-batch", "2", "--ds-config", stage),
+                train_args(
+                    pretrain_setup, out, "--max-steps", "6", "--micro-batch", "2", "--ds-config", stage, *samples
+                ),
             )
             runs[stage] = out
         return runs[stage]

@@ -399,6 +399,51 @@ def test_every_variant_is_a_grow_command_the_cli_accepts():
     assert (fit0["fit_steps"], fit0["width_init"], fit0["depth_init"]) == (0, "random", "stack")
 
 
+def test_budget_study_tiny_runs_a_savings_study_per_budget_and_tabulates_them(corpus, tmp_path):
+    """bench/budgets.py --preset tiny: a whole savings study per tokens-per-parameter budget (lengths from the
+    budget), one table row per cell with each method's own-schedule saving and LiGO's lead, the trend table,
+    the CSV and the plot; a rerun runs nothing and tabulates the same."""
+    study = [sys.executable, str(ROOT / "bench" / "budgets.py"), *to_args(preset="tiny", source=corpus / "corpus")]
+    study += ["--out", str(tmp_path)]
+    out = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    ran = _jobs_run(out.stderr)
+    grown = [f"grow {m}{x}" for m in ("net2net_zero", "ligo") for x in ("_0.5x_lemon", "")]
+    cell = ["pretrain small_lr0.003", "pretrain scratch_lr0.003", *grown, "report report"]
+    assert ran == ["prepare data", *cell, *cell], ran
+    root = tmp_path / "budgets-tiny"
+    # 0.01 and 0.02 tokens per parameter of the 124,672-parameter target at 4 x 32 tokens a step
+    steps = [
+        json.loads((root / f"tiny_tpp{t}/gpt2/runs/scratch_lr0.003/config.json").read_text()) for t in ("0.01", "0.02")
+    ]
+    assert [s["identity"]["total_steps"] for s in steps] == [10, 19]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| tiny | gpt2 |")]
+    assert [r.split(" | ")[3] for r in rows] == ["0.01", "0.02"] and all(" pt |" in r for r in rows), rows
+    assert "| tiny | ligo |" in out.stdout and (root / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+    assert (root / "budgets.csv").read_text().count("\n") == 3
+    again = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
+    assert again.returncode == 0 and _jobs_run(again.stderr) == ["report report"] * 2, again.stderr[-2000:]
+    assert (root / "budgets.md").read_text() in again.stdout
+
+
+def test_budget_rules_and_trend():
+    """A cell's lengths follow its budget (warmup 7.5 %, 16 evaluations, the fit 3.75 % within [5, 100]); the
+    trend line finds where a falling saving crosses a level, and none for a rising one."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import budgets
+
+    fams = budgets.SIZES["cpu"]["1m"]
+    cells = {t: budgets.cell_preset(budgets.BASE["cpu"], fams, t) for t in (0.15, 1, 16)}
+    assert budgets.target_params(fams["gpt2"][1]) == 1_071_872
+    assert [(c.large_steps, c.warmup, c.eval_every, c.fit_steps) for c in cells.values()] == [
+        (79, 6, 4, 5),
+        (523, 39, 32, 20),
+        (8374, 628, 523, 100),
+    ]
+    assert budgets.where_it_falls([(0.1, 0.8), (1, 0.6), (10, 0.4)], 0.0) == pytest.approx(1e3)
+    assert budgets.where_it_falls([(0.1, 0.4), (1, 0.6)], 0.0) is None and budgets.where_it_falls([(1, 0.5)], 0) is None
+
+
 def _jobs_run(stderr: str) -> list[str]:
     """'SUBCOMMAND RUN' of each job a bench script ran (it prints one line per job with its seconds)."""
     return [line.split(":")[0].strip() for line in stderr.splitlines() if line.endswith(" s")]

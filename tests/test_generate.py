@@ -9,10 +9,11 @@ import torch
 import transformers
 
 from ligo_ds import ConfigError
-from ligo_ds.commands.generate import GenerateOptions, next_token, run
+from ligo_ds.commands.generate import GenerateOptions, run
+from ligo_ds.model.generation import Sampling, next_token
 from ligo_ds.options import from_values
 
-from conftest import TINY, make_hf_model, make_tokenizer
+from conftest import TINY, make_hf_model, make_tokenizer, refused_up_front
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +55,10 @@ def test_sampling_follows_the_seed_and_its_limits(model_dir, capsys):
 def test_top_k_and_top_p_keep_what_they_say():
     logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
     gen = torch.Generator().manual_seed(0)
-    assert {next_token(logits, 1.0, 2, None, gen) for _ in range(200)} == {0, 1}
+    assert {next_token(logits, Sampling(1.0, 2, None), gen) for _ in range(200)} == {0, 1}
     # probabilities 0.64, 0.24, 0.09, ...: p 0.7 keeps the first two (the smallest set reaching it)
-    assert {next_token(logits, 1.0, None, 0.7, gen) for _ in range(200)} == {0, 1}
-    assert next_token(logits, 0.0, None, None, gen) == 0
+    assert {next_token(logits, Sampling(1.0, None, 0.7), gen) for _ in range(200)} == {0, 1}
+    assert next_token(logits, Sampling(), gen) == 0
 
 
 def test_prompts_file_and_refusals(model_dir, capsys, tmp_path):
@@ -73,3 +74,20 @@ def test_prompts_file_and_refusals(model_dir, capsys, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ConfigError, match="is a config file; generate needs trained weights and a tokenizer"):
         run(from_values(GenerateOptions, dict(model=str(tmp_path / "config.json"))))
+
+
+@pytest.mark.parametrize(
+    "prompts, extra, message",
+    [
+        (None, [], r"--sample-prompts '.*missing.txt' is not a file; expected a text file, a prompt a line"),
+        ("\n  \n", [], r"--sample-prompts '.*prompts.txt' holds no prompt"),
+        ("def f\n", ["--sample-tokens", "0"], r"--sample-tokens 0: expected at least 1"),
+    ],
+)
+def test_bad_sample_prompts_are_refused_before_training(tmp_path, capsys, prompts, extra, message):
+    """Samples at each evaluation (the 2-rank ZeRO-3 run of test_pretrain.py writes and checks them): a prompts
+    file that is missing or empty is refused up front, in one line, with nothing written."""
+    path = tmp_path / ("missing.txt" if prompts is None else "prompts.txt")
+    if prompts is not None:
+        path.write_text(prompts)
+    refused_up_front(tmp_path, capsys, ["--sample-prompts", str(path), *extra], message)

@@ -11,6 +11,8 @@ import torch
 from ligo_ds import ModelConfig
 from ligo_ds.growth import GrownModel, GrowthSpec, operator_from
 from ligo_ds.growth import functional as G
+from ligo_ds.growth.grown import iter_grown_state
+from ligo_ds.growth.init import kept_when_shallower, zero
 from ligo_ds.growth.rotary import mapping_error, notes, pair_targets, within_head
 from ligo_ds.model.decoder import Decoder
 from ligo_ds.model.rope import apply_rope, rope_tables
@@ -129,6 +131,39 @@ def test_left_inverse_of_an_expansion_that_drops_units():
     torch.testing.assert_close((a.T @ b)[[0, 2]][:, [0, 2]], torch.eye(2))
     full = torch.tensor([[1.0, 0], [0, 1], [1, 0]])
     torch.testing.assert_close(G.left_inverse(full), full / torch.tensor([2.0, 1.0]))
+
+
+@pytest.mark.parametrize("pair", sorted(ANALOGUES))
+def test_a_small_step_moves_every_grown_weight_a_little(pair):
+    """Every coefficient moved by 1e-4 (what one Adam step at lr 1e-4 does) moves the grown weights by about
+    as much. The consumers read back only the source units the start placed: reading back a head that a target
+    with fewer heads (Pythia 410M -> 1B, 16 -> 8) writes faintly took weights of 4e4, and the fit diverged."""
+    s, t = ANALOGUES[pair]
+    op = operator_from(_model(s), ModelConfig.from_hf(t), PRESERVING)
+    with torch.no_grad():
+        before = dict(iter_grown_state(op))
+        gen = torch.Generator().manual_seed(0)
+        for p in op.parameters():
+            if p.requires_grad:
+                p.add_(1e-4 * torch.randn(p.shape, generator=gen))
+        after = dict(iter_grown_state(op))
+    # against the largest of the weights of its name in any layer: a new layer's output projection starts at 0
+    kind = {k: k.split(".", 2)[-1] if k.startswith("blocks.") else k for k in before}
+    scale = {kind[k]: max(float(before[j].abs().max()) for j in before if kind[j] == kind[k]) for k in before}
+    moved = {k: float((after[k] - before[k]).abs().max()) / scale[kind[k]] for k in before}
+    worst = max(moved, key=moved.get)
+    assert moved[worst] < 0.05, (worst, moved[worst])
+
+
+def test_a_shallower_target_keeps_the_first_and_last_layers():
+    """zero with fewer target layers keeps evenly spaced source layers from the first to the last (Pythia
+    410M -> 1B: 24 -> 16), each once, and says that nothing keeps the function."""
+    assert kept_when_shallower(16, 24).tolist() == [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23]
+    for n_tgt, n_src in ((4, 6), (1, 3), (5, 6)):
+        w = zero(n_tgt, n_src, None, output_projection=True)
+        kept = w.argmax(1)
+        assert w.sum(1).tolist() == [1.0] * n_tgt and kept[0] == 0 and (n_tgt == 1 or kept[-1] == n_src - 1)
+        assert torch.equal(zero(n_tgt, n_src, None), w) and bool((kept.diff() > 0).all())
 
 
 # The analogues whose every ratio keeps the function (integer hidden and head ratios, head_dim kept or an

@@ -15,7 +15,7 @@ from ligo_ds.data.batches import window_batch
 from ligo_ds.data.reading import TokenData
 from ligo_ds.training.rundir import read_metrics
 
-from conftest import TINY, train_args
+from conftest import SAMPLE_PROMPTS, TINY, train_args
 from procs import ligo
 
 pytestmark = pytest.mark.multiproc
@@ -48,6 +48,22 @@ def test_hf_export_reproduces_reported_val_loss(pretrain_setup, two_rank_run):
         assert tok.eos_token_id == eos and tok.pad_token_id is not None
         assert transformers.GenerationConfig.from_pretrained(hf).eos_token_id == eos
         assert json.loads((hf / "config.json").read_text())["eos_token_id"] == eos
+    # --sample-prompts: each evaluation's greedy texts, on 2 ranks under ZeRO-3; the last are transformers'
+    # greedy generate on the export, and TensorBoard holds them as text.
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "val_loss" in r]
+    prompts = SAMPLE_PROMPTS.split("\n")[0::2][:2]
+    assert [[g["prompt"] for g in r["generated"]] for r in rows] == [prompts] * len(rows) and len(rows) == 3
+    tok = transformers.AutoTokenizer.from_pretrained(out / "hf")
+    for sample in rows[-1]["generated"]:
+        inputs = tok(sample["prompt"], return_tensors="pt")
+        with torch.no_grad():
+            theirs = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert sample["text"] == tok.decode(theirs[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert rows[0]["generated"] != rows[-1]["generated"], "six steps change what the model writes"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(out / "tb"), size_guidance={"tensors": 0}).Reload()
+    assert {"generated/0/text_summary", "generated/1/text_summary"} <= set(tb.Tags()["tensors"])
     assert main(["export", str(out), "--out", str(out / "bf16"), "--dtype", "bf16"]) == 0
     half = transformers.AutoModelForCausalLM.from_pretrained(out / "bf16")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}

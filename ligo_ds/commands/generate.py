@@ -6,8 +6,7 @@ stops at the model's end-of-sequence ids (generation_config.json, else the token
 --max-new-tokens, or at the model's positions. Temperature 0 is greedy decoding, token for token what
 transformers' `generate(do_sample=False)` gives on the same directory; otherwise the logits are divided
 by the temperature, cut to the top k and to the smallest set of probability top p, and sampled with
---seed. The decoder keeps no cache: each new token reruns the sequence, which is what a check of a small
-or freshly grown model needs, not a server.
+--seed (model/generation.py, which training's --sample-prompts uses too).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import torch
 from ..api import model_path
 from ..errors import ConfigError
 from ..model import tokenizer
+from ..model.generation import Sampling, generate, read_prompts
 from ..model.hf_load import load_model
 from ..options import Command, at_least, between, option
 
@@ -55,15 +55,7 @@ def prompts_of(opts: GenerateOptions) -> list[str]:
         raise ConfigError(f"give {opts.flag('prompt')} or {opts.flag('prompts')}, not both")
     if opts.prompts is None:
         return [opts.prompt or ""]
-    path = Path(opts.prompts)
-    if not path.is_file():
-        raise ConfigError(
-            f"{opts.flag('prompts')} {opts.prompts!r} is not a file; expected a text file, a prompt a line"
-        )
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise ConfigError(f"{opts.flag('prompts')} {opts.prompts!r} holds no prompt; expected a prompt a line")
-    return lines
+    return read_prompts(opts.prompts, opts.flag("prompts"))
 
 
 def stop_ids(directory: Path, tok) -> set[int]:
@@ -73,37 +65,6 @@ def stop_ids(directory: Path, tok) -> set[int]:
     if ids is None:
         ids = tok.eos_token_id
     return set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-
-
-def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, gen) -> int:
-    """One token from the last position's logits (V,): greedy at temperature 0, else sampled."""
-    if temperature == 0:
-        return int(logits.argmax())
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.numel():
-        logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[-1], float("-inf"))
-    if top_p is not None:
-        ordered, order = torch.sort(logits, descending=True)
-        probs = ordered.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p (its first token always)
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    return int(torch.multinomial(logits.softmax(-1), 1, generator=gen))
-
-
-@torch.no_grad()
-def generate(model, ids: list[int], opts: GenerateOptions, stops: set[int], gen, emit=None) -> list[int]:
-    """The new ids after `ids` (a stop id included when one ends it); `emit(new_ids)` after each token."""
-    new: list[int] = []
-    limit = model.cfg.max_positions
-    while len(new) < opts.max_new_tokens and len(ids) + len(new) < limit:
-        window = torch.tensor([ids + new])
-        token = next_token(model(window)[0, -1], opts.temperature, opts.top_k, opts.top_p, gen)
-        new.append(token)
-        if emit is not None:
-            emit(new)
-        if token in stops:
-            break
-    return new
 
 
 class Printer:
@@ -131,6 +92,7 @@ def run(opts: GenerateOptions) -> int:
     model = load_model(directory).eval()
     stops = stop_ids(directory, tok)
     gen = torch.Generator().manual_seed(opts.seed)
+    how = Sampling(opts.temperature, opts.top_k, opts.top_p)
     for prompt in prompts:
         ids = tok(prompt)["input_ids"] if prompt else [tok.bos_token_id] if tok.bos_token_id is not None else []
         if not ids:
@@ -139,6 +101,7 @@ def run(opts: GenerateOptions) -> int:
             )
         sys.stdout.write(prompt)
         printer = Printer(tok)
-        printer(generate(model, ids, opts, stops, gen, printer), last=True)  # what still waited for bytes
+        new = generate(model, ids, opts.max_new_tokens, model.cfg.max_positions, stops, how, gen, emit=printer)
+        printer(new, last=True)  # what still waited for bytes
         sys.stdout.write("\n")
     return 0

@@ -54,17 +54,28 @@ def mix_depth(w_TS: torch.Tensor, stack_S: torch.Tensor, layer: int) -> torch.Te
     return torch.einsum("s,s...->...", w_TS[layer], stack_S)
 
 
-def left_inverse(b: torch.Tensor) -> torch.Tensor:
-    """A = B (B^T B)^-1, so that A^T B = I: a consumer reading through A sees exactly what the producer
-    wrote through B, for any B of full column rank. For a 0/1 selection it is B divided by copy counts."""
-    gram = b.T @ b
-    # A unit no output copies (a zero column: a source head a smaller group has no slot for) is read by
-    # nobody: a 1 on its diagonal keeps the solve regular and changes no other entry (its row and column of
-    # the gram are zero), and its column of A stays zero.
-    unused = (b == 0).all(dim=0)
-    if b.device.type != "meta" and bool(unused.any()):  # on the meta device (plan's sizes) there are no values
-        gram = gram + torch.diag(unused.to(gram.dtype))
-    return torch.linalg.solve(gram, b.T).T
+def placed(b: torch.Tensor) -> torch.Tensor | None:
+    """The source units an expansion B writes somewhere (its nonzero columns); None on the meta device, where
+    `plan` builds operators with no values."""
+    return None if b.device.type == "meta" else (b != 0).any(dim=0)
+
+
+def left_inverse(b: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """A = B (B^T B)^-1 over the source units `columns` (default: the ones B writes, placed(b)), zero for
+    the others, so that A^T B = I on those units: a consumer reading through A sees exactly what the
+    producer wrote through B. For a 0/1 selection it is B divided by copy counts.
+
+    A unit no output copies (a source head a smaller group or fewer target heads have no slot for) is read
+    by nobody. The operator fixes `columns` at its initialisation: once a fit writes such a unit faintly
+    (a column of 1e-4), reading it back exactly would take weights of 1e4, and with fewer target units than
+    source ones B^T B is singular; the units placed at the start stay well conditioned as B moves."""
+    if b.device.type == "meta":  # plan's sizes: the shape is all there is
+        return torch.empty_like(b)
+    columns = placed(b) if columns is None else columns.to(b.device)
+    kept = b[:, columns]
+    a = torch.zeros_like(b)
+    a[:, columns] = torch.linalg.solve(kept.T @ kept, kept.T).T
+    return a
 
 
 def query_to_kv_heads(e_kv: torch.Tensor, heads_src: int, heads_tgt: int) -> torch.Tensor:

@@ -86,20 +86,28 @@ class LayerWidth(nn.Module):
         self.norm_scales = R.norm_scales(src, tgt)
         if within is not None:
             self.p_q, self.p_k, self.p_v = (nn.Parameter(p.clone()) for p in within)
+        # The units each consumer reads back, fixed here: the ones the initialisation placed (G.left_inverse).
+        self.placed = {
+            "o_in": G.placed(G.query_to_kv_heads(e_v, self.src_heads, self.tgt_heads)),
+            "mlp_in": G.placed(b_mlp),
+            "o_in/dims": None if within is None else G.placed(within[2]),
+        }
 
     def matrices(self) -> dict[str, torch.Tensor]:
         o_in = G.query_to_kv_heads(self.e_v, self.src_heads, self.tgt_heads)
         consumer = TYINGS[self.tying]
+        placed = self.placed
         mats = {
             "q": self.e_q,
             "k": self.e_k,
             "v": self.e_v,
-            "o_in": consumer(o_in),
+            "o_in": consumer(o_in, placed["o_in"]),
             "mlp": self.b_mlp,
-            "mlp_in": consumer(self.b_mlp),
+            "mlp_in": consumer(self.b_mlp, placed["mlp_in"]),
         }
         if hasattr(self, "p_q"):
-            mats |= {"q/dims": self.p_q, "k/dims": self.p_k, "v/dims": self.p_v, "o_in/dims": consumer(self.p_v)}
+            dims = consumer(self.p_v, placed["o_in/dims"])
+            mats |= {"q/dims": self.p_q, "k/dims": self.p_k, "v/dims": self.p_v, "o_in/dims": dims}
         for norm, proj in NORM_GROUPS.items():
             # A q/k norm's weight follows its projection's units, times the scale that keeps q.k / sqrt(E)
             # with the norm in the way (rotary.norm_scales). Over the whole projection it takes the head
@@ -135,6 +143,7 @@ class ResidualWidth(nn.Module):
         super().__init__()
         self.b_emb = nn.Parameter(b_emb.clone())
         self.tying, self.tied_head, self.embed_ratio = tying, tied_head, embed_ratio
+        self.placed = G.placed(b_emb)  # the units the consumers read back (G.left_inverse)
 
     def forward(self, pieces: list[tuple[Sides, torch.Tensor]] | None = None, groups: frozenset = frozenset()):
         """The shared groups applied to each piece; without pieces, the matrices of `groups` (fresh tensors)."""
@@ -145,7 +154,7 @@ class ResidualWidth(nn.Module):
         # 'inverse' the copy counts are folded into the final norm instead: the head's input side is then
         # B itself, and the norm's output side the left inverse. A is computed only when read.
         needs_a = "emb_in" in groups or ("emb_final" in groups and self.tied_head)
-        a = TYINGS[self.tying](b) if needs_a else None
+        a = TYINGS[self.tying](b, self.placed) if needs_a else None
         mats = {"emb": b, "emb_in": a, "emb_tok": b, "emb_final": a if self.tied_head else b}
         if self.embed_ratio != 1.0:
             mats["emb_tok"] = b * self.embed_ratio

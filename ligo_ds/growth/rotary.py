@@ -180,6 +180,7 @@ def notes(src: ModelConfig, tgt: ModelConfig) -> list[str]:
     if tgt.num_layers < src.num_layers:
         out.append(
             f"layers {src.num_layers} -> {tgt.num_layers}: no depth init keeps the function with fewer layers "
-            "(interpolate keeps evenly spaced source layers, stack the first ones); the depth map is learned from there"
+            "(zero keeps evenly spaced source layers from the first to the last, interpolate evenly spaced ones from "
+            "the first, stack the first ones); the depth map is learned from there"
         )
     return out

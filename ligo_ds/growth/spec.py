@@ -19,9 +19,10 @@ from ..options import Block, at_least, option
 from .functional import left_inverse
 from .init import DEPTH_INITS, WIDTH_INITS
 
-# tying -> the consumer's input side A given the producer's output side B.
-TYINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "paper": lambda b: b,  # A = B, as the paper and the official code
+# tying -> the consumer's input side A given the producer's output side B and the source units B placed at
+# the start (functional.placed).
+TYINGS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "paper": lambda b, columns: b,  # A = B, as the paper and the official code
     "inverse": left_inverse,  # A = B (B^T B)^-1: every linear path stays function preserving for any B
 }
 # order -> the layers whose width matrices exist: one set per source layer (widen, then mix over depth)

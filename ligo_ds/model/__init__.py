@@ -10,5 +10,6 @@ families.py   per family, HF weight names <-> ours as tables, and the functions 
 hf_load.py    HF checkpoints in, in every file layout the Hub serves (load_model, SourceWeights)
 hf_save.py    HF checkpoints out, streamed a tensor at a time (write_checkpoint, save_model)
 tokenizer.py  tokenizers as AutoTokenizer reads them: eos, fingerprint, the files an export carries
+generation.py decoding new tokens from any forward that gives logits (generate, training's samples)
 hub.py        Hub ids (ORG/NAME[@REVISION]) -> snapshot directories, online or from the cache
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..model.generation import read_prompts
 from ..options import Block, at_least, flag_name, option
 
 
@@ -29,6 +30,16 @@ class Cadence(Block):
         500, "steps between checkpoints (one is always written at the end)", check=at_least(1), identity=False
     )
     log_every: int = option(10, "steps between metrics rows", check=at_least(1), identity=False)
+    sample_prompts: str | None = option(
+        None,
+        "a text file of prompts, one a line, each continued greedily at every evaluation (metrics.jsonl's "
+        "'generated', TensorBoard's text tab)",
+        metavar="FILE",
+        identity=False,
+    )
+    sample_tokens: int = option(
+        32, f"tokens each {flag_name('sample_prompts')} prompt is continued by", check=at_least(1), identity=False
+    )
     # The checkpoint `latest` names is never removed (a resume and a spike rollback load it).
     keep_last: int | None = option(
         None,
@@ -47,6 +58,8 @@ class Cadence(Block):
 
     def check(self) -> None:
         flag = self.flag
+        if self.sample_prompts is not None:  # a missing or empty file is refused before any training starts
+            read_prompts(self.sample_prompts, flag("sample_prompts"))
         if self.keep_every is None:
             return
         if self.keep_last is None:

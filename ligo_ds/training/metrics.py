@@ -26,6 +26,8 @@ class MetricsLog:
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)) and value is not None:
                 self._tb.add_scalar(key, value, row["step"])
+        for i, sample in enumerate(row.get("generated", ())):  # training/samples.py; markdown, hence the fence
+            self._tb.add_text(f"generated/{i}", f"```\n{sample['prompt']}{sample['text']}\n```", row["step"])
 
     def reopen(self) -> None:
         """Append to the file now at `path` (after RunDir.truncate_metrics replaced it)."""

@@ -36,6 +36,7 @@ from .loop import Training
 from .metrics import device_name
 from .progress import Columns, Progress
 from .recovery import Recovery
+from .samples import Sampler
 from .schedule import lr_at
 from .session import Session
 from .state import Interval, StepResult, TrainState
@@ -72,6 +73,12 @@ class Trainer:
         self.evaluator = Evaluator(
             engine, data, training.data.seq_len, training.loop.micro_batch, training.cadence.eval_samples, d
         )
+        cadence = training.cadence
+        self.sampler = None
+        if cadence.sample_prompts is not None:
+            flag = cadence.flag("sample_prompts")
+            limit = model_cfg.max_positions
+            self.sampler = Sampler(engine, data, cadence.sample_prompts, flag, cadence.sample_tokens, limit, d)
         global_batch = training.loop.global_batch(d.world_size)
         self.recovery = Recovery(training.health, global_batch, session.run_dir, d, self.checkpoints)
         peak = peak_flops(device_name(d.device), peak_tflops)
@@ -115,7 +122,7 @@ class Trainer:
         cadence, recovery = self.t.cadence, self.recovery
         recovery.check_position(state)
         if self.fresh:  # FLOPs and seconds carried in (a grown run's fit) count from the first row on
-            p.log.write({**state.position(), "val_loss": self.evaluator.evaluate()})
+            p.log.write({**state.position(), **self._evaluate()})
             if self.t.health.spike_rollback:  # a spike before the first regular checkpoint rolls back to the start
                 self.checkpoints.save(state)
         interval, save_due = Interval(), False
@@ -135,7 +142,7 @@ class Trainer:
                 row.update(self.columns.row(interval, result.lr, state.samples))
                 p.show(row)
             if due(state.step, cadence.eval_every, last):
-                row["val_loss"] = self.evaluator.evaluate()
+                row.update(self._evaluate())
             if len(row) > len(state.position()):
                 p.log.write(row)
             save_due = save_due or due(state.step, cadence.save_every, last)
@@ -147,6 +154,13 @@ class Trainer:
                 self._stop(state, stop, saved)
                 return True
         return False
+
+    def _evaluate(self) -> dict:
+        """The evaluation columns of a row: val_loss, and with --sample-prompts the texts."""
+        out = {"val_loss": self.evaluator.evaluate()}
+        if self.sampler is not None:
+            out["generated"] = self.sampler.sample()
+        return out
 
     def _stop(self, state: TrainState, stop: StopRequest, saved: bool) -> None:
         """Checkpoint for a stop request, unless this step saved already or a rollback may still follow."""

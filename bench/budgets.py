@@ -1,0 +1,330 @@
+"""What growth saves against the token budget: the savings study at several budgets in tokens per parameter
+of the target, at two model sizes, into one table and one plot (issue 42).
+
+    python bench/budgets.py --preset tiny                               # a minute; what the tests run
+    python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15,1,4,16   # the small pair (resumable)
+    python bench/budgets.py --preset cpu --sizes 4m --tpp 0.15,1
+    python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15 --seeds 1234,1,2
+
+Each cell (size, tokens per parameter, seed) is a whole study of bench/savings.py with its own length: the
+large model's steps are the budget's tokens over the batch, the small model is trained as long, the
+scratch lr is swept at every budget (the best lr moves with the length), warmup, evaluation and the LiGO
+fit scale with the length (RULES), and each grown method trains on full schedules of its own at a few
+lengths, so its saving is the own-schedule one: the shortest schedule whose final loss reaches the
+scratch run's, fit included. Parameters are the target's, embeddings included (tied ones once).
+
+The corpus is the site-packages sources (bench/code_corpus.py, about 28M training tokens at a vocabulary
+of 2048), so 16 tokens per parameter of the 1M target are seen once. Every job is resumable: a rerun skips
+the finished ones, and a cell that was not asked for again still joins the table when it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ligo_ds.model.config import ModelConfig  # noqa: E402
+
+from jobs import ROOT, Jobs, ligo  # noqa: E402
+from savings import SEED, Grid, Preset, _gpt2, study  # noqa: E402
+
+# size -> family -> (small, large). The 1m pair is the cpu preset's GPT-2 pair at half the width and a
+# quarter of the vocabulary (2x width, 2x depth, heads of 32), the 4m pair the same at the cpu preset's width.
+SIZES = {
+    "tiny": {"tiny": {"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320))}},
+    "cpu": {
+        "1m": {"gpt2": (_gpt2(2, 64, 2, 128, 2048), _gpt2(4, 128, 4, 128, 2048))},
+        "4m": {"gpt2": (_gpt2(2, 128, 4, 128, 2048), _gpt2(4, 256, 8, 128, 2048))},
+    },
+}
+# What every cell shares, by preset; the lengths are set per budget (cell_preset).
+BASE = {
+    "tiny": Preset(
+        families={},
+        small_steps=0,
+        large_steps=0,
+        fit_steps=0,
+        seq_len=32,
+        micro_batch=4,
+        scratch_lrs=(3e-3,),
+        small_lrs=(3e-3,),
+        warmup=0,
+        eval_every=0,
+        eval_samples=4,
+        fit_micro_batch=1,
+        data_args=("--vocab-size", "320", "--val-fraction", "0.1"),
+    ),
+    "cpu": Preset(
+        families={},
+        small_steps=0,
+        large_steps=0,
+        fit_steps=0,
+        seq_len=128,
+        micro_batch=16,
+        scratch_lrs=(2e-3, 4e-3, 8e-3),
+        small_lrs=(4e-3,),
+        warmup=0,
+        eval_every=0,
+        eval_samples=64,
+        fit_micro_batch=2,
+        corpus="site-packages",
+        data_args=("--vocab-size", "2048"),
+    ),
+}
+# Per size where it differs from BASE: a 4x larger model wants a lower lr.
+SIZE_LRS = {"4m": dict(scratch_lrs=(1e-3, 2e-3, 4e-3), small_lrs=(2e-3,))}
+DEFAULT_TPP = {"tiny": "0.01,0.02", "cpu": "0.15,1,4,16"}
+# The grown runs of every cell: the learned operator and the two best heuristics of the cpu study, each at
+# three lengths of its own (fractions of the scratch run's tokens); interpolation is left out to save a
+# quarter of the compute (it was never the best heuristic on the cpu preset).
+GRID = Grid(methods=("net2net_stack", "net2net_zero", "ligo"), budgets=(0.3, 0.6, 1.0))
+TINY_GRID = Grid(methods=("net2net_zero", "ligo"), budgets=(0.5, 1.0))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How a cell's lengths follow its steps: warmup a share of the run (as the cpu preset's 30 of 400),
+    about 16 evaluations, and the LiGO fit a share of the run (15 of 400 on the cpu preset) within
+    [min_fit, 100], the paper's 100 steps being the cap."""
+
+    warmup: float = 0.075
+    evaluations: int = 16
+    fit: float = 0.0375
+    min_fit: int = 5
+
+
+RULES = Rules()
+
+
+def target_params(cfg: dict) -> int:
+    return ModelConfig.from_hf(cfg).num_params()
+
+
+def cell_preset(base: Preset, families: dict, tpp: float, rules: Rules = RULES) -> Preset:
+    """The savings study's preset for one budget: every family's target trained on `tpp` tokens per
+    parameter (the families of one size have targets of about one size; the first one sets the length)."""
+    n = target_params(next(iter(families.values()))[1])
+    steps = max(4, round(tpp * n / (base.micro_batch * base.seq_len)))
+    every = max(1, steps // rules.evaluations)
+    return replace(
+        base,
+        families=families,
+        small_steps=steps,
+        large_steps=steps,
+        warmup=max(1, round(rules.warmup * steps)),
+        eval_every=every,
+        fit_steps=min(100, max(rules.min_fit, round(rules.fit * steps))),
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    size: str
+    family: str
+    tpp: float
+    seed: int
+    params: int
+    tokens: int
+
+    @property
+    def name(self) -> str:
+        seed = "" if self.seed == SEED else f"_seed{self.seed}"
+        return f"{self.size}_tpp{self.tpp:g}{seed}"
+
+
+def cell_dir(root: Path, cell: Cell) -> Path:
+    return root / cell.name
+
+
+def read_cell(report: Path) -> dict[str, dict]:
+    """method -> its own_schedule.csv row (own and same-schedule savings, length), and "_scratch" -> the
+    target's final loss and whether the small model alone reached it, from a cell's report."""
+    out: dict[str, dict] = {}
+    with open(report / "own_schedule.csv") as f:
+        for row in csv.DictReader(f):
+            out[row["method"]] = row
+    with open(report / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    target = next(r for r in rows if r["kind"] == "scratch (target)")
+    small = next((r for r in rows if r["kind"] == "grown"), {})
+    out["_scratch"] = {"final_val": target["final_val"], "small_reaches_target": small.get("small_reaches_target")}
+    return out
+
+
+def fraction(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+def where_it_falls(points: list[tuple[float, float]], level: float) -> float | None:
+    """The tokens per parameter where a straight line through (log10 tpp, saving) reaches `level`, from a
+    least-squares fit; None with fewer than two budgets or a saving that does not fall with the budget."""
+    if len(points) < 2:
+        return None
+    xs = [math.log10(t) for t, _ in points]
+    ys = [s for _, s in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    if slope >= 0:
+        return None
+    return 10 ** (mx + (level - my) / slope)
+
+
+def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[list]]:
+    """The markdown table and CSV rows: per cell each method's own-schedule saving, LiGO's lead over the best
+    heuristic, and the crossing lengths."""
+    heuristics = [m for m in methods if m != "ligo"]
+    header = ["size", "family", "target params", "tokens per param", "tokens", "seed", "scratch final val"]
+    header += [f"{m} own saving" for m in methods] + ["ligo lead over best heuristic", "small alone reaches target"]
+    rows = []
+    for cell in sorted(cells, key=lambda c: (c.size, c.family, c.tpp, c.seed)):
+        got = cells[cell]
+        own = {m: fraction(got.get(m, {}).get("own_saving")) for m in methods}
+        best = max((own[m] for m in heuristics if own[m] is not None), default=None)
+        lead = None if own.get("ligo") is None or best is None else own["ligo"] - best
+        rows.append(
+            [cell.size, cell.family, cell.params, cell.tpp, cell.tokens, cell.seed, float(got["_scratch"]["final_val"])]
+            + [own[m] for m in methods]
+            + [lead, got["_scratch"]["small_reaches_target"]]
+        )
+
+    def shown(saving: float | None) -> str:
+        return "not reached" if saving is None else f"{100 * saving:.1f} %"
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells_shown = [str(v) for v in r[:4]] + [f"{r[4]:,}", str(r[5]), f"{r[6]:.4f}"]
+        cells_shown += [shown(v) for v in r[7 : 7 + len(methods)]]
+        lead = r[7 + len(methods)]
+        cells_shown += ["-" if lead is None else f"{100 * lead:+.1f} pt", str(r[-1] or "-")]
+        lines.append("| " + " | ".join(cells_shown) + " |")
+    return "\n".join(lines) + "\n", [header, *rows]
+
+
+def trend(cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
+    """Per size and method: the budget where the saving (seed 1234's cells) falls below 25 % and where the
+    fitted trend would reach 0."""
+    lines = ["| size | method | below 25 % at tokens per param | 0 % at (fitted trend) |", "|---|---|---|---|"]
+    for size in sorted({c.size for c in cells}):
+        for m in methods:
+            points = sorted(
+                (c.tpp, fraction(cells[c].get(m, {}).get("own_saving")) or 0.0)
+                for c in cells
+                if c.size == size and c.seed == SEED
+            )
+            below = next((t for t, s in points if s < 0.25), None)
+            zero = where_it_falls(points, 0.0)
+            lines.append(
+                f"| {size} | {m} | {'not within the budgets run' if below is None else f'{below:g} (measured)'} | "
+                f"{'-' if zero is None else f'{zero:.3g} (extrapolated)'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: dict[Cell, dict], methods: tuple[str, ...], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for size in sorted({c.size for c in cells}):
+        for m in methods:
+            points = sorted(
+                (c.tpp, 100 * (fraction(cells[c].get(m, {}).get("own_saving")) or 0.0))
+                for c in cells
+                if c.size == size and c.seed == SEED
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=f"{m} ({size})")
+    ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("tokens per target parameter")
+    ax.set_ylabel("FLOPs saved on its own schedule (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(BASE), default="cpu")
+    p.add_argument("--out", default=str(ROOT / "bench" / "runs"))
+    p.add_argument("--sizes", help="comma-separated, some of the preset's sizes (default: all)")
+    p.add_argument("--tpp", help="tokens per target parameter, comma-separated (default: the preset's)")
+    p.add_argument("--seeds", default=str(SEED), help=f"comma-separated seeds (default {SEED})")
+    p.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's)")
+    p.add_argument("--data", help="an already prepared DATA_DIR instead of --source")
+    a = p.parse_args()
+    base, sizes = BASE[a.preset], SIZES[a.preset]
+    chosen = a.sizes.split(",") if a.sizes else list(sizes)
+    unknown = [s for s in chosen if s not in sizes]
+    if unknown:
+        raise SystemExit(f"--sizes: unknown {unknown}; expected some of {sorted(sizes)}")
+    try:
+        tpps = sorted({float(x) for x in (a.tpp or DEFAULT_TPP[a.preset]).split(",")})
+        seeds = [int(x) for x in a.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--tpp {a.tpp!r} / --seeds {a.seeds!r}: expected comma-separated numbers") from None
+    if not tpps or min(tpps) <= 0:
+        raise SystemExit(f"--tpp {a.tpp!r}: expected positive tokens per parameter, e.g. 0.15,1,4")
+    root = Path(a.out) / f"budgets-{a.preset}"
+    root.mkdir(parents=True, exist_ok=True)
+    data = Path(a.data).resolve() if a.data else root / "data"
+    if a.data and a.source:
+        raise SystemExit(f"--data {a.data!r} and --source {a.source!r}: give one (--data is already prepared)")
+    if a.data and not (data / "meta.json").is_file():
+        raise SystemExit(f"--data {a.data!r}: no meta.json there; expected a directory made by `ligo-ds prepare`")
+    if not (data / "meta.json").is_file():
+        source = a.source or "stdlib"
+        if a.source is None and base.corpus == "site-packages":
+            from code_corpus import write_corpus
+
+            source = str(root / "corpus")
+            write_corpus(Path(source))
+        ligo("prepare", "--source", source, "--out", str(data), "--force", *base.data_args, log=root / "jobs.log")
+    grid = TINY_GRID if a.preset == "tiny" else GRID
+    for size in chosen:
+        for tpp in tpps:
+            for seed in seeds:
+                cp = cell_preset(replace(base, **SIZE_LRS.get(size, {})), sizes[size], tpp)
+                work = root / Cell(size, "", tpp, seed, 0, 0).name
+                work.mkdir(exist_ok=True)
+                jobs = Jobs(1, None, work / "jobs.log")
+                try:
+                    for family in cp.families:
+                        study(cp, family, data, work, jobs, grid, seed)
+                finally:
+                    jobs.close()
+    # Every finished cell under the root, asked for this time or before.
+    cells = {}
+    for size, families in sizes.items():
+        for work in sorted(root.glob(f"{size}_tpp*")):
+            tpp_text, _, seed_text = work.name[len(size) + 4 :].partition("_seed")
+            tpp, seed = float(tpp_text), int(seed_text or SEED)
+            cp = cell_preset(base, families, tpp)
+            for family, (_, large) in families.items():
+                report = work / family / "report"
+                if (report / "own_schedule.csv").is_file():
+                    n = target_params(large)
+                    tokens = cp.large_steps * cp.micro_batch * cp.seq_len
+                    cells[Cell(size, family, tpp, seed, n, tokens)] = read_cell(report)
+    md, rows = table(cells, grid.methods)
+    md += "\n" + trend(cells, grid.methods)
+    with open(root / "budgets.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    (root / "budgets.md").write_text(md)
+    plot(cells, grid.methods, root / "budgets.png")
+    print(md)
+    print(f"table: {root / 'budgets.md'}, {root / 'budgets.csv'}; plot: {root / 'budgets.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
