@@ -177,13 +177,20 @@ PRESETS = {
 # the best of the initialisations tried, in the official code's order (mix over depth, then widen per
 # target layer), which costs less per fit step than the paper's and fits as well.
 # Every grown run keeps `grow`'s default init noise (0.01): without it copied units stay identical.
+# `fitted_zero` is the variant for budgets where the function-preserving heuristic is strong (issue 42): the
+# same fit started from Net2Net + zero with the inverse tying, so it starts where that heuristic does and
+# can only move from there. No method's name begins another's followed by "_" (parse_run_name).
 def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     return {
         "net2net_stack": (0, ["--width-init", "net2net", "--depth-init", "stack"]),
         "net2net_interpolate": (0, ["--width-init", "net2net", "--depth-init", "interpolate"]),
         "net2net_zero": (0, ["--width-init", "net2net", "--depth-init", "zero"]),
         "ligo": (p.fit_steps, ["--width-init", "random", "--depth-init", "stack", "--order", "official"]),
+        "fitted_zero": (p.fit_steps, ["--width-init", "net2net", "--depth-init", "zero"]),
     }
+
+
+METHODS = ("net2net_stack", "net2net_interpolate", "net2net_zero", "ligo", "fitted_zero")  # grown_runs' order
 
 
 # How a grown model trains: name -> (its warmup as a share of the scratch run's, its peak lr as a multiple
@@ -355,9 +362,9 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs, grid: Grid
 
 def parse_run_name(name: str) -> tuple[str, float, str] | None:
     """(method, length, schedule) of a grown run's dir name (run_name's inverse), or None for any other dir."""
-    if name in Grid.methods:
+    if name in METHODS:
         return name, 1.0, "lemon"
-    for method in Grid.methods:  # no method's name begins another's followed by "_"
+    for method in METHODS:  # no method's name begins another's followed by "_"
         if name.startswith(method + "_"):
             budget, x, schedule = name[len(method) + 1 :].partition("x_")
             try:
@@ -370,7 +377,7 @@ def parse_run_name(name: str) -> tuple[str, float, str] | None:
 
 def grid_order(point: tuple[str, float, str]) -> tuple[int, float, int]:
     method, budget, schedule = point
-    return Grid.methods.index(method), budget, list(GROWN_SCHEDULES).index(schedule)
+    return METHODS.index(method), budget, list(GROWN_SCHEDULES).index(schedule)
 
 
 # Why an earlier run is left out of the report, by its jobs.run_state
@@ -428,7 +435,7 @@ def main() -> int:
         "(default lemon: the scratch run's schedule over the grown run's length)",
     )
     parser.add_argument(
-        "--methods", help="grown runs, some of net2net_stack, net2net_interpolate, net2net_zero, ligo (default all)"
+        "--methods", help=f"grown runs, some of {', '.join(METHODS)} (default all but fitted_zero)"
     )
     parser.add_argument(
         "--seed",

@@ -1,6 +1,6 @@
 """Every command with only its required flags and the shortest lengths runs: no default refuses another
-(the warmups follow the run when not given), while a warmup the user gave that does not fit is still
-refused in one line."""
+(the warmups follow the run when not given, the sequence length the model's positions), while a warmup or a
+length the user gave that does not fit is still refused in one line."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def test_default_warmups_follow_the_run():
 
 
 def test_each_command_runs_with_only_its_required_flags(tmp_path):
-    # 256 positions: the default --seq-len (a model with fewer asks for --seq-len, named in one line)
-    large = {**TINY, "max_position_embeddings": 256}
+    # 64 positions, fewer than the default --seq-len's 256: a length not given follows the model
+    large = TINY
     small = {**large, "num_hidden_layers": 1}
     root = make_inputs(tmp_path, "def f{i}(x):\n    return x * {m}\n", small=small, large=large, repeat=30)
     data, model, large = str(root / "data"), str(root / "small"), str(root / "large.json")
@@ -55,6 +55,8 @@ def test_each_command_runs_with_only_its_required_flags(tmp_path):
     for argv in runs.values():
         ligo("single", 1, argv)  # raises with the output on a non-zero exit
     assert [r["step"] for r in read_metrics(root / "p" / "metrics.jsonl") if "loss" in r] == [1]
+    for run in ("p", "f", "g/fit", "g/train"):
+        assert json.loads((root / run / "config.json").read_text())["identity"]["seq_len"] == 64, run
     first = next(r for r in read_metrics(root / "p40" / "metrics.jsonl") if "lr" in r)
     assert first["lr"] > 0
     for argv in (
@@ -96,3 +98,12 @@ def test_a_warmup_the_user_gave_that_does_not_fit_is_refused(tmp_path):
         check=False,
     )  # fmt: skip
     assert refused.returncode == 2 and "--operator-warmup 3 is longer than the fit (--steps 2)" in refused.stdout
+    # a --seq-len the user gave that the model cannot hold stays refused
+    refused = ligo(
+        "single",
+        1,
+        ["pretrain", "--model", str(root / "large.json"), "--out", str(root / "s"), *common, "--max-steps", "2",
+         "--seq-len", "128"],
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--seq-len 128 exceeds the model's 64 positions" in refused.stdout

@@ -63,6 +63,26 @@ def val(flops, loss, seconds=None):
     return {"step": 0, "flops": flops, "train_seconds": flops / 10 if seconds is None else seconds, "val_loss": loss}
 
 
+def test_the_header_names_the_regime(tmp_path):
+    """The report says which budget its savings come from: the scratch target's parameters (its recorded
+    model_config) and tokens per parameter; a run from before records says it has none."""
+    from ligo_ds import ModelConfig
+
+    cfg = dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=320)
+    scratch = write_run(tmp_path, "scratch", [val(0, 9.0), val(1000, 3.0)], steps=400)
+    config = json.loads((scratch / "config.json").read_text())
+    (scratch / "config.json").write_text(json.dumps({**config, "model_config": cfg}))
+    report([scratch], tmp_path / "out")
+    n = ModelConfig.from_hf(cfg).num_params()
+    tokens = 400 * 4 * 128
+    md = (tmp_path / "out/report.md").read_text()
+    assert f"Regime: a target of {n / 1e6:.3g}M parameters trained on {tokens / 1e6:.3g}M tokens, " in md
+    assert f"{tokens / n:.3g} tokens per parameter. Savings shrink as the budget grows" in md
+    old = write_run(tmp_path / "old", "scratch", [val(0, 9.0), val(1000, 3.0)])
+    report([old], tmp_path / "old_out")
+    assert "Regime: not recorded by the scratch run" in (tmp_path / "old_out/report.md").read_text()
+
+
 def test_first_crossing_interpolates():
     pts = [(0, 0, 5.0), (100, 10, 3.0), (200, 20, 2.0)]
     assert first_crossing(pts, 2.5) == (150, 15)

@@ -101,10 +101,28 @@ def _fmt(value, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
 
+def regime(base: Curve) -> str:
+    """The line that says which budget the savings come from: the target's size and its tokens per parameter.
+    Growth saves most far below the budgets models are trained at (about 20 tokens per parameter is compute-
+    optimal), so a saving without its regime says little (bench/README.md has savings by budget)."""
+    if base.params is None or not base.tokens:
+        return "Regime: not recorded by the scratch run (the target's size and training tokens)."
+    tpp = base.tokens / base.params
+    line = (
+        f"Regime: a target of {base.params / 1e6:.3g}M parameters trained on {base.tokens / 1e6:.3g}M tokens, "
+        f"{tpp:.3g} tokens per parameter."
+    )
+    if tpp < 20:
+        line += " Savings shrink as the budget grows (about 20 tokens per parameter is compute-optimal)."
+    return line
+
+
 def markdown(base: Curve, rows: list[Row]) -> str:
     lines = [
         f"Target: the scratch run `{base.name}`'s final validation loss {base.final[2]:.4f}, reached with "
         f"{base.final[0]:.3e} FLOPs.",
+        "",
+        regime(base),
         "",
         "| run | kind | final val loss | FLOPs to target | saving (FLOPs) | time to target (s) | saving (time) | "
         "val loss at scratch FLOPs | small model's pretraining FLOPs | small model's final val loss | "

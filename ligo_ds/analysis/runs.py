@@ -33,6 +33,7 @@ class Curve:
     # A grown run's loss before its first training step (the fitted or heuristic start): where a heuristic is
     # not function preserving, this gap to the small model's loss is what the fit is for.
     start_val: float | None = None
+    params: int | None = None  # the trained model's parameters (embeddings in, a tied head once), when recorded
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -78,6 +79,19 @@ def _length(config: dict) -> tuple[int | None, dict | None]:
     return tokens, {k: ident.get(k) for k in SCHEDULE_KEYS}
 
 
+def _params(config: dict) -> int | None:
+    """The run's model's parameter count, from the config its run recorded (None for a run without one)."""
+    cfg = config.get("model_config")
+    if not isinstance(cfg, dict):
+        return None
+    from ..model.config import ModelConfig
+
+    try:
+        return ModelConfig.from_hf(cfg).num_params()
+    except ConfigError:  # recorded by another version that read fields this one does not: no regime line
+        return None
+
+
 def load_curve(run: str | Path) -> Curve:
     run = Path(run)
     if (run / "train" / "metrics.jsonl").is_file():  # a grow run: the fit's curve, then training
@@ -104,6 +118,7 @@ def load_curve(run: str | Path) -> Curve:
             *_length(train_cfg),
             method=json.dumps(method, sort_keys=True) if fit else None,
             start_val=_start_val(train_rows),
+            params=_params(train_cfg),
         )
     if not (run / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(run)!r} holds no metrics.jsonl (nor train/metrics.jsonl): not a ligo_ds run")
@@ -118,4 +133,5 @@ def load_curve(run: str | Path) -> Curve:
         protocol=val_protocol(config),
         tokens=tokens,
         schedule=schedule,
+        params=_params(config),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.reading import Data
+from ..data.reading import DEFAULT_SEQ_LEN, Data
 from ..distributed import launch
 from ..errors import ConfigError
 from ..model.hf_load import load_model
@@ -21,8 +21,6 @@ from ..training.loop import Loop
 from ..training.rundir import final_model, recorded_paths
 from ..training.session import check_data_fits
 from . import is_rank0
-
-DEFAULT_SEQ_LEN = 256  # without a run to take it from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +37,7 @@ class EvalOptions(Command):
         only=("data", "seq_len", "allow_tokenizer_mismatch"),
         data=None,
         seq_len=None,
-        shown={"data": "the run's", "seq_len": f"the run's, else {DEFAULT_SEQ_LEN}"},
+        shown={"data": "the run's", "seq_len": f"the run's, else {DEFAULT_SEQ_LEN} or the model's positions if fewer"},
     )
     cadence: Cadence = block(
         Cadence, only=("eval_samples",), eval_samples=None, shown={"eval_samples": "the run's, else all"}
@@ -80,11 +78,12 @@ def evaluate(opts: EvalOptions) -> dict:
             f"{opts.data.flag('data')} is required unless MODEL is a run directory (whose own data is the default)"
         )
     wanted = opts.cadence.eval_samples or options.get("eval_samples")
-    given = derive(opts.data, data=data_dir, seq_len=opts.data.seq_len or options.get("seq_len") or DEFAULT_SEQ_LEN)
-    seq_len = given.seq_len
-    data = given.open()
     d = launch.init()
     model = load_model(model_dir, device=d.device).eval()
+    given = derive(opts.data, data=data_dir, seq_len=opts.data.seq_len or options.get("seq_len"))
+    given = given.for_model(model.cfg.max_positions)  # neither given nor recorded: 256, or the model's positions
+    seq_len = given.seq_len
+    data = given.open()
     check_data_fits(model.cfg, model_dir, data, given, "MODEL")
     val = data.validation()
     n = num_windows(len(val), seq_len, wanted)

@@ -50,8 +50,9 @@ Options = PlanOptions
 CONFIG_FILE = True
 
 
-def setup_of(opts: PlanOptions) -> Setup:
-    """Everything a plan depends on besides the models, from the command's options."""
+def setup_of(opts: PlanOptions, positions: int) -> Setup:
+    """Everything a plan depends on besides the models, from the command's options (`positions`: the
+    target's, which a --seq-len not given follows)."""
     d = opts.deepspeed
     # Without --peak-tflops a GPU is taken to be an H100/H200 (flops.PEAK_TFLOPS); a CPU has no time column.
     peak = d.peak_tflops * 1e12 if d.peak_tflops else (PEAK_TFLOPS["H100"] * 1e12 if opts.device == "cuda" else None)
@@ -63,7 +64,7 @@ def setup_of(opts: PlanOptions) -> Setup:
         device=opts.device,
         micro_batch=micro,
         fit_micro_batch=opts.phase.fit_micro_batch or micro,
-        seq_len=opts.data.seq_len,
+        seq_len=opts.data.for_model(positions).seq_len,
         checkpointing=opts.compute.activation_checkpointing,
         fit_checkpointing=opts.phase.fit_activation_checkpointing,
         loss_chunk=opts.compute.loss_chunk,
@@ -83,7 +84,7 @@ def run(opts: PlanOptions) -> int:
     tgt = ModelConfig.from_file(opts.target)
     src = None if opts.source is None else ModelConfig.from_file(opts.source)
     order = opts.growth.order
-    setup = setup_of(opts)
+    setup = setup_of(opts, tgt.max_positions)
     phases = plan(tgt, src, setup, order)
     sizes = {"target parameters": tgt.num_params()}
     if src is not None:

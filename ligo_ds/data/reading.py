@@ -21,12 +21,13 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..folders import confined
-from ..options import Block, at_least, option
+from ..options import Block, at_least, derive, option
 from .batches import Batches
 from .meta import SPLITS, check_meta
 from .order import MixtureOrder, SampleOrder, apportion, parse_weights
 from .stream import TokenStream
 
+DEFAULT_SEQ_LEN = 256  # tokens per training sequence when --seq-len is not given (and the model holds as many)
 FORMAT_VERSION = 2  # of DATA_DIR's layout: prepare writes it into meta.json
 READABLE_FORMATS = (1, 2)
 VERIFY_MODES = ("checksum", "size")
@@ -41,7 +42,12 @@ class Data(Block):
         metavar="DATA_DIR",
         identity="data",  # the DATA_DIR by its path and meta.json (session.run_identity)
     )
-    seq_len: int = option(256, "tokens per sequence", check=at_least(1))
+    seq_len: int | None = option(
+        None,
+        "tokens per sequence",
+        shown_default=f"{DEFAULT_SEQ_LEN}, or the model's positions where fewer",
+        check=at_least(1),
+    )
     verify_data: str = option(
         "checksum",
         "check the shards at start: SHA-256 (each rank hashes its share) or sizes only",
@@ -53,6 +59,14 @@ class Data(Block):
         "use data tokenized otherwise than the model's own tokenizer (its directory's) says",
         identity=False,
     )
+
+    def for_model(self, positions: int) -> Data:
+        """This block with its sequence length decided for a model of `positions`: as given, else
+        DEFAULT_SEQ_LEN or the model's positions where fewer, so the default never refuses a model (a length
+        the user gave that the model cannot hold stays refused, session.check_data_fits)."""
+        if self.seq_len is not None:
+            return self
+        return derive(self, seq_len=min(DEFAULT_SEQ_LEN, positions))
 
     def open(self) -> TokenData:
         """The DATA_DIR (or mixture) this block names."""

@@ -13,6 +13,7 @@ as an ordinary grown model, with no DeepSpeed engine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -167,8 +168,9 @@ def fit(
     opts: FitOptions, *, hf_out: str | Path | None = None, keep_operator: bool = False, stop_file: Path | None = None
 ) -> FitResult:
     """Fit (or resume fitting) the operator; write the grown model to `hf_out` (default RUN_DIR/hf)."""
-    data = opts.data.open()
     target = ModelConfig.from_file(opts.growth.target)
+    opts = dataclasses.replace(opts, data=opts.data.for_model(target.max_positions))
+    data = opts.data.open()
     spec = opts.spec()
     # The source's weights were trained on its tokenizer's ids (the target, a config, checks at session.start)
     g = opts.growth

@@ -15,6 +15,7 @@ count FLOPs from the start of the fit, so a grown run compares with a scratch ru
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..errors import ConfigError
 from ..faults import crash_point
 from ..folders import hold
 from ..model.compute import CHECKPOINTING, Compute
+from ..model.config import ModelConfig
 from ..model.hf_save import check_replaceable
 from ..options import Block, Command, at_least, block, derive, flag_name, flat_identity, option
 from ..training import session
@@ -174,6 +176,8 @@ def grow(opts: GrowOptions) -> Path | None:
     """Returns the trained model's HF directory, or None when a phase stopped early on request
     (RUN_DIR/STOP, SIGTERM or SIGUSR1) after checkpointing."""
     out = Path(opts.out)
+    target = ModelConfig.from_file(opts.growth.target)
+    opts = dataclasses.replace(opts, data=opts.data.for_model(target.max_positions))  # both phases' length
     launch.on_rank0(launch.init(), lambda: claim_grow_dir(out, opts.flag("out")))
     fit_opts, train_opts = opts.fit_phase(), opts.train_phase()
     train_dir = Path(train_opts.out)

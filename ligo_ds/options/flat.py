@@ -59,11 +59,12 @@ def flat_options(cls: type) -> tuple[Flat, ...]:
             for g in fields(m["block"]):
                 if "option" not in g.metadata or (m["only"] is not None and g.name not in m["only"]):
                     continue
-                meta = {
-                    **g.metadata["option"],
-                    **({"shown_default": m["shown"][g.name]} if g.name in m["shown"] else {}),
-                }
                 default = m["defaults"].get(g.name, g.default)
+                meta = dict(g.metadata["option"])
+                if g.name in m["shown"]:
+                    meta["shown_default"] = m["shown"][g.name]
+                elif default is not None:  # a command's own value (inspect's --seq-len 128) is shown as it is
+                    meta["shown_default"] = None
                 out.append(Flat(m["names"].get(g.name, g.name), (f.name, g.name), inner_hints[g.name], default, **meta))
         elif "option" in f.metadata:
             out.append(Flat(f.name, (f.name,), hints[f.name], f.default, **f.metadata["option"]))

@@ -4,6 +4,7 @@ pipeline and exported. Used for the small model, the scratch baseline and the gr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,7 @@ def pretrain(
     adds to the run's identity (what a grown model came from).
     """
     cfg = ModelConfig.from_file(opts.model)
+    opts = dataclasses.replace(opts, data=opts.data.for_model(cfg.max_positions))
     data = opts.data.open()
     job = DecoderJob(opts, cfg, init_weights, identity or {})
     spec = opts.spec(start_flops=start_flops, start_seconds=start_seconds, stop_file=stop_file)
