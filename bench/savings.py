@@ -434,9 +434,7 @@ def main() -> int:
         help=f"the grown runs' schedules swept at each length, some of {', '.join(GROWN_SCHEDULES)} "
         "(default lemon: the scratch run's schedule over the grown run's length)",
     )
-    parser.add_argument(
-        "--methods", help=f"grown runs, some of {', '.join(METHODS)} (default all but fitted_zero)"
-    )
+    parser.add_argument("--methods", help=f"grown runs, some of {', '.join(METHODS)} (default all but fitted_zero)")
     parser.add_argument(
         "--seed",
         type=int,
