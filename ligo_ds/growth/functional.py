@@ -69,8 +69,8 @@ def left_inverse(b: torch.Tensor, columns: torch.Tensor | None = None) -> torch.
     by nobody. The operator fixes `columns` at its initialisation: once a fit writes such a unit faintly
     (a column of 1e-4), reading it back exactly would take weights of 1e4, and with fewer target units than
     source ones B^T B is singular; the units placed at the start stay well conditioned as B moves."""
-    if b.device.type == "meta":  # plan's sizes: the shape is all there is
-        return torch.empty_like(b)
+    if b.device.type == "meta":  # plan's sizes and FLOPs: no values to select by, every unit taken as placed
+        return torch.linalg.solve(b.T @ b, b.T).T
     columns = placed(b) if columns is None else columns.to(b.device)
     kept = b[:, columns]
     a = torch.zeros_like(b)
