@@ -66,7 +66,7 @@ BASE = {
         fit_steps=0,
         seq_len=128,
         micro_batch=16,
-        scratch_lrs=(2e-3, 4e-3, 8e-3),
+        scratch_lrs=(2e-3, 4e-3, 8e-3),  # SIZE_LRS for each size's
         small_lrs=(4e-3,),
         warmup=0,
         eval_every=0,
@@ -76,8 +76,12 @@ BASE = {
         data_args=("--vocab-size", "2048"),
     ),
 }
-# Per size where it differs from BASE: a 4x larger model wants a lower lr.
-SIZE_LRS = {"4m": dict(scratch_lrs=(1e-3, 2e-3, 4e-3), small_lrs=(2e-3,))}
+# Per size where it differs from BASE: a 4x larger model wants a lower lr. The 1m target's best lr fell from
+# 4e-3 at 0.15 tokens per parameter to 2e-3 at 1 (4e-3 ended 0.46 higher there), so its sweep reaches 1e-3.
+SIZE_LRS = {
+    "1m": dict(scratch_lrs=(1e-3, 2e-3, 4e-3, 8e-3)),
+    "4m": dict(scratch_lrs=(5e-4, 1e-3, 2e-3, 4e-3), small_lrs=(2e-3,)),
+}
 DEFAULT_TPP = {"tiny": "0.01,0.02", "cpu": "0.15,1,4,16"}
 # The grown runs of every cell: the learned operator (from the official code's start, and fitted_zero: from
 # Net2Net + zero's) and the two best heuristics of the cpu study, each at four lengths of its own (fractions
@@ -216,6 +220,34 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
     return "\n".join(lines) + "\n", [header, *rows]
 
 
+def over_seeds(rows: list[list], methods: tuple[str, ...]) -> str:
+    """Per (size, family, budget) run at several seeds: each method's mean own saving and spread (sample sd),
+    and each fitted method's mean lead, from table()'s rows."""
+    k, learned = len(methods), [m for m in methods if m in LEARNED]
+    groups: dict[tuple, list[list]] = {}
+    for r in rows:
+        groups.setdefault((r[0], r[1], r[3]), []).append(r)
+    header = ["size", "family", "tokens per param", "seeds"] + list(methods) + [f"{m} lead" for m in learned]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def mean_sd(values: list) -> str:
+        got = [v for v in values if v is not None]
+        if len(got) < len(values):
+            return f"{len(values) - len(got)} of {len(values)} not reached"
+        mean = sum(got) / len(got)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in got) / (len(got) - 1))
+        return f"{100 * mean:.1f} (sd {100 * sd:.1f})"
+
+    for (size, family, tpp), group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        cols = [mean_sd([r[7 + i] for r in group]) for i in range(k)]
+        cols += [mean_sd([r[7 + k + i] for r in group]) for i in range(len(learned))]
+        seeds = ",".join(str(r[5]) for r in group)
+        lines.append("| " + " | ".join([size, family, f"{tpp:g}", seeds, *cols]) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def trend(cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
     """Per size and method: the budget where the saving (seed 1234's cells) falls below 25 % and where the
     fitted trend would reach 0."""
@@ -326,6 +358,9 @@ def main() -> int:
                     tokens = cp.large_steps * cp.micro_batch * cp.seq_len
                     cells[Cell(size, family, tpp, seed, n, tokens)] = read_cell(report)
     md, rows = table(cells, grid.methods)
+    seeds = over_seeds(rows[1:], grid.methods)
+    if seeds:
+        md += "\nOwn-schedule savings over seeds, in % (mean and sample sd; leads in points):\n\n" + seeds
     md += "\n" + trend(cells, grid.methods)
     with open(root / "budgets.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
