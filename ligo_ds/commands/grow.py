@@ -28,7 +28,7 @@ def run(opts: GrowOptions) -> int:
       more: longer again; the budgets above 1 are still being measured (issue 42), so measure your pair
       with bench/savings.py --budgets, or bench/budgets.py at your budget.
     Chinchilla-optimal training is about 20 tokens per parameter: growth saves most well below it.
-        """
+    """
     hf = grow(opts)
     if hf is not None and is_rank0():
         print(f"done: trained grown model in {hf}")
