@@ -444,12 +444,14 @@ def test_budget_rules_and_trend():
     assert budgets.where_it_falls([(0.1, 0.4), (1, 0.6)], 0.0) is None and budgets.where_it_falls([(1, 0.5)], 0) is None
     # seeds of one cell: mean and sample sd of each saving and lead; a seed that never reached it is counted
     row = ["1m", "gpt2", 1, 1.0, 10, 1234, 4.0]
+    # table()'s rows: cell, savings, the lead, small alone reaches target, then whether each saving is a bound
     rows = [
-        [*row[:5], seed, 4.0, zero, ligo, ligo - zero, False] for seed, zero, ligo in ((1, 0.5, 0.6), (2, 0.7, 0.6))
+        [*row[:5], seed, 4.0, zero, ligo, ligo - zero, False, False, False]
+        for seed, zero, ligo in ((1, 0.5, 0.6), (2, 0.7, 0.6))
     ]
-    rows.append([*row, None, 0.6, None, False])
+    rows.append([*row, None, 0.6, None, False, False, True])
     seeds = budgets.over_seeds(rows, ("net2net_zero", "ligo"))
-    assert "| 1m | gpt2 | 1 | 1,2,1234 | 1 of 3 not reached | 60.0 (sd 0.0) | 1 of 3 not reached |" in seeds
+    assert "| 1,2,1234 | 1 of 3 not reached | 60.0 (sd 0.0) with lower bounds | 1 of 3 not reached |" in seeds
     assert budgets.over_seeds(rows[:2], ("net2net_zero", "ligo")).endswith(
         "| 60.0 (sd 14.1) | 60.0 (sd 0.0) | 0.0 (sd 14.1) |\n"
     )
