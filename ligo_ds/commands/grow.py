@@ -24,7 +24,9 @@ def run(opts: GrowOptions) -> int:
     token budget": GPT-2 pairs of 1.1M and 3.7M targets, seed 1234; the shortest length that reached the
     scratch run's loss, the slowest method's):
       about 0.15 tokens per parameter: a third (every method reached it at 0.3, LiGO's fit included)
-      about 1 token per parameter: a half (0.37 for LiGO, 0.41 for Net2Net + zero, 0.44 for stacking)
+      about 1 token per parameter: a half from a well-trained small model (seed 1234: 0.37 for LiGO, 0.41
+        for Net2Net + zero, 0.44 for stacking), most of it from a weaker one (seed 1, a small model 0.22
+        nats worse: 0.80 for LiGO, 0.92-0.99 for the heuristics)
       more: longer again; the budgets above 1 are still being measured (issue 42), so measure your pair
       with bench/savings.py --budgets, or bench/budgets.py at your budget.
     Chinchilla-optimal training is about 20 tokens per parameter: growth saves most well below it.
