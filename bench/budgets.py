@@ -42,34 +42,29 @@ SIZES = {
         "4m": {"gpt2": (_gpt2(2, 128, 4, 128, 2048), _gpt2(4, 256, 8, 128, 2048))},
     },
 }
-# What every cell shares, by preset; the lengths are set per budget (cell_preset).
+
+
+def _shared(**values) -> Preset:
+    """What every cell of a preset shares; the families and lengths are set per cell (cell_preset)."""
+    lengths = dict(small_steps=0, large_steps=0, fit_steps=0, warmup=0, eval_every=0)
+    return Preset(families={}, **lengths, **values)
+
+
 BASE = {
-    "tiny": Preset(
-        families={},
-        small_steps=0,
-        large_steps=0,
-        fit_steps=0,
+    "tiny": _shared(
         seq_len=32,
         micro_batch=4,
         scratch_lrs=(3e-3,),
         small_lrs=(3e-3,),
-        warmup=0,
-        eval_every=0,
         eval_samples=4,
         fit_micro_batch=1,
         data_args=("--vocab-size", "320", "--val-fraction", "0.1"),
     ),
-    "cpu": Preset(
-        families={},
-        small_steps=0,
-        large_steps=0,
-        fit_steps=0,
+    "cpu": _shared(
         seq_len=128,
         micro_batch=16,
         scratch_lrs=(2e-3, 4e-3, 8e-3),  # SIZE_LRS for each size's
         small_lrs=(4e-3,),
-        warmup=0,
-        eval_every=0,
         eval_samples=64,
         fit_micro_batch=2,
         corpus="site-packages",

@@ -80,30 +80,20 @@ def test_each_command_runs_with_only_its_required_flags(tmp_path):
 
 def test_a_warmup_the_user_gave_that_does_not_fit_is_refused(tmp_path):
     root = make_inputs(tmp_path, "x{i} = {m}\n", small={**TINY, "num_hidden_layers": 1}, large=TINY)
-    common = ["--data", str(root / "data")]
-    refused = ligo(
-        "single",
-        1,
-        ["pretrain", "--model", str(root / "large.json"), "--out", str(root / "p"), *common, "--max-steps", "2",
-         "--warmup-steps", "5"],
-        check=False,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert "--warmup-steps 5 is longer than the run (2 steps)" in refused.stdout
-    refused = ligo(
-        "single",
-        1,
-        ["fit", "--source", str(root / "small"), "--target", str(root / "large.json"), "--out", str(root / "f"),
-         *common, "--steps", "2", "--operator-warmup", "3"],
-        check=False,
-    )  # fmt: skip
-    assert refused.returncode == 2 and "--operator-warmup 3 is longer than the fit (--steps 2)" in refused.stdout
+    model, large, data = str(root / "small"), str(root / "large.json"), ["--data", str(root / "data")]
+
+    def refused(*argv: str) -> str:
+        """The output of a command that must exit 2, before it writes its run folder."""
+        out = ligo("single", 1, [*argv, *data], check=False)
+        assert out.returncode == 2, out.stdout[-2000:]
+        return out.stdout
+
+    pretrain = ["pretrain", "--model", large, "--max-steps", "2"]
+    said = refused(*pretrain, "--out", str(root / "p"), "--warmup-steps", "5")
+    assert "--warmup-steps 5 is longer than the run (2 steps)" in said
+    fit = ["fit", "--source", model, "--target", large, "--out", str(root / "f"), "--steps", "2"]
+    assert "--operator-warmup 3 is longer than the fit (--steps 2)" in refused(*fit, "--operator-warmup", "3")
     # a --seq-len the user gave that the model cannot hold stays refused
-    refused = ligo(
-        "single",
-        1,
-        ["pretrain", "--model", str(root / "large.json"), "--out", str(root / "s"), *common, "--max-steps", "2",
-         "--seq-len", "128"],
-        check=False,
-    )  # fmt: skip
-    assert refused.returncode == 2 and "--seq-len 128 exceeds the model's 64 positions" in refused.stdout
+    said = refused(*pretrain, "--out", str(root / "s"), "--seq-len", "128")
+    assert "--seq-len 128 exceeds the model's 64 positions" in said
+    assert not any((root / run).exists() for run in ("p", "f", "s"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..model.config import ModelConfig
 from ..training.rundir import read_metrics, val_protocol
 
 
@@ -84,8 +85,6 @@ def _params(config: dict) -> int | None:
     cfg = config.get("model_config")
     if not isinstance(cfg, dict):
         return None
-    from ..model.config import ModelConfig
-
     try:
         return ModelConfig.from_hf(cfg).num_params()
     except ConfigError:  # recorded by another version that read fields this one does not: no regime line

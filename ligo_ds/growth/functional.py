@@ -55,27 +55,28 @@ def mix_depth(w_TS: torch.Tensor, stack_S: torch.Tensor, layer: int) -> torch.Te
 
 
 def placed(b: torch.Tensor) -> torch.Tensor | None:
-    """The source units an expansion B writes somewhere (its nonzero columns); None on the meta device, where
-    `plan` builds operators with no values."""
-    return None if b.device.type == "meta" else (b != 0).any(dim=0)
+    """The indices of the source units an expansion B writes somewhere (its nonzero columns); None on the
+    meta device, where `plan` builds operators with no values. Read once, when the operator is built."""
+    return None if b.device.type == "meta" else torch.nonzero((b != 0).any(dim=0)).flatten().cpu()
 
 
 def left_inverse(b: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
-    """A = B (B^T B)^-1 over the source units `columns` (default: the ones B writes, placed(b)), zero for
-    the others, so that A^T B = I on those units: a consumer reading through A sees exactly what the
-    producer wrote through B. For a 0/1 selection it is B divided by copy counts.
+    """A = B (B^T B)^-1 over the source units `columns` (indices; default: the ones B writes, placed(b)),
+    zero for the others, so that A^T B = I on those units: a consumer reading through A sees exactly what
+    the producer wrote through B. For a 0/1 selection it is B divided by copy counts.
 
     A unit no output copies (a source head a smaller group or fewer target heads have no slot for) is read
     by nobody. The operator fixes `columns` at its initialisation: once a fit writes such a unit faintly
     (a column of 1e-4), reading it back exactly would take weights of 1e4, and with fewer target units than
-    source ones B^T B is singular; the units placed at the start stay well conditioned as B moves."""
-    if b.device.type == "meta":  # plan's sizes and FLOPs: no values to select by, every unit taken as placed
+    source ones B^T B is singular; the units placed at the start stay well conditioned as B moves. Indices,
+    not a mask: a boolean mask would make the GPU wait on every block the fit produces."""
+    if b.device.type != "meta" and columns is None:
+        columns = placed(b)
+    if columns is None or len(columns) == b.shape[1]:  # every unit placed (any growth), or plan's meta sizes
         return torch.linalg.solve(b.T @ b, b.T).T
-    columns = placed(b) if columns is None else columns.to(b.device)
-    kept = b[:, columns]
-    a = torch.zeros_like(b)
-    a[:, columns] = torch.linalg.solve(kept.T @ kept, kept.T).T
-    return a
+    index = columns.to(b.device)
+    kept = b.index_select(1, index)
+    return torch.zeros_like(b).index_copy(1, index, torch.linalg.solve(kept.T @ kept, kept.T).T)
 
 
 def query_to_kv_heads(e_kv: torch.Tensor, heads_src: int, heads_tgt: int) -> torch.Tensor:
