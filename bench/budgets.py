@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ligo_ds.model.config import ModelConfig  # noqa: E402
 
 from jobs import ROOT, Jobs, ligo  # noqa: E402
-from savings import SEED, Grid, Preset, _gpt2, study  # noqa: E402
+from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, choose, study  # noqa: E402
 
 # size -> family -> (small, large). The 1m pair is the cpu preset's GPT-2 pair at half the width and a
 # quarter of the vocabulary (2x width, 2x depth, heads of 32), the 4m pair the same at the cpu preset's width.
@@ -84,7 +84,7 @@ DEFAULT_TPP = {"tiny": "0.01,0.02", "cpu": "0.15,1,4,16"}
 # Interpolation is left out to save compute (it was never the best heuristic on the cpu preset).
 GRID = Grid(methods=("net2net_stack", "net2net_zero", "ligo", "fitted_zero"), budgets=(0.15, 0.3, 0.6, 1.0))
 TINY_GRID = Grid(methods=("net2net_zero", "ligo"), budgets=(0.5, 1.0))
-LEARNED = ("ligo", "fitted_zero")  # the fitted operators, each with its lead over the best heuristic
+LEARNED = ("ligo", "fitted_zero", *VARIANTS)  # the fitted operators, each with its lead over the best heuristic
 
 
 @dataclass(frozen=True)
@@ -314,13 +314,53 @@ def collect(root: Path, sizes: dict, base: Preset) -> dict[Cell, dict]:
     return cells
 
 
+def variant_table(cells: dict[Cell, dict], heuristics: tuple[str, ...], fitted: tuple[str, ...]) -> str:
+    """Item 4's variants, in the cells where any ran: the best heuristic's own saving and each fitted method's
+    (LiGO's and the variants') with its lead over it, then each one's mean lead over the seeds of a budget.
+    "-" is a method not run in that cell; a lower bound (">=") leaves its lead out of the mean."""
+    ran = {c: got for c, got in cells.items() if any(m in got for m in fitted[1:])}
+    if not ran:
+        return ""
+    header = ["size", "family", "tokens per param", "seed", "best heuristic", *fitted]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    leads: dict[tuple, dict[str, list[float]]] = {}
+    for cell in sorted(ran, key=lambda c: (c.size, c.family, c.tpp, c.seed)):
+        got = ran[cell]
+        own = {m: fraction(got[m]["own_saving"]) if m in got else None for m in (*heuristics, *fitted)}
+        best = max((m for m in heuristics if own[m] is not None), key=lambda m: own[m], default=None)
+        shown = [cell.size, cell.family, f"{cell.tpp:g}", str(cell.seed)]
+        shown.append("-" if best is None else f"{best} {100 * own[best]:.1f} %")
+        group = leads.setdefault((cell.size, cell.family, cell.tpp), {m: [] for m in fitted})
+        for m in fitted:
+            if m not in got:
+                shown.append("-")
+            elif own[m] is None or best is None:
+                shown.append("not reached")
+            else:
+                bound = got[m].get("at_least") == "1"
+                lead = own[m] - own[best]
+                shown.append(f"{'>= ' * bound}{100 * own[m]:.1f} % ({100 * lead:+.1f} pt)")
+                if not bound:
+                    group[m].append(lead)
+        lines.append("| " + " | ".join(shown) + " |")
+    for (size, family, tpp), group in sorted(leads.items()):
+        mean = ["-" if not v else f"{100 * sum(v) / len(v):+.1f} pt over {len(v)}" for v in group.values()]
+        lines.append("| " + " | ".join([size, family, f"{tpp:g}", "mean lead", "", *mean]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
-    """budgets.md (the cells, the seeds, the trend), budgets.csv and budgets.png under `root`; returns the md."""
+    """budgets.md (the cells, the seeds, the trend, item 4's variants where any ran), budgets.csv and
+    budgets.png under `root`; returns the md."""
     md, rows = table(cells, methods)
     seeds = over_seeds(rows[1:], methods)
     if seeds:
         md += "\nOwn-schedule savings over seeds, in % (mean and sample sd; leads in points):\n\n" + seeds
     md += "\n" + trend(cells, methods)
+    heuristics = tuple(m for m in methods if m not in LEARNED)
+    variants = variant_table(cells, heuristics, ("ligo", *(v for v in VARIANTS if any(v in g for g in cells.values()))))
+    if variants:
+        md += "\nItem 4's variants against the best heuristic of each cell (own schedule, fit included):\n\n" + variants
     with open(root / "budgets.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     (root / "budgets.md").write_text(md)
@@ -337,6 +377,11 @@ def main() -> int:
     p.add_argument("--seeds", default=str(SEED), help=f"comma-separated seeds (default {SEED})")
     p.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's)")
     p.add_argument("--data", help="an already prepared DATA_DIR instead of --source")
+    p.add_argument(
+        "--methods",
+        help=f"grown runs, some of {', '.join(METHODS)} (default: the preset's grid); the table keeps every "
+        "finished one",
+    )
     a = p.parse_args()
     base, sizes = BASE[a.preset], SIZES[a.preset]
     chosen = a.sizes.split(",") if a.sizes else list(sizes)
@@ -366,6 +411,9 @@ def main() -> int:
             write_corpus(Path(source))
         ligo("prepare", "--source", source, "--out", str(data), "--force", *base.data_args, log=root / "jobs.log")
     grid = TINY_GRID if a.preset == "tiny" else GRID
+    if a.methods:
+        grid = replace(grid, methods=choose(a.methods, METHODS, "--methods"))
+    shown = TINY_GRID.methods if a.preset == "tiny" else GRID.methods
     for size in chosen:
         for tpp in tpps:
             for seed in seeds:
@@ -378,7 +426,7 @@ def main() -> int:
                         study(cp, family, data, work, jobs, grid, seed)
                 finally:
                     jobs.close()
-    print(summarise(root, collect(root, sizes, base), grid.methods))
+    print(summarise(root, collect(root, sizes, base), shown))
     print(f"table: {root / 'budgets.md'}, {root / 'budgets.csv'}; plot: {root / 'budgets.png'}")
     return 0
 

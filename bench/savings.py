@@ -179,18 +179,28 @@ PRESETS = {
 # Every grown run keeps `grow`'s default init noise (0.01): without it copied units stay identical.
 # `fitted_zero` is the variant for budgets where the function-preserving heuristic is strong (issue 42): the
 # same fit started from Net2Net + zero with the inverse tying, so it starts where that heuristic does and
-# can only move from there. No method's name begins another's followed by "_" (parse_run_name).
+# can only move from there. The "-" variants change one thing of a fitted method (issue 42, item 4): the fit's
+# batch raised to the training batch (the preset's eighth fits on noisy gradients: fitted_zero's fit raised
+# its start's loss on the 4m pair), or no init noise, so that only the learned map's random mixes and the
+# fit break the copies' symmetry. No method's name begins another's followed by "_" (parse_run_name).
 def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
+    ligo_start = ["--width-init", "random", "--depth-init", "stack", "--order", "official"]
+    zero_start = ["--width-init", "net2net", "--depth-init", "zero"]
+    full_batch = ["--fit-micro-batch", str(p.micro_batch)]
     return {
         "net2net_stack": (0, ["--width-init", "net2net", "--depth-init", "stack"]),
         "net2net_interpolate": (0, ["--width-init", "net2net", "--depth-init", "interpolate"]),
-        "net2net_zero": (0, ["--width-init", "net2net", "--depth-init", "zero"]),
-        "ligo": (p.fit_steps, ["--width-init", "random", "--depth-init", "stack", "--order", "official"]),
-        "fitted_zero": (p.fit_steps, ["--width-init", "net2net", "--depth-init", "zero"]),
+        "net2net_zero": (0, zero_start),
+        "ligo": (p.fit_steps, ligo_start),
+        "fitted_zero": (p.fit_steps, zero_start),
+        "ligo-fullbatch": (p.fit_steps, [*ligo_start, *full_batch]),
+        "ligo-quiet": (p.fit_steps, [*ligo_start, "--init-noise", "0"]),
+        "fitted_zero-fullbatch": (p.fit_steps, [*zero_start, *full_batch]),
     }
 
 
-METHODS = ("net2net_stack", "net2net_interpolate", "net2net_zero", "ligo", "fitted_zero")  # grown_runs' order
+METHODS = tuple(grown_runs(PRESETS["tiny"]))  # grown_runs' order
+VARIANTS = tuple(m for m in METHODS if "-" in m)
 
 
 # How a grown model trains: name -> (its warmup as a share of the scratch run's, its peak lr as a multiple
@@ -337,7 +347,7 @@ def study(p: Preset, family: str, data: Path, work: Path, jobs: Jobs, grid: Grid
     def grow_job(method: str, budget: float, schedule: str) -> tuple[Path, list[str], Path]:
         """(run dir, `ligo-ds` arguments, the file that says it finished) of one grown run."""
         steps, options = grown_runs(p)[method]
-        if steps and p.fit_micro_batch is not None:
+        if steps and p.fit_micro_batch is not None and "--fit-micro-batch" not in options:
             options = [*options, *to_args(fit_micro_batch=p.fit_micro_batch)]
         out = runs / run_name(method, budget, schedule)
         head = to_args(source=small / "hf", target=fam / "large.json", out=out, fit_steps=steps)
@@ -434,7 +444,9 @@ def main() -> int:
         help=f"the grown runs' schedules swept at each length, some of {', '.join(GROWN_SCHEDULES)} "
         "(default lemon: the scratch run's schedule over the grown run's length)",
     )
-    parser.add_argument("--methods", help=f"grown runs, some of {', '.join(METHODS)} (default all but fitted_zero)")
+    parser.add_argument(
+        "--methods", help=f"grown runs, some of {', '.join(METHODS)} (default: {', '.join(Grid.methods)})"
+    )
     parser.add_argument(
         "--seed",
         type=int,

@@ -4,6 +4,7 @@ and their tiny corpus; hence its length."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -455,6 +456,49 @@ def test_budget_rules_and_trend():
     assert budgets.over_seeds(rows[:2], ("net2net_zero", "ligo")).endswith(
         "| 60.0 (sd 14.1) | 60.0 (sd 0.0) | 0.0 (sd 14.1) |\n"
     )
+
+
+def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuristic():
+    """Item 4's variants are their fitted method's command with one change (the fit's batch, or no init noise),
+    and their table gives each one's lead over the cell's best heuristic, "-" where it was not run, and a mean
+    lead that leaves lower bounds out."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import budgets
+
+    import savings
+
+    runs = savings.grown_runs(savings.PRESETS["cpu"])
+    changed = {}
+    for v in savings.VARIANTS:
+        steps, options = runs[v]
+        base_steps, base = runs[v.split("-")[0]]
+        assert steps == base_steps and options[: len(base)] == base, v
+        changed[v] = options[len(base) :]
+    assert changed == {
+        "ligo-fullbatch": ["--fit-micro-batch", "16"],
+        "ligo-quiet": ["--init-noise", "0"],
+        "fitted_zero-fullbatch": ["--fit-micro-batch", "16"],
+    }
+    assert all(savings.parse_run_name(f"{v}_0.3x_lemon") == (v, 0.3, "lemon") for v in savings.VARIANTS)
+
+    def got(**savings_):
+        return {m: {"own_saving": str(abs(v)), "at_least": "1" if v < 0 else "0"} for m, v in savings_.items()}
+
+    cell = budgets.Cell("1m", "gpt2", 1.0, 1234, 1, 1)
+    cells = {
+        cell: got(net2net_stack=0.4, net2net_zero=0.5, ligo=0.55, **{"ligo-fullbatch": 0.6}),
+        dataclasses.replace(cell, seed=1): got(
+            net2net_stack=0.3, net2net_zero=0.2, ligo=0.45, **{"ligo-fullbatch": -0.7}
+        ),
+        dataclasses.replace(cell, seed=2): got(net2net_stack=0.3, net2net_zero=0.2, ligo=0.9),
+    }
+    md = budgets.variant_table(cells, ("net2net_stack", "net2net_zero"), ("ligo", "ligo-fullbatch", "ligo-quiet"))
+    lines = md.splitlines()
+    assert "| 1m | gpt2 | 1 | 1234 | net2net_zero 50.0 % | 55.0 % (+5.0 pt) | 60.0 % (+10.0 pt) | - |" in lines
+    assert "| 1m | gpt2 | 1 | 1 | net2net_stack 30.0 % | 45.0 % (+15.0 pt) | >= 70.0 % (+40.0 pt) | - |" in lines
+    assert not any("| 2 |" in line for line in lines), md  # no variant ran at seed 2
+    assert lines[-1] == "| 1m | gpt2 | 1 | mean lead |  | +10.0 pt over 2 | +10.0 pt over 1 | - |"
+    assert budgets.variant_table({cell: got(net2net_zero=0.5, ligo=0.6)}, ("net2net_zero",), ("ligo",)) == ""
 
 
 def _jobs_run(stderr: str) -> list[str]:
