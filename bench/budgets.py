@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ligo_ds.model.config import ModelConfig  # noqa: E402
 
 from jobs import ROOT, Jobs, ligo  # noqa: E402
-from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, choose, study  # noqa: E402
+from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, choose, parse_lrs, study  # noqa: E402
 
 # size -> family -> (small, large). The 1m pair is the cpu preset's GPT-2 pair at half the width and a
 # quarter of the vocabulary (2x width, 2x depth, heads of 32), the 4m pair the same at the cpu preset's width.
@@ -153,7 +153,11 @@ def read_cell(report: Path) -> dict[str, dict]:
         rows = list(csv.DictReader(f))
     target = next(r for r in rows if r["kind"] == "scratch (target)")
     small = next((r for r in rows if r["kind"] == "grown"), {})
-    out["_scratch"] = {"final_val": target["final_val"], "small_reaches_target": small.get("small_reaches_target")}
+    out["_scratch"] = {
+        "final_val": target["final_val"],
+        "small_final_val": small.get("small_final_val"),
+        "small_reaches_target": small.get("small_reaches_target"),
+    }
     return out
 
 
@@ -176,6 +180,9 @@ def where_it_falls(points: list[tuple[float, float]], level: float) -> float | N
     return 10 ** (mx + (level - my) / slope)
 
 
+FIRST = 8  # the column of table()'s rows where the savings begin
+
+
 def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[list]]:
     """The markdown table and CSV rows: per cell each method's own-schedule saving (None: no length tried
     reached the target), each fitted method's lead over the best heuristic, and whether the small model alone
@@ -183,7 +190,12 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
     heuristics = [m for m in methods if m not in LEARNED]
     learned = [m for m in methods if m in LEARNED]
     header = ["size", "family", "target params", "tokens per param", "tokens", "seed", "scratch final val"]
-    header += [f"{m} own saving" for m in methods] + [f"{m} lead" for m in learned] + ["small alone reaches target"]
+    header += (
+        ["small final val"]
+        + [f"{m} own saving" for m in methods]
+        + [f"{m} lead" for m in learned]
+        + ["small alone reaches target"]
+    )
     header += [f"{m} reached at the shortest length" for m in methods]
     rows = []
     for cell in sorted(cells, key=lambda c: (c.size, c.family, c.tpp, c.seed)):
@@ -195,6 +207,7 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
         leads = [None if own[m] is None or best is None else own[m] - best for m in learned]
         rows.append(
             [cell.size, cell.family, cell.params, cell.tpp, cell.tokens, cell.seed, float(got["_scratch"]["final_val"])]
+            + [fraction(got["_scratch"].get("small_final_val"))]
             + [own[m] for m in methods]
             + leads
             + [got["_scratch"]["small_reaches_target"]]
@@ -204,13 +217,14 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
     lines = ["| " + " | ".join(shown_header) + " |", "|" + "---|" * len(shown_header)]
     for r in rows:
         shown = [str(v) for v in r[:4]] + [f"{r[4]:,}", str(r[5]), f"{r[6]:.4f}"]
+        shown.append("-" if r[7] is None else f"{r[7]:.4f}")
         k = len(methods)
         bound = r[-k:]
-        savings = r[7 : 7 + k]
+        savings = r[FIRST : FIRST + k]
         shown += [
             "not reached" if v is None else f"{'>= ' * b}{100 * v:.1f} %" for v, b in zip(savings, bound, strict=True)
         ]
-        shown += ["-" if v is None else f"{100 * v:+.1f} pt" for v in r[7 + k : -k - 1]]
+        shown += ["-" if v is None else f"{100 * v:+.1f} pt" for v in r[FIRST + k : -k - 1]]
         lines.append("| " + " | ".join([*shown, str(r[-k - 1] or "-")]) + " |")
     return "\n".join(lines) + "\n", [header, *rows]
 
@@ -237,8 +251,8 @@ def over_seeds(rows: list[list], methods: tuple[str, ...]) -> str:
         if len(group) < 2:
             continue
         bounded = [any(r[len(r) - k + i] for r in group) for i in range(k)]  # a seed's saving a lower bound
-        cols = [mean_sd([r[7 + i] for r in group]) + " with lower bounds" * b for i, b in enumerate(bounded)]
-        cols += [mean_sd([r[7 + k + i] for r in group]) for i in range(len(learned))]
+        cols = [mean_sd([r[FIRST + i] for r in group]) + " with lower bounds" * b for i, b in enumerate(bounded)]
+        cols += [mean_sd([r[FIRST + k + i] for r in group]) for i in range(len(learned))]
         seeds = ",".join(str(r[5]) for r in group)
         lines.append("| " + " | ".join([size, family, f"{tpp:g}", seeds, *cols]) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
@@ -382,7 +396,18 @@ def main() -> int:
         help=f"grown runs, some of {', '.join(METHODS)} (default: the preset's grid); the table keeps every "
         "finished one",
     )
+    p.add_argument("--scratch-lrs", help="the scratch sweep's peak lrs instead of the size's (SIZE_LRS)")
+    p.add_argument(
+        "--small-lrs",
+        help="the small model's sweep instead of the size's; with --out elsewhere (and --data this study's), "
+        "a study of the small model's lr that leaves the preset's cells alone",
+    )
     a = p.parse_args()
+    lrs = {}
+    if a.scratch_lrs:
+        lrs["scratch_lrs"] = parse_lrs(a.scratch_lrs, "--scratch-lrs")
+    if a.small_lrs:
+        lrs["small_lrs"] = parse_lrs(a.small_lrs, "--small-lrs")
     base, sizes = BASE[a.preset], SIZES[a.preset]
     chosen = a.sizes.split(",") if a.sizes else list(sizes)
     unknown = [s for s in chosen if s not in sizes]
@@ -417,7 +442,7 @@ def main() -> int:
     for size in chosen:
         for tpp in tpps:
             for seed in seeds:
-                cp = cell_preset(replace(base, **SIZE_LRS.get(size, {})), sizes[size], tpp)
+                cp = cell_preset(replace(base, **{**SIZE_LRS.get(size, {}), **lrs}), sizes[size], tpp)
                 work = root / Cell(size, "", tpp, seed, 0, 0).name
                 work.mkdir(exist_ok=True)
                 jobs = Jobs(1, None, work / "jobs.log")

@@ -181,8 +181,9 @@ PRESETS = {
 # same fit started from Net2Net + zero with the inverse tying, so it starts where that heuristic does and
 # can only move from there. The "-" variants change one thing of a fitted method (issue 42, item 4): the fit's
 # batch raised to the training batch (the preset's eighth fits on noisy gradients: fitted_zero's fit raised
-# its start's loss on the 4m pair), or no init noise, so that only the learned map's random mixes and the
-# fit break the copies' symmetry. No method's name begins another's followed by "_" (parse_run_name).
+# its start's loss on the 4m pair), no init noise, so that only the learned map's random mixes and the fit
+# break the copies' symmetry, or no fit at all (LiGO's random start trained as it is: what the fit adds).
+# No method's name begins another's followed by "_" (parse_run_name).
 def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
     ligo_start = ["--width-init", "random", "--depth-init", "stack", "--order", "official"]
     zero_start = ["--width-init", "net2net", "--depth-init", "zero"]
@@ -195,6 +196,7 @@ def grown_runs(p: Preset) -> dict[str, tuple[int, list[str]]]:
         "fitted_zero": (p.fit_steps, zero_start),
         "ligo-fullbatch": (p.fit_steps, [*ligo_start, *full_batch]),
         "ligo-quiet": (p.fit_steps, [*ligo_start, "--init-noise", "0"]),
+        "ligo-nofit": (0, ligo_start),
         "fitted_zero-fullbatch": (p.fit_steps, [*zero_start, *full_batch]),
     }
 

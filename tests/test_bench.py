@@ -444,10 +444,11 @@ def test_budget_rules_and_trend():
     assert budgets.where_it_falls([(0.1, 0.8), (1, 0.6), (10, 0.4)], 0.0) == pytest.approx(1e3)
     assert budgets.where_it_falls([(0.1, 0.4), (1, 0.6)], 0.0) is None and budgets.where_it_falls([(1, 0.5)], 0) is None
     # seeds of one cell: mean and sample sd of each saving and lead; a seed that never reached it is counted
-    row = ["1m", "gpt2", 1, 1.0, 10, 1234, 4.0]
-    # table()'s rows: cell, savings, the lead, small alone reaches target, then whether each saving is a bound
+    row = ["1m", "gpt2", 1, 1.0, 10, 1234, 4.0, 4.5]
+    # table()'s rows: cell, the small model's loss, savings, the lead, small alone reaches target, then whether
+    # each saving is a bound
     rows = [
-        [*row[:5], seed, 4.0, zero, ligo, ligo - zero, False, False, False]
+        [*row[:5], seed, 4.0, 4.5, zero, ligo, ligo - zero, False, False, False]
         for seed, zero, ligo in ((1, 0.5, 0.6), (2, 0.7, 0.6))
     ]
     rows.append([*row, None, 0.6, None, False, False, True])
@@ -459,7 +460,7 @@ def test_budget_rules_and_trend():
 
 
 def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuristic():
-    """Item 4's variants are their fitted method's command with one change (the fit's batch, or no init noise),
+    """Item 4's variants are their fitted method's command with one change (the fit's batch, no init noise, no fit),
     and their table gives each one's lead over the cell's best heuristic, "-" where it was not run, and a mean
     lead that leaves lower bounds out."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -472,11 +473,13 @@ def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuri
     for v in savings.VARIANTS:
         steps, options = runs[v]
         base_steps, base = runs[v.split("-")[0]]
-        assert steps == base_steps and options[: len(base)] == base, v
-        changed[v] = options[len(base) :]
+        assert options[: len(base)] == base, v
+        changed[v] = options[len(base) :] or ["--fit-steps", str(steps)]
+        assert steps == base_steps or options == base, v
     assert changed == {
         "ligo-fullbatch": ["--fit-micro-batch", "16"],
         "ligo-quiet": ["--init-noise", "0"],
+        "ligo-nofit": ["--fit-steps", "0"],
         "fitted_zero-fullbatch": ["--fit-micro-batch", "16"],
     }
     assert all(savings.parse_run_name(f"{v}_0.3x_lemon") == (v, 0.3, "lemon") for v in savings.VARIANTS)
