@@ -5,6 +5,9 @@ of the target, at two model sizes, into one table and one plot (issue 42).
     python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15,1,4,16   # the small pair (resumable)
     python bench/budgets.py --preset cpu --sizes 4m --tpp 0.15,1
     python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15 --seeds 1234,1,2
+    python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --methods ligo-fullbatch,ligo-nofit   # item 4's variants
+    python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --out bench/runs/small-lr \
+        --data bench/runs/budgets-cpu/data --small-lrs 2e-3,4e-3 --scratch-lrs 2e-3   # the small model's lr
 
 Each cell (size, tokens per parameter, seed) is a whole study of bench/savings.py with its own length: the
 large model's steps are the budget's tokens over the batch, the small model is trained as long, the
@@ -13,7 +16,7 @@ fit scale with the length (RULES), and each grown method trains on full schedule
 lengths, so its saving is the own-schedule one: the shortest schedule whose final loss reaches the
 scratch run's, fit included. Parameters are the target's, embeddings included (tied ones once).
 
-The corpus is the site-packages sources (bench/code_corpus.py, about 28M training tokens at a vocabulary
+The corpus is the site-packages sources (bench/code_corpus.py, 35.8M training tokens at a vocabulary
 of 2048), so 16 tokens per parameter of the 1M target are seen once. Every job is resumable: a rerun skips
 the finished ones, and a cell that was not asked for again still joins the table when it finished.
 """
