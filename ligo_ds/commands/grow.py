@@ -25,10 +25,13 @@ def run(opts: GrowOptions) -> int:
     scratch run's loss, the slowest method's):
       about 0.15 tokens per parameter: a third (every method reached it at 0.3, LiGO's fit included)
       about 1 token per parameter: a half from a well-trained small model (seed 1234: 0.37 for LiGO, 0.41
-        for Net2Net + zero, 0.44 for stacking), most of it from a weaker one (seed 1, a small model 0.22
-        nats worse: 0.80 for LiGO, 0.92-0.99 for the heuristics)
-      more: longer again; the budgets above 1 are still being measured (issue 42), so measure your pair
-      with bench/savings.py --budgets, or bench/budgets.py at your budget.
+        for Net2Net + zero, 0.44 for stacking), most of it from a weaker one (seeds 1 and 2, small models
+        0.21 nats worse: 0.80-0.84 for LiGO, 0.90 to more than 1 for the heuristics)
+      about 4 tokens per parameter: two thirds with LiGO (0.64), four fifths or more with the heuristics
+        (0.79-0.84)
+      more: on that pair the heuristics' saving heads to 0 near 7-9 tokens per parameter and LiGO's near 26
+        (a line through two budgets), so measure your pair with bench/savings.py --budgets, or
+        bench/budgets.py at your budget.
     Chinchilla-optimal training is about 20 tokens per parameter: growth saves most well below it.
     """
     hf = grow(opts)
