@@ -200,9 +200,10 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
         + ["small alone reaches target"]
     )
     header += [f"{m} reached at the shortest length" for m in methods]
-    rows = []
+    rows, ran = [], []
     for cell in sorted(cells, key=lambda c: (c.size, c.family, c.tpp, c.seed)):
         got = cells[cell]
+        ran.append([m in got for m in methods])
         own = {m: fraction(got.get(m, {}).get("own_saving")) for m in methods}
         # the shortest length tried already reached the target: the saving is a lower bound
         bound = [got.get(m, {}).get("at_least") == "1" for m in methods]
@@ -218,14 +219,15 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
         )
     shown_header = header[: -len(methods)]  # the bounds show as ">=" in the savings' cells
     lines = ["| " + " | ".join(shown_header) + " |", "|" + "---|" * len(shown_header)]
-    for r in rows:
+    for r, was_run in zip(rows, ran, strict=True):
         shown = [str(v) for v in r[:4]] + [f"{r[4]:,}", str(r[5]), f"{r[6]:.4f}"]
         shown.append("-" if r[7] is None else f"{r[7]:.4f}")
         k = len(methods)
         bound = r[-k:]
         savings = r[FIRST : FIRST + k]
         shown += [
-            "not reached" if v is None else f"{'>= ' * b}{100 * v:.1f} %" for v, b in zip(savings, bound, strict=True)
+            ("not reached" if run else "not run") if v is None else f"{'>= ' * b}{100 * v:.1f} %"
+            for v, b, run in zip(savings, bound, was_run, strict=True)
         ]
         shown += ["-" if v is None else f"{100 * v:+.1f} pt" for v in r[FIRST + k : -k - 1]]
         lines.append("| " + " | ".join([*shown, str(r[-k - 1] or "-")]) + " |")
@@ -369,6 +371,7 @@ def variant_table(cells: dict[Cell, dict], heuristics: tuple[str, ...], fitted: 
 def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
     """budgets.md (the cells, the seeds, the trend, item 4's variants where any ran), budgets.csv and
     budgets.png under `root`; returns the md."""
+    methods = tuple(m for m in methods if any(m in got for got in cells.values()))  # a study of a few methods
     md, rows = table(cells, methods)
     seeds = over_seeds(rows[1:], methods)
     if seeds:

@@ -502,6 +502,11 @@ def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuri
     assert not any("| 2 |" in line for line in lines), md  # no variant ran at seed 2
     assert lines[-1] == "| 1m | gpt2 | 1 | mean lead |  | +10.0 pt over 2 | +10.0 pt over 1 | - |"
     assert budgets.variant_table({cell: got(net2net_zero=0.5, ligo=0.6)}, ("net2net_zero",), ("ligo",)) == ""
+    # the main table tells a method this cell did not run from one that never reached the target
+    scratch = {"_scratch": {"final_val": "4.0", "small_final_val": "4.5", "small_reaches_target": "False"}}
+    one = {cell: {**got(net2net_zero=0.5), "ligo": {"own_saving": ""}, **scratch}}
+    md, _ = budgets.table(one, ("net2net_stack", "net2net_zero", "ligo"))
+    assert "| 4.0000 | 4.5000 | not run | 50.0 % | not reached |" in md, md
 
 
 def _jobs_run(stderr: str) -> list[str]:

@@ -24,9 +24,9 @@ def run(opts: GrowOptions) -> int:
     token budget": GPT-2 pairs of 1.1M and 3.7M targets, seed 1234; the shortest length that reached the
     scratch run's loss, the slowest method's):
       about 0.15 tokens per parameter: a third (every method reached it at 0.3, LiGO's fit included)
-      about 1 token per parameter: a half from a well-trained small model (seed 1234: 0.37 for LiGO, 0.41
-        for Net2Net + zero, 0.44 for stacking), most of it from a weaker one (seeds 1 and 2, small models
-        0.21 nats worse: 0.80-0.84 for LiGO, 0.90 to more than 1 for the heuristics)
+      about 1 token per parameter: a quarter from a small model whose lr was tuned (three seeds: 0.15-0.20
+        for LiGO, 0.17-0.24 for Net2Net + zero); from one held at twice its best lr (0.16-0.38 nats worse)
+        0.37-0.84 for LiGO and 0.41 to more than 1 for the heuristics, so tune the small model first
       about 4 tokens per parameter: two thirds with LiGO (0.64), four fifths or more with the heuristics
         (0.79-0.84)
       more: on that pair the heuristics' saving heads to 0 near 7-9 tokens per parameter and LiGO's near 26
