@@ -307,6 +307,9 @@ def plot(cells: dict[Cell, dict], methods: tuple[str, ...], path: Path) -> None:
             if points:
                 ax.plot(*zip(*points, strict=True), style, color=f"C{i}", label=f"{m} ({size})")
     ax.set_xscale("log")
+    ticks = sorted({c.tpp for c in cells})  # the budgets themselves, not log-scale minor labels over each other
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("tokens per target parameter")
     ax.set_ylabel("FLOPs saved, own schedule (%)")
