@@ -19,6 +19,9 @@ scratch run's, fit included. Parameters are the target's, embeddings included (t
 The corpus is the site-packages sources (bench/code_corpus.py, 35.8M training tokens at a vocabulary
 of 2048), so 16 tokens per parameter of the 1M target are seen once. Every job is resumable: a rerun skips
 the finished ones, and a cell that was not asked for again still joins the table when it finished.
+
+Past 300 lines on purpose: the cell's lengths (RULES) and the tables read from the cells (main table, seeds,
+trend, variants, plot) are one study's output, read top to bottom; the runs themselves are bench/savings.py's.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ DEFAULT_TPP = {"tiny": "0.01,0.02", "cpu": "0.15,1,4,16"}
 # Interpolation is left out to save compute (it was never the best heuristic on the cpu preset).
 GRID = Grid(methods=("net2net_stack", "net2net_zero", "ligo", "fitted_zero"), budgets=(0.15, 0.3, 0.6, 1.0))
 TINY_GRID = Grid(methods=("net2net_zero", "ligo"), budgets=(0.5, 1.0))
-LEARNED = ("ligo", "fitted_zero", *VARIANTS)  # the fitted operators, each with its lead over the best heuristic
+# LiGO and its variants (ligo-nofit included: LiGO's start without the fit), each with its lead over the best
+# heuristic, which they never count as
+LEARNED = ("ligo", "fitted_zero", *VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -444,10 +449,8 @@ def main() -> int:
             source = str(root / "corpus")
             write_corpus(Path(source))
         ligo("prepare", "--source", source, "--out", str(data), "--force", *base.data_args, log=root / "jobs.log")
-    grid = TINY_GRID if a.preset == "tiny" else GRID
-    if a.methods:
-        grid = replace(grid, methods=choose(a.methods, METHODS, "--methods"))
-    shown = TINY_GRID.methods if a.preset == "tiny" else GRID.methods
+    preset_grid = TINY_GRID if a.preset == "tiny" else GRID  # the table's methods, whatever this run adds
+    grid = replace(preset_grid, methods=choose(a.methods, METHODS, "--methods")) if a.methods else preset_grid
     for size in chosen:
         for tpp in tpps:
             for seed in seeds:
@@ -460,7 +463,7 @@ def main() -> int:
                         study(cp, family, data, work, jobs, grid, seed)
                 finally:
                     jobs.close()
-    print(summarise(root, collect(root, sizes, base), shown))
+    print(summarise(root, collect(root, sizes, base), preset_grid.methods))
     print(f"table: {root / 'budgets.md'}, {root / 'budgets.csv'}; plot: {root / 'budgets.png'}")
     return 0
 
