@@ -4,6 +4,7 @@ of the target, at two model sizes, into one table and one plot (issue 42).
     python bench/budgets.py --preset tiny                               # a minute; what the tests run
     python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15,1,4,16   # the small pair (resumable)
     python bench/budgets.py --preset cpu --sizes 4m --tpp 0.15,1
+    python bench/budgets.py --preset cpu --sizes 1m --families llama --tpp 1,4   # the second family
     python bench/budgets.py --preset cpu --sizes 1m --tpp 0.15 --seeds 1234,1,2
     python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --methods ligo-fullbatch,ligo-nofit   # item 4's variants
     python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --out bench/runs/small-lr \
@@ -37,15 +38,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ligo_ds.model.config import ModelConfig  # noqa: E402
 
 from jobs import ROOT, Jobs, ligo  # noqa: E402
-from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, choose, parse_lrs, study  # noqa: E402
+from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, _llama, choose, parse_lrs, study  # noqa: E402
 
 # size -> family -> (small, large). The 1m pair is the cpu preset's GPT-2 pair at half the width and a
 # quarter of the vocabulary (2x width, 2x depth, heads of 32), the 4m pair the same at the cpu preset's width.
+# The Llama pairs are the cpu preset's Llama pair scaled the same way (GQA 2:1, SwiGLU at 2.75x, tied
+# embeddings): 1.00M and 3.49M parameters against GPT-2's 1.07M and 3.72M. The first family of a size sets
+# the cell's length (cell_preset), so both families train on the same tokens.
 SIZES = {
     "tiny": {"tiny": {"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320))}},
     "cpu": {
-        "1m": {"gpt2": (_gpt2(2, 64, 2, 128, 2048), _gpt2(4, 128, 4, 128, 2048))},
-        "4m": {"gpt2": (_gpt2(2, 128, 4, 128, 2048), _gpt2(4, 256, 8, 128, 2048))},
+        "1m": {
+            "gpt2": (_gpt2(2, 64, 2, 128, 2048), _gpt2(4, 128, 4, 128, 2048)),
+            "llama": (_llama(2, 64, 2, 1, 176, 128, 2048), _llama(4, 128, 4, 2, 352, 128, 2048)),
+        },
+        "4m": {
+            "gpt2": (_gpt2(2, 128, 4, 128, 2048), _gpt2(4, 256, 8, 128, 2048)),
+            "llama": (_llama(2, 128, 4, 2, 352, 128, 2048), _llama(4, 256, 8, 4, 704, 128, 2048)),
+        },
     },
 }
 
@@ -83,6 +93,10 @@ SIZE_LRS = {
     "1m": dict(scratch_lrs=(1e-3, 2e-3, 4e-3, 8e-3)),
     "4m": dict(scratch_lrs=(5e-4, 1e-3, 2e-3, 4e-3), small_lrs=(2e-3,)),
 }
+# Per (size, family) over SIZE_LRS. GPT-2's 1m small model stays at 4e-3, mis-tuned (2e-3 ends 0.16 to 0.38
+# lower at 1 token per parameter; bench/results/budgets_cpu_small_lr), so that its cells keep their grown runs;
+# a family that joins later sweeps its small model's lr from the start.
+FAMILY_LRS = {("1m", "llama"): dict(small_lrs=(2e-3, 4e-3)), ("4m", "llama"): dict(small_lrs=(1e-3, 2e-3))}
 DEFAULT_TPP = {"tiny": "0.01,0.02", "cpu": "0.15,1,4,16"}
 # The grown runs of every cell: the learned operator (from the official code's start, and fitted_zero: from
 # Net2Net + zero's) and the two best heuristics of the cpu study, each at four lengths of its own (fractions
@@ -129,6 +143,12 @@ def cell_preset(base: Preset, families: dict, tpp: float, rules: Rules = RULES) 
         eval_every=every,
         fit_steps=min(100, max(rules.min_fit, round(rules.fit * steps))),
     )
+
+
+def family_preset(cell: Preset, size: str, family: str, lrs: dict) -> Preset:
+    """One family's preset in a cell: the size's lrs (already in `cell`), then the family's (FAMILY_LRS),
+    then the command line's."""
+    return replace(cell, **{**FAMILY_LRS.get((size, family), {}), **lrs})
 
 
 @dataclass(frozen=True)
@@ -268,30 +288,31 @@ def over_seeds(rows: list[list], methods: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
-def measured(cells: dict[Cell, dict], size: str, method: str) -> list[tuple[float, float]]:
-    """(tokens per param, own saving) of seed 1234's cells of `size` where `method` reached the target and its
-    saving is a measurement, not a lower bound (the shortest length tried already reached the target)."""
+def measured(cells: dict[Cell, dict], size: str, family: str, method: str) -> list[tuple[float, float]]:
+    """(tokens per param, own saving) of seed 1234's cells of `size` and `family` where `method` reached the
+    target and its saving is a measurement, not a lower bound (the shortest length tried already reached the
+    target)."""
     points = []
     for c, got in cells.items():
         row = got.get(method, {})
-        if c.size == size and c.seed == SEED and fraction(row.get("own_saving")) is not None:
+        if (c.size, c.family, c.seed) == (size, family, SEED) and fraction(row.get("own_saving")) is not None:
             if row.get("at_least") != "1":
                 points.append((c.tpp, fraction(row["own_saving"])))
     return sorted(points)
 
 
 def trend(cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
-    """Per size and method: the budget where the saving (seed 1234's cells, lower bounds left out) falls below
-    25 % and where a straight line in log budget through them would reach 0."""
-    lines = ["| size | method | budgets measured | below 25 % at tokens per param | 0 % at (fitted trend) |"]
-    lines.append("|---|---|---|---|---|")
-    for size in sorted({c.size for c in cells}):
+    """Per size, family and method: the budget where the saving (seed 1234's cells, lower bounds left out)
+    falls below 25 % and where a straight line in log budget through them would reach 0."""
+    lines = ["| size | family | method | budgets measured | below 25 % at tokens per param | 0 % at (fitted trend) |"]
+    lines.append("|---|---|---|---|---|---|")
+    for size, family in sorted({(c.size, c.family) for c in cells}):
         for m in methods:
-            points = measured(cells, size, m)
+            points = measured(cells, size, family, m)
             below = next((t for t, s in points if s < 0.25), None)
             zero = where_it_falls(points, 0.0)
             lines.append(
-                f"| {size} | {m} | {', '.join(f'{t:g}' for t, _ in points) or '-'} | "
+                f"| {size} | {family} | {m} | {', '.join(f'{t:g}' for t, _ in points) or '-'} | "
                 f"{'not within the budgets measured' if below is None else f'{below:g} (measured)'} | "
                 f"{'-' if zero is None else f'{zero:.3g} (extrapolated)'} |"
             )
@@ -305,12 +326,12 @@ def plot(cells: dict[Cell, dict], methods: tuple[str, ...], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = ("-o", "--s", ":^")  # one per size; one colour per method
-    for size, style in zip(sorted({c.size for c in cells}), styles):
+    styles = ("-o", "--s", ":^", "-.v", "-D", "--x")  # one per (size, family); one colour per method
+    for (size, family), style in zip(sorted({(c.size, c.family) for c in cells}), styles):
         for i, m in enumerate(methods):
-            points = [(t, 100 * v) for t, v in measured(cells, size, m)]
+            points = [(t, 100 * v) for t, v in measured(cells, size, family, m)]
             if points:
-                ax.plot(*zip(*points, strict=True), style, color=f"C{i}", label=f"{m} ({size})")
+                ax.plot(*zip(*points, strict=True), style, color=f"C{i}", label=f"{m} ({size} {family})")
     ax.set_xscale("log")
     ticks = sorted({c.tpp for c in cells})  # the budgets themselves, not log-scale minor labels over each other
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -319,7 +340,7 @@ def plot(cells: dict[Cell, dict], methods: tuple[str, ...], path: Path) -> None:
     ax.set_xlabel("tokens per target parameter")
     ax.set_ylabel("FLOPs saved, own schedule (%)")
     ax.set_title("seed 1234; savings that are lower bounds left out", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -401,6 +422,7 @@ def main() -> int:
     p.add_argument("--preset", choices=sorted(BASE), default="cpu")
     p.add_argument("--out", default=str(ROOT / "bench" / "runs"))
     p.add_argument("--sizes", help="comma-separated, some of the preset's sizes (default: all)")
+    p.add_argument("--families", help="comma-separated, some of the sizes' families (default: all)")
     p.add_argument("--tpp", help="tokens per target parameter, comma-separated (default: the preset's)")
     p.add_argument("--seeds", default=str(SEED), help=f"comma-separated seeds (default {SEED})")
     p.add_argument("--source", help="corpus for `ligo-ds prepare` (default: the preset's)")
@@ -427,6 +449,8 @@ def main() -> int:
     unknown = [s for s in chosen if s not in sizes]
     if unknown:
         raise SystemExit(f"--sizes: unknown {unknown}; expected some of {sorted(sizes)}")
+    known = tuple(dict.fromkeys(f for s in chosen for f in sizes[s]))
+    families = choose(a.families, known, "--families") if a.families else known
     try:
         tpps = sorted({float(x) for x in (a.tpp or DEFAULT_TPP[a.preset]).split(",")})
         seeds = [int(x) for x in a.seeds.split(",")]
@@ -454,13 +478,14 @@ def main() -> int:
     for size in chosen:
         for tpp in tpps:
             for seed in seeds:
-                cp = cell_preset(replace(base, **{**SIZE_LRS.get(size, {}), **lrs}), sizes[size], tpp)
+                # the length from all the size's families (cell_preset), the lrs per family
+                cp = cell_preset(replace(base, **SIZE_LRS.get(size, {})), sizes[size], tpp)
                 work = root / Cell(size, "", tpp, seed, 0, 0).name
                 work.mkdir(exist_ok=True)
                 jobs = Jobs(1, None, work / "jobs.log")
                 try:
-                    for family in cp.families:
-                        study(cp, family, data, work, jobs, grid, seed)
+                    for family in (f for f in cp.families if f in families):
+                        study(family_preset(cp, size, family, lrs), family, data, work, jobs, grid, seed)
                 finally:
                     jobs.close()
     print(summarise(root, collect(root, sizes, base), preset_grid.methods))

@@ -441,6 +441,26 @@ def test_budget_rules_and_trend():
         (523, 39, 32, 20),
         (8374, 628, 523, 100),
     ]
+    # the second family: a target of about the same size, trained as long (the first family sets the length),
+    # its own small model's sweep, and the command line's lrs over both
+    assert budgets.target_params(fams["llama"][1]) == 1_000_576
+    cp = budgets.cell_preset(budgets.replace(budgets.BASE["cpu"], **budgets.SIZE_LRS["1m"]), fams, 1)
+    llama, gpt2 = (budgets.family_preset(cp, "1m", f, {}) for f in ("llama", "gpt2"))
+    assert (llama.large_steps, llama.small_lrs, gpt2.small_lrs) == (523, (2e-3, 4e-3), (4e-3,))
+    assert llama.scratch_lrs == gpt2.scratch_lrs == (1e-3, 2e-3, 4e-3, 8e-3)
+    assert budgets.family_preset(cp, "1m", "llama", {"small_lrs": (1e-3,)}).small_lrs == (1e-3,)
+    # the trend is per size and family
+    got = {"ligo": {"own_saving": "0.6", "at_least": "0"}}
+    two = {budgets.Cell("1m", f, t, 1234, 1, 1): got for f in ("gpt2", "llama") for t in (1.0, 4.0)}
+    two[budgets.Cell("1m", "llama", 4.0, 1234, 1, 1)] = {"ligo": {"own_saving": "0.3", "at_least": "0"}}
+    rows = [r for r in budgets.trend(two, ("ligo",)).splitlines() if r.startswith("| 1m")]
+    assert rows == [
+        "| 1m | gpt2 | ligo | 1, 4 | not within the budgets measured | - |",
+        "| 1m | llama | ligo | 1, 4 | not within the budgets measured | 16 (extrapolated) |",
+    ], rows
+    bad = [sys.executable, str(ROOT / "bench" / "budgets.py"), "--preset", "tiny", "--families", "llama"]
+    out = subprocess.run(bad, capture_output=True, text=True, timeout=120, env=job_env(), cwd=ROOT)
+    assert out.returncode != 0 and "--families 'llama': unknown ['llama']; expected some of gpt2" in out.stderr
     assert budgets.where_it_falls([(0.1, 0.8), (1, 0.6), (10, 0.4)], 0.0) == pytest.approx(1e3)
     assert budgets.where_it_falls([(0.1, 0.4), (1, 0.6)], 0.0) is None and budgets.where_it_falls([(1, 0.5)], 0) is None
     # seeds of one cell: mean and sample sd of each saving and lead; a seed that never reached it is counted
