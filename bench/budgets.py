@@ -43,7 +43,7 @@ from savings import METHODS, SEED, VARIANTS, Grid, Preset, _gpt2, _llama, choose
 # size -> family -> (small, large). The 1m pair is the cpu preset's GPT-2 pair at half the width and a
 # quarter of the vocabulary (2x width, 2x depth, heads of 32), the 4m pair the same at the cpu preset's width.
 # The Llama pairs are the cpu preset's Llama pair scaled the same way (GQA 2:1, SwiGLU at 2.75x, tied
-# embeddings): 1.00M and 3.49M parameters against GPT-2's 1.07M and 3.72M. The first family of a size sets
+# embeddings): 1.00M and 3.48M parameters against GPT-2's 1.07M and 3.72M. The first family of a size sets
 # the cell's length (cell_preset), so both families train on the same tokens.
 SIZES = {
     "tiny": {"tiny": {"gpt2": (_gpt2(1, 32, 2, 64, 320), _gpt2(2, 64, 4, 64, 320))}},
