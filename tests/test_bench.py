@@ -418,9 +418,10 @@ def test_budget_study_tiny_runs_a_savings_study_per_budget_and_tabulates_them(co
         json.loads((root / f"tiny_tpp{t}/gpt2/runs/scratch_lr0.003/config.json").read_text()) for t in ("0.01", "0.02")
     ]
     assert [s["identity"]["total_steps"] for s in steps] == [10, 19]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| tiny | gpt2 |")]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| tiny | gpt2 | 124672 |")]
     assert [r.split(" | ")[3] for r in rows] == ["0.01", "0.02"] and all(" pt |" in r for r in rows), rows
-    assert "| tiny | ligo |" in out.stdout and (root / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| tiny | gpt2 | ligo | " in out.stdout, out.stdout  # the trend, per size and family
+    assert (root / "budgets.png").read_bytes()[:4] == b"\x89PNG"
     assert (root / "budgets.csv").read_text().count("\n") == 3
     again = subprocess.run(study, capture_output=True, text=True, timeout=900, env=job_env(), cwd=ROOT)
     assert again.returncode == 0 and _jobs_run(again.stderr) == ["report report"] * 2, again.stderr[-2000:]
