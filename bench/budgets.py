@@ -211,10 +211,11 @@ def where_it_falls(points: list[tuple[float, float]], level: float) -> float | N
 FIRST = 8  # the column of table()'s rows where the savings begin
 
 
-def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[list]]:
+def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[list], list[list[bool]]]:
     """The markdown table and CSV rows: per cell each method's own-schedule saving (None: no length tried
-    reached the target), each fitted method's lead over the best heuristic, and whether the small model alone
-    reached the target (then every saving is trivial)."""
+    reached the target, or the cell did not run it), each fitted method's lead over the best heuristic, and
+    whether the small model alone reached the target (then every saving is trivial); and per row, whether
+    the cell ran each method."""
     heuristics = [m for m in methods if m not in LEARNED]
     learned = [m for m in methods if m in LEARNED]
     header = ["size", "family", "target params", "tokens per param", "tokens", "seed", "scratch final val"]
@@ -256,34 +257,44 @@ def table(cells: dict[Cell, dict], methods: tuple[str, ...]) -> tuple[str, list[
         ]
         shown += ["-" if v is None else f"{100 * v:+.1f} pt" for v in r[FIRST + k : -k - 1]]
         lines.append("| " + " | ".join([*shown, str(r[-k - 1] or "-")]) + " |")
-    return "\n".join(lines) + "\n", [header, *rows]
+    return "\n".join(lines) + "\n", [header, *rows], ran
 
 
-def over_seeds(rows: list[list], methods: tuple[str, ...]) -> str:
+def over_seeds(rows: list[list], methods: tuple[str, ...], ran: list[list[bool]] | None = None) -> str:
     """Per (size, family, budget) run at several seeds: each method's mean own saving and spread (sample sd),
-    and each fitted method's mean lead, from table()'s rows."""
+    and each fitted method's mean lead, from table()'s rows, over the seeds that ran the method (`ran`, per
+    row and method; default all); the seeds that did not are named."""
     k, learned = len(methods), [m for m in methods if m in LEARNED]
-    groups: dict[tuple, list[list]] = {}
-    for r in rows:
-        groups.setdefault((r[0], r[1], r[3]), []).append(r)
+    groups: dict[tuple, list[tuple[list, list[bool]]]] = {}
+    for r, was_run in zip(rows, ran or [[True] * k] * len(rows), strict=True):
+        groups.setdefault((r[0], r[1], r[3]), []).append((r, was_run))
     header = ["size", "family", "tokens per param", "seeds"] + list(methods) + [f"{m} lead" for m in learned]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
-    def mean_sd(values: list) -> str:
+    def mean_sd(group: list[tuple[list, list[bool]]], column: int, method: int) -> str:
+        values = [r[column] for r, was_run in group if was_run[method]]
+        absent = [str(r[5]) for r, was_run in group if not was_run[method]]
         got = [v for v in values if v is not None]
+        if not values:
+            return "not run"
         if len(got) < len(values):
-            return f"{len(values) - len(got)} of {len(values)} not reached"
-        mean = sum(got) / len(got)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in got) / (len(got) - 1))
-        return f"{100 * mean:.1f} (sd {100 * sd:.1f})"
+            text = f"{len(values) - len(got)} of {len(values)} not reached"
+        elif len(got) == 1:
+            text = f"{100 * got[0]:.1f} (one seed)"
+        else:
+            mean = sum(got) / len(got)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in got) / (len(got) - 1))
+            text = f"{100 * mean:.1f} (sd {100 * sd:.1f})"
+        return text + (f", not run at {','.join(absent)}" if absent else "")
 
     for (size, family, tpp), group in sorted(groups.items()):
         if len(group) < 2:
             continue
-        bounded = [any(r[len(r) - k + i] for r in group) for i in range(k)]  # a seed's saving a lower bound
-        cols = [mean_sd([r[FIRST + i] for r in group]) + " with lower bounds" * b for i, b in enumerate(bounded)]
-        cols += [mean_sd([r[FIRST + k + i] for r in group]) for i in range(len(learned))]
-        seeds = ",".join(str(r[5]) for r in group)
+        # a seed's saving a lower bound
+        bounded = [any(r[len(r) - k + i] for r, _ in group) for i in range(k)]
+        cols = [mean_sd(group, FIRST + i, i) + " with lower bounds" * b for i, b in enumerate(bounded)]
+        cols += [mean_sd(group, FIRST + k + i, methods.index(m)) for i, m in enumerate(learned)]
+        seeds = ",".join(str(r[5]) for r, _ in group)
         lines.append("| " + " | ".join([size, family, f"{tpp:g}", seeds, *cols]) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
@@ -401,8 +412,8 @@ def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> 
     """budgets.md (the cells, the seeds, the trend, item 4's variants where any ran), budgets.csv and
     budgets.png under `root`; returns the md."""
     methods = tuple(m for m in methods if any(m in got for got in cells.values()))  # a study of a few methods
-    md, rows = table(cells, methods)
-    seeds = over_seeds(rows[1:], methods)
+    md, rows, ran = table(cells, methods)
+    seeds = over_seeds(rows[1:], methods, ran)
     if seeds:
         md += "\nOwn-schedule savings over seeds, in % (mean and sample sd; leads in points):\n\n" + seeds
     md += "\n" + trend(cells, methods)

@@ -526,8 +526,16 @@ def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuri
     # the main table tells a method this cell did not run from one that never reached the target
     scratch = {"_scratch": {"final_val": "4.0", "small_final_val": "4.5", "small_reaches_target": "False"}}
     one = {cell: {**got(net2net_zero=0.5), "ligo": {"own_saving": ""}, **scratch}}
-    md, _ = budgets.table(one, ("net2net_stack", "net2net_zero", "ligo"))
+    md, rows, ran = budgets.table(one, ("net2net_stack", "net2net_zero", "ligo"))
     assert "| 4.0000 | 4.5000 | not run | 50.0 % | not reached |" in md, md
+    # over seeds, a method some seeds did not run is averaged over those that did, and names the others
+    two = {**one, dataclasses.replace(cell, seed=1): {**got(net2net_stack=0.3, net2net_zero=0.7, ligo=0.8), **scratch}}
+    md, rows, ran = budgets.table(two, ("net2net_stack", "net2net_zero", "ligo"))
+    assert ran == [[True] * 3, [False, True, True]]
+    assert budgets.over_seeds(rows[1:], ("net2net_stack", "net2net_zero", "ligo"), ran).splitlines()[-1] == (
+        "| 1m | gpt2 | 1 | 1,1234 | 30.0 (one seed), not run at 1234 | 60.0 (sd 14.1) | 1 of 2 not reached "
+        "| 1 of 2 not reached |"
+    )
 
 
 def _jobs_run(stderr: str) -> list[str]:
