@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ligo_ds.analysis.budgets import over_seeds as spread  # noqa: E402
 from ligo_ds.model.config import ModelConfig  # noqa: E402
 
 from jobs import ROOT, Jobs, ligo  # noqa: E402
@@ -279,12 +280,9 @@ def over_seeds(rows: list[list], methods: tuple[str, ...], ran: list[list[bool]]
             return "not run"
         if len(got) < len(values):
             text = f"{len(values) - len(got)} of {len(values)} not reached"
-        elif len(got) == 1:
-            text = f"{100 * got[0]:.1f} (one seed)"
         else:
-            mean = sum(got) / len(got)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in got) / (len(got) - 1))
-            text = f"{100 * mean:.1f} (sd {100 * sd:.1f})"
+            s = spread(got)
+            text = f"{100 * s.mean:.1f} " + ("(one seed)" if len(got) == 1 else f"(sd {100 * s.sd:.1f})")
         return text + (f", not run at {','.join(absent)}" if absent else "")
 
     for (size, family, tpp), group in sorted(groups.items()):
