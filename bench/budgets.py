@@ -9,6 +9,8 @@ of the target, at two model sizes, into one table and one plot (issue 42).
     python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --methods ligo-fullbatch,ligo-nofit   # item 4's variants
     python bench/budgets.py --preset cpu --sizes 1m --tpp 1 --out bench/runs/small-lr \
         --data bench/runs/budgets-cpu/data --small-lrs 2e-3,4e-3 --scratch-lrs 2e-3   # the small model's lr
+    python bench/budgets.py --preset cpu --sizes 1m --tpp 4 --seeds 2 \
+        --earlier bench/results/budgets_cpu.csv   # cells whose runs are gone join the table from their record
 
 Each cell (size, tokens per parameter, seed) is a whole study of bench/savings.py with its own length: the
 large model's steps are the budget's tokens over the batch, the small model is trained as long, the
@@ -19,7 +21,9 @@ scratch run's, fit included. Parameters are the target's, embeddings included (t
 
 The corpus is the site-packages sources (bench/code_corpus.py, 35.8M training tokens at a vocabulary
 of 2048), so 16 tokens per parameter of the 1M target are seen once. Every job is resumable: a rerun skips
-the finished ones, and a cell that was not asked for again still joins the table when it finished.
+the finished ones, and a cell that was not asked for again still joins the table when it finished. The
+runs are large and local; budgets.csv is the record that travels (bench/results/): every method of every
+cell, variants included, with whether the cell ran it, so --earlier rebuilds the tables and the plot from it.
 
 Past 300 lines on purpose: the cell's lengths (RULES) and the tables read from the cells (main table, seeds,
 trend, variants, plot) are one study's output, read top to bottom; the runs themselves are bench/savings.py's.
@@ -406,10 +410,49 @@ def variant_table(cells: dict[Cell, dict], heuristics: tuple[str, ...], fitted: 
     return "\n".join(lines) + "\n"
 
 
+def record(cells: dict[Cell, dict], methods: tuple[str, ...]) -> list[list]:
+    """budgets.csv: table()'s rows over every method any cell ran (the variants too), each with whether the
+    cell ran it, so that read_record() rebuilds the cells when their runs are gone."""
+    _, rows, ran = table(cells, methods)
+    return [rows[0] + [f"{m} run" for m in methods]] + [r + flags for r, flags in zip(rows[1:], ran, strict=True)]
+
+
+def read_record(path: Path) -> dict[Cell, dict]:
+    """The cells of a budgets.csv that record() wrote, as collect() reads them from the runs: each method's
+    own saving and whether it is a lower bound, the scratch and small models' final losses."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise SystemExit(f"--earlier {str(path)!r}: {e.strerror}; expected a budgets.csv of budgets.py") from None
+    methods = [h.removesuffix(" run") for h in (rows[0] if rows else {}) if h.endswith(" run")]
+    if not methods:
+        raise SystemExit(f"--earlier {str(path)!r}: no '<method> run' columns; expected a budgets.csv of budgets.py")
+    cells = {}
+    for r in rows:
+        numbers = (float(r["tokens per param"]), int(r["seed"]), int(r["target params"]), int(r["tokens"]))
+        got = {
+            m: {
+                "own_saving": r[f"{m} own saving"],
+                "at_least": str(int(r[f"{m} reached at the shortest length"] == "True")),
+            }
+            for m in methods
+            if r[f"{m} run"] == "True"
+        }
+        got["_scratch"] = {
+            "final_val": r["scratch final val"],
+            "small_final_val": r["small final val"] or None,
+            "small_reaches_target": r["small alone reaches target"],
+        }
+        cells[Cell(r["size"], r["family"], *numbers)] = got
+    return cells
+
+
 def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:
-    """budgets.md (the cells, the seeds, the trend, item 4's variants where any ran), budgets.csv and
-    budgets.png under `root`; returns the md."""
-    methods = tuple(m for m in methods if any(m in got for got in cells.values()))  # a study of a few methods
+    """budgets.md (the cells, the seeds, the trend, item 4's variants where any ran), budgets.csv (every
+    method, record()) and budgets.png under `root`; returns the md."""
+    everything = tuple(m for m in (*methods, *VARIANTS) if any(m in got for got in cells.values()))
+    methods = tuple(m for m in methods if m in everything)  # a study of a few methods
     md, rows, ran = table(cells, methods)
     seeds = over_seeds(rows[1:], methods, ran)
     if seeds:
@@ -420,7 +463,7 @@ def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> 
     if variants:
         md += "\nItem 4's variants against the best heuristic of each cell (own schedule, fit included):\n\n" + variants
     with open(root / "budgets.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+        csv.writer(f).writerows(record(cells, everything))
     (root / "budgets.md").write_text(md)
     plot(cells, methods, root / "budgets.png")
     return md
@@ -447,7 +490,13 @@ def main() -> int:
         help="the small model's sweep instead of the size's; with --out elsewhere (and --data this study's), "
         "a study of the small model's lr that leaves the preset's cells alone",
     )
+    p.add_argument(
+        "--earlier",
+        help="an earlier study's budgets.csv (e.g. bench/results/budgets_cpu.csv): its cells join the table where "
+        "their runs are gone from --out; a cell finished under --out replaces its row",
+    )
     a = p.parse_args()
+    earlier = read_record(Path(a.earlier)) if a.earlier else {}  # before hours of runs, not after
     lrs = {}
     if a.scratch_lrs:
         lrs["scratch_lrs"] = parse_lrs(a.scratch_lrs, "--scratch-lrs")
@@ -497,7 +546,7 @@ def main() -> int:
                         study(family_preset(cp, size, family, lrs), family, data, work, jobs, grid, seed)
                 finally:
                     jobs.close()
-    print(summarise(root, collect(root, sizes, base), preset_grid.methods))
+    print(summarise(root, {**earlier, **collect(root, sizes, base)}, preset_grid.methods))
     print(f"table: {root / 'budgets.md'}, {root / 'budgets.csv'}; plot: {root / 'budgets.png'}")
     return 0
 

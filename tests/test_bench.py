@@ -480,10 +480,11 @@ def test_budget_rules_and_trend():
     )
 
 
-def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuristic():
+def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuristic(tmp_path):
     """Item 4's variants are their fitted method's command with one change (the fit's batch, no init noise, no fit),
     and their table gives each one's lead over the cell's best heuristic, "-" where it was not run, and a mean
-    lead that leaves lower bounds out."""
+    lead that leaves lower bounds out. budgets.csv records every method of every cell, so the tables come back
+    from it when the runs are gone (--earlier)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import budgets
 
@@ -528,6 +529,22 @@ def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuri
     one = {cell: {**got(net2net_zero=0.5), "ligo": {"own_saving": ""}, **scratch}}
     md, rows, ran = budgets.table(one, ("net2net_stack", "net2net_zero", "ligo"))
     assert "| 4.0000 | 4.5000 | not run | 50.0 % | not reached |" in md, md
+    # the record: variants, bounds, "not run" and "not reached" all come back, and so do the tables
+    full = {c: {**got_, **scratch} for c, got_ in cells.items()}
+    full[dataclasses.replace(cell, seed=2)]["net2net_zero"] = {"own_saving": "", "at_least": "0"}
+    md = budgets.summarise(tmp_path, full, ("net2net_stack", "net2net_zero", "ligo"))
+    assert "ligo-fullbatch run" in (tmp_path / "budgets.csv").read_text() and "not reached" in md, md
+    back = budgets.read_record(tmp_path / "budgets.csv")
+    kept = ("own_saving", "at_least", "final_val", "small_final_val", "small_reaches_target")
+    assert back == {
+        c: {m: {k: v for k, v in row.items() if k in kept} for m, row in g.items()} for c, g in full.items()
+    }
+    (tmp_path / "again").mkdir()
+    assert budgets.summarise(tmp_path / "again", back, ("net2net_stack", "net2net_zero", "ligo")) == md
+    (tmp_path / "old.csv").write_text("size,family\n1m,gpt2\n")
+    for path, why in ((tmp_path / "old.csv", "no '<method> run' columns"), (tmp_path / "none.csv", "No such file")):
+        with pytest.raises(SystemExit, match=why):
+            budgets.read_record(path)
     # over seeds, a method some seeds did not run is averaged over those that did, and names the others
     two = {**one, dataclasses.replace(cell, seed=1): {**got(net2net_stack=0.3, net2net_zero=0.7, ligo=0.8), **scratch}}
     md, rows, ran = budgets.table(two, ("net2net_stack", "net2net_zero", "ligo"))
