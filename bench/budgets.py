@@ -353,7 +353,8 @@ def plot(cells: dict[Cell, dict], methods: tuple[str, ...], path: Path) -> None:
     ax.set_xlabel("tokens per target parameter")
     ax.set_ylabel("FLOPs saved, own schedule (%)")
     ax.set_title("seed 1234; savings that are lower bounds left out", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # seed 1234's cells may all be lower bounds, or other seeds'
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
