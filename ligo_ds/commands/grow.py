@@ -28,8 +28,8 @@ def run(opts: GrowOptions) -> int:
         for LiGO, 0.17-0.24 for Net2Net + zero); from one held at twice its best lr (0.16-0.38 nats worse)
         0.37-0.84 for LiGO and 0.41 to more than 1 for the heuristics, so tune the small model first; on
         the 3.7M target a half (0.36 LiGO, 0.42-0.44 the heuristics)
-      about 4 tokens per parameter: two thirds with LiGO (three seeds and the Llama pair: 0.57-0.68), three
-        quarters to nearly all of it with the heuristics (0.73-0.95)
+      about 4 tokens per parameter: a half to two thirds with LiGO (GPT-2, three seeds: 0.57-0.68; Llama,
+        two: 0.48-0.59), two thirds to nearly all of it with the heuristics (0.67-0.95)
       more: on that pair the heuristics' saving heads to 0 near 7-9 tokens per parameter and LiGO's near 26
         (a line through two budgets), so measure your pair with bench/savings.py --budgets, or
         bench/budgets.py at your budget.
