@@ -430,23 +430,34 @@ def read_record(path: Path) -> dict[Cell, dict]:
     if not methods:
         raise SystemExit(f"--earlier {str(path)!r}: no '<method> run' columns; expected a budgets.csv of budgets.py")
     cells = {}
-    for r in rows:
-        numbers = (float(r["tokens per param"]), int(r["seed"]), int(r["target params"]), int(r["tokens"]))
-        got = {
-            m: {
-                "own_saving": r[f"{m} own saving"],
-                "at_least": str(int(r[f"{m} reached at the shortest length"] == "True")),
-            }
-            for m in methods
-            if r[f"{m} run"] == "True"
-        }
-        got["_scratch"] = {
-            "final_val": r["scratch final val"],
-            "small_final_val": r["small final val"] or None,
-            "small_reaches_target": r["small alone reaches target"],
-        }
-        cells[Cell(r["size"], r["family"], *numbers)] = got
+    for line, r in enumerate(rows, start=2):
+        try:
+            cell, got = _recorded_cell(r, methods)
+        except (KeyError, ValueError) as e:
+            raise SystemExit(
+                f"--earlier {str(path)!r}, line {line}: {e!r} in {r}; expected a row of record()"
+            ) from None
+        cells[cell] = got
     return cells
+
+
+def _recorded_cell(r: dict[str, str], methods: list[str]) -> tuple[Cell, dict]:
+    """One row of budgets.csv as the cell and what collect() would have read for it."""
+    numbers = (float(r["tokens per param"]), int(r["seed"]), int(r["target params"]), int(r["tokens"]))
+    got = {
+        m: {
+            "own_saving": r[f"{m} own saving"],
+            "at_least": str(int(r[f"{m} reached at the shortest length"] == "True")),
+        }
+        for m in methods
+        if r[f"{m} run"] == "True"
+    }
+    got["_scratch"] = {
+        "final_val": r["scratch final val"],
+        "small_final_val": r["small final val"] or None,
+        "small_reaches_target": r["small alone reaches target"],
+    }
+    return Cell(r["size"], r["family"], *numbers), got
 
 
 def summarise(root: Path, cells: dict[Cell, dict], methods: tuple[str, ...]) -> str:

@@ -542,7 +542,10 @@ def test_budget_variants_change_one_thing_and_lead_against_each_cells_best_heuri
     (tmp_path / "again").mkdir()
     assert budgets.summarise(tmp_path / "again", back, ("net2net_stack", "net2net_zero", "ligo")) == md
     (tmp_path / "old.csv").write_text("size,family\n1m,gpt2\n")
-    for path, why in ((tmp_path / "old.csv", "no '<method> run' columns"), (tmp_path / "none.csv", "No such file")):
+    (tmp_path / "bad.csv").write_text((tmp_path / "budgets.csv").read_text().replace(",1234,", ",x,"))
+    cases = [(tmp_path / "old.csv", "no '<method> run' columns"), (tmp_path / "none.csv", "No such file")]
+    cases.append((tmp_path / "bad.csv", r"line \d: ValueError.*'x'"))
+    for path, why in cases:
         with pytest.raises(SystemExit, match=why):
             budgets.read_record(path)
     # over seeds, a method some seeds did not run is averaged over those that did, and names the others
